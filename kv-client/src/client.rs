@@ -1,0 +1,622 @@
+//! The async Shoal client: routes each request to the shard's leader,
+//! follows leader hints, retries what is safe to retry until a deadline, and
+//! reports a write whose answer never came as indeterminate.
+
+use crate::error::{ClientError, ClientResult};
+use crate::routing::{Placement, RoutingTable};
+use shoal_proto::admin::admin_client::AdminClient;
+use shoal_proto::admin::{GetLayoutRequest, Layout};
+use shoal_proto::kv::kv_client::KvClient;
+use shoal_proto::kv::*;
+use shoal_proto::{ERROR_CODE_METADATA, LEADER_HINT_METADATA};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+/// Client settings; `Default` gives the documented defaults.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Addresses of any kv-server client ports; the layout is fetched from one.
+    pub endpoints: Vec<String>,
+    pub keyspace: String,
+    /// Overall deadline of one operation, retries included.
+    pub timeout: Duration,
+    /// First retry delay; doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            endpoints: vec!["127.0.0.1:7101".into()],
+            keyspace: "default".into(),
+            timeout: Duration::from_secs(10),
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A key, optionally with the routing key that picks its micro-shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Key {
+    pub key: Vec<u8>,
+    pub routing: Option<Vec<u8>>,
+}
+
+impl Key {
+    /// Keys that share a routing key share a micro-shard, hence a shard.
+    pub fn routed(routing: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Key {
+        Key {
+            key: key.into(),
+            routing: Some(routing.into()),
+        }
+    }
+}
+
+impl<T: Into<Vec<u8>>> From<T> for Key {
+    fn from(key: T) -> Key {
+        Key {
+            key: key.into(),
+            routing: None,
+        }
+    }
+}
+
+/// A value as read, with the version of the write that produced it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: Vec<u8>,
+    pub version: u64,
+}
+
+/// One entry of a scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub version: u64,
+    pub ushard: u32,
+}
+
+/// Where a write landed: its shard and the version it got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteAck {
+    pub shard: u64,
+    pub version: u64,
+}
+
+/// A batch operation.
+#[derive(Clone, Debug)]
+pub enum Mutation {
+    Put(Key, Vec<u8>),
+    Delete(Key),
+}
+
+/// What to scan. `Default` scans the whole keyspace forward.
+#[derive(Clone, Debug, Default)]
+pub struct ScanOptions {
+    pub start: Vec<u8>,
+    pub end: Vec<u8>,
+    pub prefix: Vec<u8>,
+    pub reverse: bool,
+    /// Entries per page (0 = server default).
+    pub limit: u32,
+    /// Bytes per page per shard (0 = server default).
+    pub max_bytes: u64,
+    /// Scan only this routing key's micro-shard.
+    pub routing: Option<Vec<u8>>,
+}
+
+/// One page of a scan; pass `cursor` back to continue.
+#[derive(Clone, Debug, Default)]
+pub struct ScanPage {
+    pub entries: Vec<Entry>,
+    pub cursor: Option<Vec<u8>>,
+}
+
+/// Entries per scan page when the caller gives no limit.
+pub const DEFAULT_SCAN_PAGE: u32 = 100;
+
+/// The resume cursor after `entry`, in the server's format (`ushard:u32be key`).
+fn encode_cursor(entry: &Entry) -> Vec<u8> {
+    let mut cursor = entry.ushard.to_be_bytes().to_vec();
+    cursor.extend_from_slice(&entry.key);
+    cursor
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+}
+
+/// How one failed attempt should be handled.
+enum Next {
+    /// Try the hinted leader right away.
+    Redirect(u64),
+    /// Try the next replica after a backoff.
+    TryAnother(String),
+    Fail(ClientError),
+}
+
+pub struct ShoalClient {
+    config: ClientConfig,
+    routes: RoutingTable,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true))
+}
+
+/// Fetches the layout from the first endpoint that answers.
+pub async fn fetch_layout(endpoints: &[String]) -> ClientResult<Layout> {
+    let mut last_error = String::from("no endpoints given");
+    for addr in endpoints {
+        let attempt = async {
+            let channel = endpoint(addr)
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut admin = AdminClient::new(channel);
+            admin
+                .get_layout(GetLayoutRequest {})
+                .await
+                .map_err(|s| s.message().to_string())
+        };
+        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            Ok(Ok(layout)) => return Ok(layout.into_inner()),
+            Ok(Err(e)) => last_error = format!("{addr}: {e}"),
+            Err(_) => last_error = format!("{addr}: timed out"),
+        }
+    }
+    Err(ClientError::Routing(format!(
+        "no endpoint answered ({last_error})"
+    )))
+}
+
+fn error_code_of(status: &tonic::Status) -> Option<ErrorCode> {
+    let name = status.metadata().get(ERROR_CODE_METADATA)?.to_str().ok()?;
+    ErrorCode::from_str_name(name)
+}
+
+fn leader_hint_of(status: &tonic::Status) -> Option<u64> {
+    status
+        .metadata()
+        .get(LEADER_HINT_METADATA)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Whether a transport failure happened before the request could have left.
+fn never_sent(status: &tonic::Status) -> bool {
+    let text = format!("{status:?}").to_lowercase();
+    text.contains("connect") && !text.contains("reset")
+}
+
+fn classify(status: tonic::Status, kind: Kind) -> Next {
+    match error_code_of(&status) {
+        Some(ErrorCode::NotLeader) => match leader_hint_of(&status) {
+            Some(leader) => Next::Redirect(leader),
+            None => Next::TryAnother(status.message().to_string()),
+        },
+        Some(ErrorCode::Unavailable | ErrorCode::UnknownShard) => {
+            Next::TryAnother(status.message().to_string())
+        }
+        Some(ErrorCode::LeadershipLost) => {
+            Next::Fail(ClientError::Indeterminate(status.message().to_string()))
+        }
+        Some(code) => Next::Fail(ClientError::Rejected {
+            code,
+            message: status.message().to_string(),
+        }),
+        // No code: the failure is the transport's, not the server's answer.
+        None if kind == Kind::Read || never_sent(&status) => Next::TryAnother(status.to_string()),
+        None => Next::Fail(ClientError::Indeterminate(status.to_string())),
+    }
+}
+
+impl ShoalClient {
+    /// Connects: fetches the layout from the first endpoint that answers.
+    pub async fn connect(config: ClientConfig) -> ClientResult<ShoalClient> {
+        let layout = fetch_layout(&config.endpoints).await?;
+        Ok(ShoalClient {
+            routes: RoutingTable::from_layout(&layout),
+            config,
+            channels: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn routes(&self) -> &RoutingTable {
+        &self.routes
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    fn channel(&self, node: u64) -> ClientResult<Channel> {
+        let addr = self
+            .routes
+            .addr(node)
+            .ok_or_else(|| ClientError::Routing(format!("unknown node {node}")))?;
+        let mut channels = self
+            .channels
+            .lock()
+            .map_err(|_| ClientError::Routing("channel cache poisoned".into()))?;
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = endpoint(addr)
+            .map_err(|e| ClientError::Routing(e.to_string()))?
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    fn header(&self, shard: u64) -> Option<RequestHeader> {
+        Some(RequestHeader {
+            keyspace: self.config.keyspace.clone(),
+            shard_id: shard,
+            epoch: 0,
+        })
+    }
+
+    fn place(&self, key: &Key) -> ClientResult<Placement> {
+        self.routes
+            .place(&self.config.keyspace, &key.key, key.routing.as_deref())
+    }
+
+    /// Runs one request against a shard with leader-following and retries.
+    async fn call<T, F, Fut>(&self, shard: u64, kind: Kind, mut attempt: F) -> ClientResult<T>
+    where
+        F: FnMut(KvClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.config.timeout;
+        let mut backoff = self.config.initial_backoff;
+        let mut candidates = self.routes.candidates(shard);
+        if candidates.is_empty() {
+            return Err(ClientError::Routing(format!(
+                "shard {shard} has no replicas"
+            )));
+        }
+        let mut target = 0usize;
+        loop {
+            let node = candidates[target % candidates.len()];
+            let client = KvClient::new(self.channel(node)?).max_decoding_message_size(64 << 20);
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let next = match tokio::time::timeout(remaining, attempt(client)).await {
+                Ok(Ok(response)) => {
+                    self.routes.set_leader(shard, node);
+                    return Ok(response.into_inner());
+                }
+                Ok(Err(status)) => classify(status, kind),
+                Err(_) if kind == Kind::Write => {
+                    return Err(ClientError::Indeterminate(format!(
+                        "no answer from node {node} before the deadline"
+                    )))
+                }
+                Err(_) => Next::TryAnother("deadline".into()),
+            };
+            let last_problem = match next {
+                Next::Fail(error) => return Err(error),
+                Next::Redirect(leader) if leader != node => {
+                    self.routes.set_leader(shard, leader);
+                    candidates = self.routes.candidates(shard);
+                    target = 0;
+                    continue;
+                }
+                Next::Redirect(_) => format!("node {node} named itself leader but refused"),
+                Next::TryAnother(problem) => format!("node {node}: {problem}"),
+            };
+            target += 1;
+            if Instant::now() + backoff >= deadline {
+                return Err(ClientError::Unavailable(format!(
+                    "shard {shard}: {last_problem}"
+                )));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.config.max_backoff);
+        }
+    }
+
+    pub async fn get(&self, key: impl Into<Key>) -> ClientResult<Option<Versioned>> {
+        let key = key.into();
+        let placement = self.place(&key)?;
+        let request = GetRequest {
+            header: self.header(placement.shard),
+            key: Some(KeyRef {
+                ushard: placement.ushard,
+                key: key.key,
+            }),
+        };
+        let response = self
+            .call(placement.shard, Kind::Read, |mut c| {
+                let request = request.clone();
+                async move { c.get(request).await }
+            })
+            .await?;
+        Ok(response.value.map(|v| Versioned {
+            value: v.value,
+            version: v.version,
+        }))
+    }
+
+    /// Reads many keys; answers are in request order. Keys are grouped by
+    /// shard, one request per shard.
+    pub async fn multi_get(&self, keys: Vec<Key>) -> ClientResult<Vec<Option<Versioned>>> {
+        let mut by_shard: HashMap<u64, Vec<(usize, KeyRef)>> = HashMap::new();
+        for (i, key) in keys.into_iter().enumerate() {
+            let placement = self.place(&key)?;
+            by_shard.entry(placement.shard).or_default().push((
+                i,
+                KeyRef {
+                    ushard: placement.ushard,
+                    key: key.key,
+                },
+            ));
+        }
+        let total = by_shard.values().map(Vec::len).sum();
+        let mut out = vec![None; total];
+        for (shard, refs) in by_shard {
+            let request = MultiGetRequest {
+                header: self.header(shard),
+                keys: refs.iter().map(|(_, k)| k.clone()).collect(),
+            };
+            let response = self
+                .call(shard, Kind::Read, |mut c| {
+                    let request = request.clone();
+                    async move { c.multi_get(request).await }
+                })
+                .await?;
+            for ((i, _), value) in refs.iter().zip(response.values) {
+                out[*i] = value.value.map(|v| Versioned {
+                    value: v.value,
+                    version: v.version,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn put(
+        &self,
+        key: impl Into<Key>,
+        value: impl Into<Vec<u8>>,
+    ) -> ClientResult<WriteAck> {
+        let key = key.into();
+        let placement = self.place(&key)?;
+        let request = PutRequest {
+            header: self.header(placement.shard),
+            key: Some(KeyRef {
+                ushard: placement.ushard,
+                key: key.key,
+            }),
+            value: value.into(),
+        };
+        let response = self
+            .call(placement.shard, Kind::Write, |mut c| {
+                let request = request.clone();
+                async move { c.put(request).await }
+            })
+            .await?;
+        Ok(WriteAck {
+            shard: placement.shard,
+            version: response.version,
+        })
+    }
+
+    pub async fn delete(&self, key: impl Into<Key>) -> ClientResult<WriteAck> {
+        let key = key.into();
+        let placement = self.place(&key)?;
+        let request = DeleteRequest {
+            header: self.header(placement.shard),
+            key: Some(KeyRef {
+                ushard: placement.ushard,
+                key: key.key,
+            }),
+        };
+        let response = self
+            .call(placement.shard, Kind::Write, |mut c| {
+                let request = request.clone();
+                async move { c.delete(request).await }
+            })
+            .await?;
+        Ok(WriteAck {
+            shard: placement.shard,
+            version: response.version,
+        })
+    }
+
+    /// Applies every mutation atomically. All keys must live in one shard
+    /// (share a routing key, or happen to hash there); otherwise the batch is
+    /// refused before anything is sent.
+    pub async fn batch(&self, mutations: Vec<Mutation>) -> ClientResult<WriteAck> {
+        let mut shard = None;
+        let mut ops = Vec::with_capacity(mutations.len());
+        for mutation in mutations {
+            let (key, op) = match mutation {
+                Mutation::Put(key, value) => {
+                    let placement = self.place(&key)?;
+                    let op = batch_op::Op::Put(PutOp {
+                        key: Some(KeyRef {
+                            ushard: placement.ushard,
+                            key: key.key,
+                        }),
+                        value,
+                    });
+                    (placement, op)
+                }
+                Mutation::Delete(key) => {
+                    let placement = self.place(&key)?;
+                    (
+                        placement,
+                        batch_op::Op::Delete(DeleteOp {
+                            key: Some(KeyRef {
+                                ushard: placement.ushard,
+                                key: key.key,
+                            }),
+                        }),
+                    )
+                }
+            };
+            match shard {
+                None => shard = Some(key.shard),
+                Some(s) if s != key.shard => {
+                    return Err(ClientError::InvalidArgument(
+                        "batch spans shards; cross-shard atomic batches are not supported: use one routing key".into(),
+                    ))
+                }
+                Some(_) => {}
+            }
+            ops.push(BatchOp { op: Some(op) });
+        }
+        let shard = shard.ok_or_else(|| ClientError::InvalidArgument("empty batch".into()))?;
+        let request = BatchRequest {
+            header: self.header(shard),
+            ops,
+        };
+        let response = self
+            .call(shard, Kind::Write, |mut c| {
+                let request = request.clone();
+                async move { c.batch(request).await }
+            })
+            .await?;
+        Ok(WriteAck {
+            shard,
+            version: response.version,
+        })
+    }
+
+    /// One page of a scan over the keyspace (or one routing key's micro-shard),
+    /// in key order across every shard.
+    pub async fn scan_page(
+        &self,
+        options: &ScanOptions,
+        cursor: Option<&[u8]>,
+    ) -> ClientResult<ScanPage> {
+        let (shards, ushard) = match &options.routing {
+            Some(routing) => {
+                let placement = self
+                    .routes
+                    .place(&self.config.keyspace, routing, Some(routing))?;
+                (vec![placement.shard], Some(placement.ushard))
+            }
+            None => (
+                self.routes.keyspace(&self.config.keyspace)?.shards.clone(),
+                None,
+            ),
+        };
+        let limit = if options.limit == 0 {
+            DEFAULT_SCAN_PAGE
+        } else {
+            options.limit
+        };
+        let order = |e: &Entry| (e.key.clone(), e.ushard);
+        let mut merged = Vec::new();
+        // The smallest (in scan order) last entry among shards that have more:
+        // past it, a shard may hold entries we have not seen, so the page must
+        // stop there.
+        let mut frontier: Option<(Vec<u8>, u32)> = None;
+        for shard in shards {
+            let request = ScanRequest {
+                header: self.header(shard),
+                ushard,
+                start: options.start.clone(),
+                end: options.end.clone(),
+                prefix: options.prefix.clone(),
+                reverse: options.reverse,
+                limit,
+                max_bytes: options.max_bytes,
+                resume_after: cursor.map(<[u8]>::to_vec).unwrap_or_default(),
+            };
+            let response = self
+                .call(shard, Kind::Read, |mut c| {
+                    let request = request.clone();
+                    async move { c.scan(request).await }
+                })
+                .await?;
+            let entries: Vec<Entry> = response
+                .entries
+                .into_iter()
+                .map(|e| Entry {
+                    key: e.key,
+                    value: e.value,
+                    version: e.version,
+                    ushard: e.ushard,
+                })
+                .collect();
+            if response.more {
+                if let Some(last) = entries.last().map(order) {
+                    let earlier = match &frontier {
+                        None => true,
+                        Some(f) => (last < *f) != options.reverse,
+                    };
+                    if earlier {
+                        frontier = Some(last);
+                    }
+                }
+            }
+            merged.extend(entries);
+        }
+        merged.sort_by_key(order);
+        if options.reverse {
+            merged.reverse();
+        }
+        if let Some(f) = &frontier {
+            merged.retain(|e| {
+                if options.reverse {
+                    order(e) >= *f
+                } else {
+                    order(e) <= *f
+                }
+            });
+        }
+        let truncated = merged.len() > limit as usize;
+        merged.truncate(limit as usize);
+        let cursor = match merged.last() {
+            Some(last) if truncated || frontier.is_some() => Some(encode_cursor(last)),
+            _ => None,
+        };
+        Ok(ScanPage {
+            entries: merged,
+            cursor,
+        })
+    }
+
+    /// Scans to the end (or `max_entries`), following cursors.
+    pub async fn scan_all(
+        &self,
+        options: &ScanOptions,
+        max_entries: usize,
+    ) -> ClientResult<Vec<Entry>> {
+        let mut out = Vec::new();
+        let mut cursor: Option<Vec<u8>> = None;
+        loop {
+            let page = self.scan_page(options, cursor.as_deref()).await?;
+            out.extend(page.entries);
+            if out.len() >= max_entries {
+                out.truncate(max_entries);
+                return Ok(out);
+            }
+            match page.cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+/// Shares one client between tasks.
+pub type SharedClient = Arc<ShoalClient>;

@@ -1,0 +1,192 @@
+//! The kv-server configuration: one TOML file, unknown fields rejected,
+//! every default in this file, and `validate()` naming the bad field.
+//! `kv-server/example.toml` documents every field.
+
+use crate::types::NodeId;
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    /// Holds `db/` (RocksDB) and `snapshots/`.
+    pub data_dir: PathBuf,
+    /// Where to listen for clients (Kv + Admin).
+    pub listen_client: String,
+    /// Where to listen for peers (Raft transport).
+    pub listen_raft: String,
+    /// The static cluster layout (see `layout.rs`).
+    pub layout_file: PathBuf,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub raft: RaftTuning,
+}
+
+/// Input limits. A request over any of them gets a clear error and writes nothing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    pub max_batch_ops: usize,
+    /// Sum of key and value bytes of one batch.
+    pub max_batch_bytes: usize,
+    pub default_scan_limit: u32,
+    pub max_scan_limit: u32,
+    pub default_scan_bytes: u64,
+    pub max_scan_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_bytes: 4 * 1024,
+            max_value_bytes: 1024 * 1024,
+            max_batch_ops: 1000,
+            max_batch_bytes: 4 * 1024 * 1024,
+            default_scan_limit: 100,
+            max_scan_limit: 10_000,
+            default_scan_bytes: 1024 * 1024,
+            max_scan_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Raft timing and log retention, shared by every shard of the node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftTuning {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_every_entries: u64,
+    /// Entries kept in the log behind a snapshot, so a slightly lagging
+    /// follower catches up from the log rather than a full snapshot.
+    pub logs_kept_behind_snapshot: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_every_entries: 10_000,
+            logs_kept_behind_snapshot: 1_000,
+        }
+    }
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let config: NodeConfig =
+            toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.node_id.0 == 0 {
+            bail!("node_id: must be at least 1");
+        }
+        if self.listen_client.is_empty() {
+            bail!("listen_client: must not be empty");
+        }
+        if self.listen_raft.is_empty() {
+            bail!("listen_raft: must not be empty");
+        }
+        let l = &self.limits;
+        if l.max_key_bytes == 0
+            || l.max_value_bytes == 0
+            || l.max_batch_ops == 0
+            || l.max_batch_bytes == 0
+        {
+            bail!("limits: every max_* must be at least 1");
+        }
+        if l.default_scan_limit == 0 || l.default_scan_limit > l.max_scan_limit {
+            bail!("limits.default_scan_limit: must be between 1 and limits.max_scan_limit");
+        }
+        if l.default_scan_bytes == 0 || l.default_scan_bytes > l.max_scan_bytes {
+            bail!("limits.default_scan_bytes: must be between 1 and limits.max_scan_bytes");
+        }
+        let r = &self.raft;
+        if r.heartbeat_interval_ms == 0 {
+            bail!("raft.heartbeat_interval_ms: must be at least 1");
+        }
+        if r.election_timeout_min_ms <= r.heartbeat_interval_ms {
+            bail!("raft.election_timeout_min_ms: must exceed raft.heartbeat_interval_ms");
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            bail!("raft.election_timeout_max_ms: must exceed raft.election_timeout_min_ms");
+        }
+        if r.snapshot_every_entries == 0 {
+            bail!("raft.snapshot_every_entries: must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn openraft_config(&self) -> anyhow::Result<openraft::Config> {
+        let r = &self.raft;
+        let config = openraft::Config {
+            cluster_name: "shoal".into(),
+            heartbeat_interval: r.heartbeat_interval_ms,
+            election_timeout_min: r.election_timeout_min_ms,
+            election_timeout_max: r.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: r.logs_kept_behind_snapshot,
+            ..Default::default()
+        };
+        config
+            .validate()
+            .context("raft: openraft rejected the settings")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        node_id = 1
+        data_dir = "/tmp/x"
+        listen_client = "127.0.0.1:0"
+        listen_raft = "127.0.0.1:0"
+        layout_file = "layout.toml"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config: NodeConfig = toml::from_str(MINIMAL).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.limits.max_key_bytes, 4096);
+        config.openraft_config().unwrap();
+    }
+
+    #[test]
+    fn unknown_field_is_rejected() {
+        let text = format!("{MINIMAL}\nlisten_clinet = \"x\"\n");
+        let err = toml::from_str::<NodeConfig>(&text).unwrap_err().to_string();
+        assert!(err.contains("listen_clinet"), "{err}");
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let mut config: NodeConfig = toml::from_str(MINIMAL).unwrap();
+        config.raft.election_timeout_min_ms = 50;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.starts_with("raft.election_timeout_min_ms"), "{err}");
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let text = include_str!("../example.toml");
+        let config: NodeConfig = toml::from_str(text).unwrap();
+        config.validate().unwrap();
+    }
+}

@@ -1,0 +1,50 @@
+//! The one error enum of the server's request path. Each variant maps to one
+//! stable wire code in [`crate::rpc::status`].
+
+use crate::types::{NodeId, ShardId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    #[error("shard {shard} is not led by this node; leader: {leader:?}")]
+    NotLeader {
+        shard: ShardId,
+        leader: Option<NodeId>,
+    },
+    #[error("unknown keyspace {0:?}")]
+    UnknownKeyspace(String),
+    #[error("shard {0} is not hosted on this node")]
+    UnknownShard(ShardId),
+    #[error("ushard {ushard} of keyspace {keyspace:?} does not belong to shard {shard}")]
+    WrongShard {
+        keyspace: String,
+        ushard: u32,
+        shard: ShardId,
+    },
+    #[error("key is {len} bytes; the limit is {max}")]
+    KeyTooLarge { len: usize, max: usize },
+    #[error("value is {len} bytes; the limit is {max}")]
+    ValueTooLarge { len: usize, max: usize },
+    #[error("batch too large: {0}")]
+    BatchTooLarge(String),
+    #[error("key must not be empty")]
+    EmptyKey,
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("leadership of shard {shard} changed before the write was known to commit; it may or may not have been applied")]
+    LeadershipLost {
+        shard: ShardId,
+        leader: Option<NodeId>,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<std::io::Error> for KvError {
+    fn from(e: std::io::Error) -> Self {
+        KvError::Internal(e.to_string())
+    }
+}
+
+pub type KvResult<T> = Result<T, KvError>;

@@ -1,0 +1,225 @@
+//! The byte layout of everything Shoal stores in RocksDB. This module is the
+//! only place that builds or parses storage keys.
+//!
+//! One RocksDB per node holds every shard it hosts, split by column family:
+//!
+//! | cf          | key                                              | value |
+//! |-------------|--------------------------------------------------|-------|
+//! | `raft_log`  | `shard:u64be` `index:u64be`                      | bincode `Entry` |
+//! | `raft_meta` | `shard:u64be` `tag:u8`                           | bincode vote / purged id / snapshot meta |
+//! | `data`      | `shard:u64be` `keyspace:u32be` `ushard:u32be` `user key` | [`ValueRecord`] |
+//! | `data`      | `shard:u64be` `0xFFFF_FFFF` `tag:u8`             | state-machine metadata (applied log id, membership) |
+//!
+//! Why this order: every shard is one contiguous range in each cf, so a
+//! snapshot or a replica removal is a range operation; within a shard, every
+//! micro-shard of a keyspace is contiguous, so moving a micro-shard later is
+//! a range copy; big-endian integers keep numeric order equal to byte order.
+//! Keyspace id `0xFFFF_FFFF` is reserved so the state-machine metadata lives in
+//! the same cf as the data and is written in the same atomic batch.
+
+use crate::types::{KeyspaceId, ShardId, UshardId, Version};
+
+pub const CF_RAFT_LOG: &str = "raft_log";
+pub const CF_RAFT_META: &str = "raft_meta";
+pub const CF_DATA: &str = "data";
+pub const ALL_CFS: [&str; 3] = [CF_RAFT_LOG, CF_RAFT_META, CF_DATA];
+
+/// Keyspace id reserved for per-shard state-machine metadata in `data`.
+pub const RESERVED_KEYSPACE: u32 = u32::MAX;
+
+/// Tags of per-shard Raft metadata in `raft_meta`.
+#[derive(Clone, Copy, Debug)]
+#[repr(u8)]
+pub enum RaftMetaTag {
+    Vote = 1,
+    LastPurged = 2,
+    Committed = 3,
+    SnapshotMeta = 4,
+}
+
+/// Tags of per-shard state-machine metadata in `data`.
+#[derive(Clone, Copy, Debug)]
+#[repr(u8)]
+pub enum SmMetaTag {
+    AppliedState = 1,
+}
+
+fn shard_prefix(shard: ShardId) -> [u8; 8] {
+    shard.0.to_be_bytes()
+}
+
+/// `[start, end)` covering every key of `shard` in a shard-prefixed cf.
+pub fn shard_range(shard: ShardId) -> (Vec<u8>, Vec<u8>) {
+    let start = shard_prefix(shard).to_vec();
+    let end = match shard.0.checked_add(1) {
+        Some(next) => next.to_be_bytes().to_vec(),
+        None => vec![0xFF; 9],
+    };
+    (start, end)
+}
+
+pub fn raft_log_key(shard: ShardId, index: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&shard_prefix(shard));
+    key[8..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// The log index of a `raft_log` key, or `None` if the key is not one.
+pub fn parse_raft_log_key(key: &[u8]) -> Option<(ShardId, u64)> {
+    if key.len() != 16 {
+        return None;
+    }
+    let shard = u64::from_be_bytes(key[..8].try_into().ok()?);
+    let index = u64::from_be_bytes(key[8..].try_into().ok()?);
+    Some((ShardId(shard), index))
+}
+
+pub fn raft_meta_key(shard: ShardId, tag: RaftMetaTag) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[..8].copy_from_slice(&shard_prefix(shard));
+    key[8] = tag as u8;
+    key
+}
+
+pub fn sm_meta_key(shard: ShardId, tag: SmMetaTag) -> Vec<u8> {
+    let mut key = Vec::with_capacity(13);
+    key.extend_from_slice(&shard_prefix(shard));
+    key.extend_from_slice(&RESERVED_KEYSPACE.to_be_bytes());
+    key.push(tag as u8);
+    key
+}
+
+/// Prefix of every data key of one micro-shard of a keyspace in a shard.
+pub fn ushard_prefix(shard: ShardId, keyspace: KeyspaceId, ushard: UshardId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16);
+    key.extend_from_slice(&shard_prefix(shard));
+    key.extend_from_slice(&keyspace.0.to_be_bytes());
+    key.extend_from_slice(&ushard.0.to_be_bytes());
+    key
+}
+
+pub fn data_key(
+    shard: ShardId,
+    keyspace: KeyspaceId,
+    ushard: UshardId,
+    user_key: &[u8],
+) -> Vec<u8> {
+    let mut key = ushard_prefix(shard, keyspace, ushard);
+    key.extend_from_slice(user_key);
+    key
+}
+
+/// Length of the prefix that [`ushard_prefix`] builds.
+pub const USHARD_PREFIX_LEN: usize = 16;
+
+/// The user key inside a data key that starts with `ushard_prefix`.
+pub fn user_key_of(data_key: &[u8]) -> &[u8] {
+    &data_key[USHARD_PREFIX_LEN.min(data_key.len())..]
+}
+
+/// The smallest byte string greater than every string starting with `prefix`,
+/// or `None` when no such string exists (prefix is all 0xFF).
+pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut out = prefix.to_vec();
+    while let Some(last) = out.pop() {
+        if last != 0xFF {
+            out.push(last + 1);
+            return Some(out);
+        }
+    }
+    None
+}
+
+/// A stored value: its version, its expiry and the user's bytes.
+///
+/// Layout: `version:u64be` `expires_at_ms:u64be` (0 = never) `value`.
+/// The expiry field is reserved for per-key TTL; it is written as 0 today.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValueRecord {
+    pub version: Version,
+    pub expires_at_ms: u64,
+    pub value: Vec<u8>,
+}
+
+const VALUE_HEADER_LEN: usize = 16;
+
+impl ValueRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(VALUE_HEADER_LEN + self.value.len());
+        out.extend_from_slice(&self.version.0.to_be_bytes());
+        out.extend_from_slice(&self.expires_at_ms.to_be_bytes());
+        out.extend_from_slice(&self.value);
+        out
+    }
+
+    /// Parses a stored record; `None` means the bytes are corrupt.
+    pub fn decode(bytes: &[u8]) -> Option<ValueRecord> {
+        if bytes.len() < VALUE_HEADER_LEN {
+            return None;
+        }
+        Some(ValueRecord {
+            version: Version(u64::from_be_bytes(bytes[..8].try_into().ok()?)),
+            expires_at_ms: u64::from_be_bytes(bytes[8..16].try_into().ok()?),
+            value: bytes[VALUE_HEADER_LEN..].to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_keys_sort_by_shard_then_index() {
+        let a = raft_log_key(ShardId(1), 300);
+        let b = raft_log_key(ShardId(1), 1000);
+        let c = raft_log_key(ShardId(2), 1);
+        assert!(a < b && b < c);
+        assert_eq!(parse_raft_log_key(&b), Some((ShardId(1), 1000)));
+    }
+
+    #[test]
+    fn shard_range_covers_exactly_one_shard() {
+        let (start, end) = shard_range(ShardId(7));
+        let inside = data_key(
+            ShardId(7),
+            KeyspaceId(u32::MAX),
+            UshardId(u32::MAX),
+            &[0xFF; 10],
+        );
+        let next = data_key(ShardId(8), KeyspaceId(0), UshardId(0), b"");
+        assert!(start.as_slice() <= inside.as_slice() && inside < end);
+        assert!(next >= end);
+    }
+
+    #[test]
+    fn sm_meta_sorts_after_all_user_data_of_the_shard() {
+        let meta = sm_meta_key(ShardId(3), SmMetaTag::AppliedState);
+        let data = data_key(
+            ShardId(3),
+            KeyspaceId(u32::MAX - 1),
+            UshardId(u32::MAX),
+            &[0xFF; 8],
+        );
+        assert!(data < meta);
+    }
+
+    #[test]
+    fn value_record_round_trips() {
+        let record = ValueRecord {
+            version: Version(42),
+            expires_at_ms: 0,
+            value: b"hello".to_vec(),
+        };
+        assert_eq!(ValueRecord::decode(&record.encode()), Some(record));
+        assert_eq!(ValueRecord::decode(b"short"), None);
+    }
+
+    #[test]
+    fn prefix_successor_handles_carry() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(&[0x01, 0xFF]), Some(vec![0x02]));
+        assert_eq!(prefix_successor(&[0xFF, 0xFF]), None);
+    }
+}

@@ -1,0 +1,28 @@
+//! kv-server: a Shoal replica node.
+//!
+//! # Layout
+//! - [`config`]: the node's TOML configuration and its validation.
+//! - [`layout`]: the cluster layout (nodes, keyspaces, shards) a node serves.
+//! - [`types`]: newtypes for ids and versions.
+//! - [`keys`]: **the only module that builds storage keys**.
+//! - [`engine`]: the storage trait, its RocksDB and in-memory implementations.
+//! - [`raft`]: openraft glue: log store, state machine, snapshots, network.
+//! - [`shard`]: the replicas a node hosts; reads, writes, scans on them.
+//! - [`rpc`]: every tonic service and the one error → status mapping.
+//! - [`server`]: wires the above into a running node.
+//!
+//! Request path: client → `rpc::kv_service` (validate, route to the shard) →
+//! `shard::replica` (leader check, propose / read barrier) → openraft log
+//! (`raft::log_store`, fsynced by `raft::wal_syncer`) → apply
+//! (`raft::state_machine`) → engine.
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod keys;
+pub mod layout;
+pub mod raft;
+pub mod rpc;
+pub mod server;
+pub mod shard;
+pub mod types;

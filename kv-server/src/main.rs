@@ -1,0 +1,44 @@
+//! The kv-server binary: `kv-server --config node.toml`.
+
+use anyhow::Context;
+use clap::Parser;
+use kv_server::config::NodeConfig;
+use kv_server::layout::ClusterLayout;
+use std::path::PathBuf;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Parser)]
+#[command(about = "Shoal replica node")]
+struct Args {
+    /// Path of the node's TOML configuration (see kv-server/example.toml).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let config = NodeConfig::load(&args.config)?;
+    let layout = ClusterLayout::load(&config.layout_file)?;
+    let client = tokio::net::TcpListener::bind(&config.listen_client)
+        .await
+        .with_context(|| format!("binding listen_client {}", config.listen_client))?;
+    let raft = tokio::net::TcpListener::bind(&config.listen_raft)
+        .await
+        .with_context(|| format!("binding listen_raft {}", config.listen_raft))?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    kv_server::server::run(config, layout, client, raft, shutdown).await
+}

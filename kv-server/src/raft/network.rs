@@ -1,0 +1,247 @@
+//! openraft's network for one shard: sends Raft messages to peers over the
+//! node-to-node gRPC transport.
+//!
+//! Every shard of a node shares the [`PeerChannels`] pool, so all shards'
+//! traffic to a peer rides one HTTP/2 connection (multiplexed by shard id
+//! in each message) instead of one connection per shard per peer.
+
+use crate::raft::types::{
+    decode, encode, RaftError, RpcError, Snapshot, SnapshotData, TypeConfig, Vote,
+};
+use crate::types::ShardId;
+use dashmap::DashMap;
+use futures::Future;
+use openraft::errors::{NetworkError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
+use serde::de::DeserializeOwned;
+use shoal_proto::raft::raft_transport_client::RaftTransportClient;
+use shoal_proto::raft::{RaftReply, RaftRequest, SnapshotChunk};
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// Size of one streamed snapshot chunk.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// Lazily connected, reused channels to peer nodes, keyed by raft address.
+#[derive(Default)]
+pub struct PeerChannels {
+    channels: DashMap<String, Channel>,
+}
+
+impl PeerChannels {
+    pub fn new() -> Arc<PeerChannels> {
+        Arc::new(PeerChannels::default())
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        if let Some(channel) = self.channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        self.channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+pub struct ShardNetworkFactory {
+    shard: ShardId,
+    peers: Arc<PeerChannels>,
+}
+
+impl ShardNetworkFactory {
+    pub fn new(shard: ShardId, peers: Arc<PeerChannels>) -> ShardNetworkFactory {
+        ShardNetworkFactory { shard, peers }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for ShardNetworkFactory {
+    type Network = ShardPeer;
+
+    async fn new_client(&mut self, _target: u64, node: &BasicNode) -> Self::Network {
+        ShardPeer {
+            shard: self.shard,
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+/// One shard's view of one peer.
+pub struct ShardPeer {
+    shard: ShardId,
+    addr: String,
+    peers: Arc<PeerChannels>,
+}
+
+fn unreachable(e: impl std::fmt::Display) -> RpcError {
+    RpcError::Unreachable(Unreachable::from_string(e.to_string()))
+}
+
+/// Maps a transport failure: "could not connect" means the peer is down
+/// (openraft backs off), anything else is a network error.
+fn status_to_rpc_error(status: tonic::Status) -> RpcError {
+    match status.code() {
+        tonic::Code::Unavailable => unreachable(status.message()),
+        _ => RpcError::Network(NetworkError::from_string(format!(
+            "{}: {}",
+            status.code(),
+            status.message()
+        ))),
+    }
+}
+
+fn decode_reply<T: DeserializeOwned>(reply: RaftReply) -> Result<T, RpcError> {
+    if !reply.error.is_empty() {
+        // The peer does not host this shard (yet): treat it as down.
+        return Err(unreachable(reply.error));
+    }
+    let result: Result<T, RaftError> =
+        decode(&reply.payload).map_err(|e| RpcError::Network(NetworkError::new(&e)))?;
+    result.map_err(unreachable)
+}
+
+impl ShardPeer {
+    fn client(&self) -> Result<RaftTransportClient<Channel>, RpcError> {
+        let channel = self
+            .peers
+            .channel(&self.addr)
+            .map_err(|e| unreachable(&e))?;
+        Ok(RaftTransportClient::new(channel)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20))
+    }
+
+    fn request<T: serde::Serialize>(
+        &self,
+        message: &T,
+        ttl: Duration,
+    ) -> Result<tonic::Request<RaftRequest>, RpcError> {
+        let payload = encode(message).map_err(|e| RpcError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(RaftRequest {
+            shard_id: self.shard.0,
+            payload,
+        });
+        request.set_timeout(ttl);
+        Ok(request)
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for ShardPeer {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RpcError> {
+        let request = self.request(&rpc, option.hard_ttl())?;
+        let reply = self
+            .client()?
+            .append_entries(request)
+            .await
+            .map_err(status_to_rpc_error)?;
+        decode_reply(reply.into_inner())
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RpcError> {
+        let request = self.request(&rpc, option.hard_ttl())?;
+        let reply = self
+            .client()?
+            .vote(request)
+            .await
+            .map_err(status_to_rpc_error)?;
+        decode_reply(reply.into_inner())
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RpcError> {
+        let request = self.request(&rpc, option.hard_ttl())?;
+        let reply = self
+            .client()?
+            .transfer_leader(request)
+            .await
+            .map_err(status_to_rpc_error)?;
+        decode_reply(reply.into_inner())
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let header = encode(&(vote, snapshot.meta.clone()))
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let shard_id = self.shard.0;
+        let mut file = snapshot.snapshot;
+        // Read the file on a blocking thread, a chunk at a time, so a large
+        // snapshot never sits in memory whole.
+        let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
+        let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Seek;
+            file.seek(std::io::SeekFrom::Start(0))?;
+            let mut header = Some(header);
+            loop {
+                let mut data = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+                let n = file.read(&mut data)?;
+                data.truncate(n);
+                let is_last = n == 0;
+                let chunk = SnapshotChunk {
+                    shard_id,
+                    header: header.take().unwrap_or_default(),
+                    data,
+                };
+                if tx.blocking_send(chunk).is_err() || is_last {
+                    return Ok(());
+                }
+            }
+        });
+        let mut client = self
+            .client()
+            .map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e.to_string())))?;
+        let send = client.install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx));
+        tokio::pin!(cancel);
+        let reply = tokio::select! {
+            closed = &mut cancel => {
+                reader.abort();
+                return Err(StreamingError::Closed(closed));
+            }
+            reply = send => reply,
+        };
+        match reader.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(StreamingError::Network(NetworkError::new(&e))),
+            Err(e) => {
+                return Err(StreamingError::Network(NetworkError::from_string(
+                    e.to_string(),
+                )))
+            }
+        }
+        let reply = reply.map_err(|status| match status_to_rpc_error(status) {
+            RpcError::Unreachable(u) => StreamingError::Unreachable(u),
+            other => StreamingError::Network(NetworkError::from_string(other.to_string())),
+        })?;
+        decode_reply(reply.into_inner())
+            .map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e.to_string())))
+    }
+}

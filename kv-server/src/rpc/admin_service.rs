@@ -1,0 +1,122 @@
+//! The `shoal.admin.v1.Admin` service: layout and replica status.
+
+use crate::layout::ClusterLayout;
+use crate::rpc::status::to_status;
+use crate::shard::digest::shard_digest;
+use crate::shard::host::NodeHost;
+use crate::types::ShardId;
+use openraft::ServerState;
+use shoal_proto::admin::admin_server::Admin;
+use shoal_proto::admin::*;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct AdminService {
+    host: Arc<NodeHost>,
+}
+
+impl AdminService {
+    pub fn new(host: Arc<NodeHost>) -> AdminService {
+        AdminService { host }
+    }
+}
+
+/// The layout as clients see it: no Raft addresses.
+pub fn layout_to_proto(layout: &ClusterLayout) -> Layout {
+    Layout {
+        version: layout.version,
+        nodes: layout
+            .nodes
+            .iter()
+            .map(|n| NodeInfo {
+                node_id: n.id.0,
+                client_addr: n.client_addr.clone(),
+                raft_addr: String::new(),
+                region: n.region.clone(),
+            })
+            .collect(),
+        keyspaces: layout
+            .keyspaces
+            .iter()
+            .map(|k| KeyspaceInfo {
+                name: k.name.clone(),
+                keyspace_id: k.id.0,
+                ushard_count: k.ushard_count,
+                shard_ids: k.shards.iter().map(|s| s.0).collect(),
+            })
+            .collect(),
+        shards: layout
+            .shards
+            .iter()
+            .map(|s| ShardInfo {
+                shard_id: s.id.0,
+                replicas: s.replicas.iter().map(|n| n.0).collect(),
+            })
+            .collect(),
+    }
+}
+
+fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn get_layout(
+        &self,
+        _request: Request<GetLayoutRequest>,
+    ) -> Result<Response<Layout>, Status> {
+        Ok(Response::new(layout_to_proto(&self.host.layout)))
+    }
+
+    async fn replica_status(
+        &self,
+        _request: Request<ReplicaStatusRequest>,
+    ) -> Result<Response<ReplicaStatusResponse>, Status> {
+        let replicas = self
+            .host
+            .replicas()
+            .iter()
+            .map(|replica| {
+                let m = replica.metrics();
+                ReplicaStatus {
+                    shard_id: replica.id.0,
+                    role: role_name(m.state).to_string(),
+                    term: m.current_term,
+                    leader_id: m.current_leader.unwrap_or(0),
+                    applied_index: m.last_applied.as_ref().map(|id| id.index()).unwrap_or(0),
+                    last_log_index: m.last_log_index.unwrap_or(0),
+                    snapshot_index: m.snapshot.as_ref().map(|id| id.index()).unwrap_or(0),
+                    purged_index: m.purged.as_ref().map(|id| id.index()).unwrap_or(0),
+                }
+            })
+            .collect();
+        Ok(Response::new(ReplicaStatusResponse {
+            node_id: self.host.node_id.0,
+            replicas,
+        }))
+    }
+
+    async fn shard_digest(
+        &self,
+        request: Request<ShardDigestRequest>,
+    ) -> Result<Response<ShardDigestResponse>, Status> {
+        let shard = ShardId(request.into_inner().shard_id);
+        self.host.shard(shard).map_err(to_status)?;
+        let d = shard_digest(self.host.engine(), shard)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(ShardDigestResponse {
+            shard_id: shard.0,
+            applied_index: d.applied_index,
+            key_count: d.key_count,
+            digest: d.digest,
+        }))
+    }
+}

@@ -1,0 +1,126 @@
+//! The peer-facing `shoal.raft.v1.RaftTransport` service: hands each message
+//! to the Raft group of the shard it names.
+
+use crate::raft::types::{decode, encode, RaftError, Snapshot, SnapshotMeta, Vote};
+use crate::shard::host::NodeHost;
+use crate::types::ShardId;
+use futures::StreamExt;
+use shoal_proto::raft::raft_transport_server::RaftTransport;
+use shoal_proto::raft::{RaftReply, RaftRequest, SnapshotChunk};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tonic::{Request, Response, Status, Streaming};
+
+pub struct RaftService {
+    host: Arc<NodeHost>,
+    /// Where incoming snapshots are spooled before they are installed.
+    incoming_dir: PathBuf,
+}
+
+impl RaftService {
+    pub fn new(host: Arc<NodeHost>, incoming_dir: PathBuf) -> RaftService {
+        RaftService { host, incoming_dir }
+    }
+
+    fn not_hosted(shard: ShardId) -> Response<RaftReply> {
+        Response::new(RaftReply {
+            payload: Vec::new(),
+            error: format!("shard {shard} is not hosted here"),
+        })
+    }
+}
+
+fn bad_payload(e: std::io::Error) -> Status {
+    Status::invalid_argument(format!("undecodable raft payload: {e}"))
+}
+
+fn encode_reply<T: serde::Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
+    let payload = encode(result).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftReply {
+        payload,
+        error: String::new(),
+    }))
+}
+
+#[tonic::async_trait]
+impl RaftTransport for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let req = request.into_inner();
+        let Ok(replica) = self.host.shard(ShardId(req.shard_id)) else {
+            return Ok(Self::not_hosted(ShardId(req.shard_id)));
+        };
+        let rpc = decode(&req.payload).map_err(bad_payload)?;
+        encode_reply(&replica.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let req = request.into_inner();
+        let Ok(replica) = self.host.shard(ShardId(req.shard_id)) else {
+            return Ok(Self::not_hosted(ShardId(req.shard_id)));
+        };
+        let rpc = decode(&req.payload).map_err(bad_payload)?;
+        encode_reply(&replica.raft.vote(rpc).await)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let req = request.into_inner();
+        let Ok(replica) = self.host.shard(ShardId(req.shard_id)) else {
+            return Ok(Self::not_hosted(ShardId(req.shard_id)));
+        };
+        let rpc = decode(&req.payload).map_err(bad_payload)?;
+        let result: Result<_, RaftError> = replica
+            .raft
+            .handle_transfer_leader(rpc)
+            .await
+            .map_err(RaftError::Fatal);
+        encode_reply(&result)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        let shard = ShardId(first.shard_id);
+        let Ok(replica) = self.host.shard(shard) else {
+            return Ok(Self::not_hosted(shard));
+        };
+        let (vote, meta): (Vote, SnapshotMeta) = decode(&first.header).map_err(bad_payload)?;
+        std::fs::create_dir_all(&self.incoming_dir).map_err(|e| Status::internal(e.to_string()))?;
+        let spool = tempfile::NamedTempFile::new_in(&self.incoming_dir)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let (mut file, spool_path) = spool.into_parts();
+        file.write_all(&first.data)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            file.write_all(&chunk.data)
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
+        file.flush().map_err(|e| Status::internal(e.to_string()))?;
+        // The state machine copies what it keeps; the spooled file goes when
+        // `spool_path` drops.
+        let snapshot = Snapshot {
+            meta,
+            snapshot: file,
+        };
+        let result: Result<_, RaftError> = replica
+            .raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(RaftError::Fatal);
+        drop(spool_path);
+        encode_reply(&result)
+    }
+}

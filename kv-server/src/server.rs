@@ -1,0 +1,93 @@
+//! Wires a node together: engine, Raft transport, replicas, client services.
+//! Takes its listeners and a shutdown future as arguments, so tests can bind
+//! port 0 and stop a node without signals.
+
+use crate::config::NodeConfig;
+use crate::engine::{RocksEngine, SharedEngine};
+use crate::layout::ClusterLayout;
+use crate::rpc::admin_service::AdminService;
+use crate::rpc::kv_service::KvService;
+use crate::rpc::raft_service::RaftService;
+use crate::shard::host::NodeHost;
+use anyhow::Context;
+use shoal_proto::admin::admin_server::AdminServer;
+use shoal_proto::kv::kv_server::KvServer;
+use shoal_proto::raft::raft_transport_server::RaftTransportServer;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Largest gRPC message accepted: a full batch plus headroom.
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Runs a node until `shutdown` resolves, then stops it cleanly.
+pub async fn run(
+    config: NodeConfig,
+    layout: ClusterLayout,
+    client_listener: TcpListener,
+    raft_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let engine: SharedEngine = Arc::new(
+        RocksEngine::open(&config.data_dir.join("db")).context("opening the RocksDB database")?,
+    );
+    let host = NodeHost::new(&config, layout, engine)?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    // Peers must reach us while our shards start, so the transport comes first.
+    let raft_service = RaftService::new(
+        host.clone(),
+        config.data_dir.join("snapshots").join("incoming"),
+    );
+    let raft_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                RaftTransportServer::new(raft_service)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(raft_listener),
+                stopped(stop_rx.clone()),
+            ),
+    );
+
+    host.open_shards(&config).await?;
+    tracing::info!(node_id = %host.node_id, shards = host.replicas().len(), "node started");
+
+    let client_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                KvServer::new(KvService::new(host.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(AdminServer::new(AdminService::new(host.clone())))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(client_listener),
+                stopped(stop_rx.clone()),
+            ),
+    );
+
+    shutdown.await;
+    tracing::info!(node_id = %host.node_id, "shutting down");
+    let _ = stop_tx.send(true);
+    // Stop taking client requests first, then stop Raft, then the transport.
+    client_server
+        .await
+        .context("client server task")?
+        .context("client server")?;
+    host.shutdown().await;
+    raft_server
+        .await
+        .context("raft server task")?
+        .context("raft server")?;
+    Ok(())
+}

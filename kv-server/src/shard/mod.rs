@@ -1,0 +1,6 @@
+//! The replicas a node hosts and the operations on them.
+
+pub mod digest;
+pub mod host;
+pub mod replica;
+pub mod scan;

@@ -1,0 +1,158 @@
+//! One shard replica hosted on this node: its Raft handle, and the read and
+//! write operations the RPC layer calls.
+
+use crate::engine::{Direction, SharedEngine, Visit};
+use crate::error::{KvError, KvResult};
+use crate::keys::{self, ValueRecord, CF_DATA};
+use crate::raft::types::{Command, CommandResult, Raft, RaftError, TypeConfig};
+use crate::types::{KeyspaceId, NodeId, ShardId, UshardId};
+use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError as OpenraftError};
+use openraft::ReadPolicy;
+
+pub struct ShardReplica {
+    pub id: ShardId,
+    pub raft: Raft,
+    engine: SharedEngine,
+}
+
+/// One entry returned by a scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanItem {
+    pub ushard: UshardId,
+    pub key: Vec<u8>,
+    pub record: ValueRecord,
+}
+
+impl ShardReplica {
+    pub fn new(id: ShardId, raft: Raft, engine: SharedEngine) -> ShardReplica {
+        ShardReplica { id, raft, engine }
+    }
+
+    /// Proposes `command` and waits until it is committed and applied.
+    pub async fn propose(&self, command: Command) -> KvResult<CommandResult> {
+        // Checked first so that NOT_LEADER always means "not proposed": the
+        // client may then retry elsewhere without risking a double apply.
+        if let Err(forward) = self.raft.as_leader() {
+            return Err(KvError::NotLeader {
+                shard: self.id,
+                leader: forward.leader_id.map(NodeId),
+            });
+        }
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok(response.data),
+            Err(OpenraftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(KvError::NotLeader {
+                    shard: self.id,
+                    leader: f.leader_id.map(NodeId),
+                })
+            }
+            Err(OpenraftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
+                Err(KvError::LeadershipLost {
+                    shard: self.id,
+                    leader: f.leader_id.map(NodeId),
+                })
+            }
+            Err(OpenraftError::APIError(e)) => Err(KvError::Internal(e.to_string())),
+            // The core stopped (shutdown, storage failure) after the proposal
+            // may have been appended: the outcome is unknown.
+            Err(OpenraftError::Fatal(e)) => Err(KvError::LeadershipLost {
+                shard: self.id,
+                leader: None,
+            })
+            .inspect_err(|_| {
+                tracing::warn!(shard_id = %self.id, error = %e, "raft stopped during a write");
+            }),
+        }
+    }
+
+    /// Waits until a strong read may be served here: this node is the leader
+    /// (confirmed by a quorum, ReadIndex) and has applied everything committed
+    /// before the read began.
+    pub async fn read_barrier(&self) -> KvResult<()> {
+        let result: Result<_, RaftError<LinearizableReadError<TypeConfig>>> =
+            self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(OpenraftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                Err(KvError::NotLeader {
+                    shard: self.id,
+                    leader: f.leader_id.map(NodeId),
+                })
+            }
+            Err(OpenraftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => {
+                Err(KvError::Unavailable(format!("shard {}: {e}", self.id)))
+            }
+            Err(OpenraftError::Fatal(e)) => {
+                Err(KvError::Unavailable(format!("shard {}: {e}", self.id)))
+            }
+        }
+    }
+
+    /// Reads a key from local state. Call [`Self::read_barrier`] first for a strong read.
+    pub fn get_local(
+        &self,
+        keyspace: KeyspaceId,
+        ushard: UshardId,
+        key: &[u8],
+    ) -> KvResult<Option<ValueRecord>> {
+        let raw = self
+            .engine
+            .get(CF_DATA, &keys::data_key(self.id, keyspace, ushard, key))?;
+        raw.map(|bytes| {
+            ValueRecord::decode(&bytes)
+                .ok_or_else(|| KvError::Internal("corrupt value record".into()))
+        })
+        .transpose()
+    }
+
+    /// Collects up to `limit` entries of one micro-shard whose user keys lie
+    /// in `[lower, upper)` (`upper = None`: no bound), in `direction` order.
+    pub fn scan_ushard_local(
+        &self,
+        keyspace: KeyspaceId,
+        ushard: UshardId,
+        lower: &[u8],
+        upper: Option<&[u8]>,
+        direction: Direction,
+        limit: usize,
+    ) -> KvResult<Vec<ScanItem>> {
+        let prefix = keys::ushard_prefix(self.id, keyspace, ushard);
+        let mut start = prefix.clone();
+        start.extend_from_slice(lower);
+        let end = match upper {
+            Some(upper) => {
+                let mut end = prefix.clone();
+                end.extend_from_slice(upper);
+                end
+            }
+            None => keys::prefix_successor(&prefix).unwrap_or_else(|| vec![0xFF; prefix.len() + 1]),
+        };
+        let mut items = Vec::new();
+        if start >= end || limit == 0 {
+            return Ok(items);
+        }
+        self.engine
+            .scan(CF_DATA, &start, &end, direction, &mut |key, value| {
+                let record = ValueRecord::decode(value).ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt value record")
+                })?;
+                items.push(ScanItem {
+                    ushard,
+                    key: keys::user_key_of(key).to_vec(),
+                    record,
+                });
+                Ok(if items.len() >= limit {
+                    Visit::Stop
+                } else {
+                    Visit::Continue
+                })
+            })?;
+        Ok(items)
+    }
+
+    /// A copy of this replica's current Raft metrics.
+    pub fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
+        use openraft::async_runtime::WatchReceiver;
+        self.raft.metrics().borrow_watched().clone()
+    }
+}

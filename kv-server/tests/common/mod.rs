@@ -1,0 +1,62 @@
+//! Helpers shared by the process-level integration tests. `must_*` helpers
+//! panic with context instead of returning errors.
+
+#![allow(dead_code)]
+
+use kv_client::local_cluster::{LocalCluster, LocalClusterSpec};
+use kv_client::{ClientConfig, ShoalClient};
+use std::path::PathBuf;
+use std::time::Duration;
+use tempfile::TempDir;
+
+pub fn kv_server_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kv-server"))
+}
+
+/// Raft timing for tests: fast elections, frequent snapshots.
+pub fn fast_raft() -> Vec<String> {
+    vec![
+        "heartbeat_interval_ms = 50".into(),
+        "election_timeout_min_ms = 300".into(),
+        "election_timeout_max_ms = 600".into(),
+    ]
+}
+
+pub struct TestCluster {
+    pub cluster: LocalCluster,
+    pub dir: TempDir,
+}
+
+pub async fn must_start_cluster(nodes: u64, shards: u64, extra_raft: &[&str]) -> TestCluster {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut spec = LocalClusterSpec::new(dir.path());
+    spec.nodes = nodes;
+    spec.shards = shards;
+    spec.ushards = 64;
+    spec.kv_server_bin = kv_server_bin();
+    spec.raft_settings = fast_raft();
+    spec.raft_settings
+        .extend(extra_raft.iter().map(|s| s.to_string()));
+    let cluster = LocalCluster::start(spec).expect("start local cluster");
+    if let Err(e) = cluster.wait_for_leaders(Duration::from_secs(60)).await {
+        for id in 1..=nodes {
+            if let Some(path) = cluster.log_path(id) {
+                eprintln!(
+                    "--- node {id} log ---\n{}",
+                    std::fs::read_to_string(path).unwrap_or_default()
+                );
+            }
+        }
+        panic!("cluster did not elect leaders: {e}");
+    }
+    TestCluster { cluster, dir }
+}
+
+pub async fn must_connect(cluster: &LocalCluster) -> ShoalClient {
+    let config = ClientConfig {
+        endpoints: cluster.endpoints(),
+        timeout: Duration::from_secs(20),
+        ..ClientConfig::default()
+    };
+    ShoalClient::connect(config).await.expect("connect client")
+}
