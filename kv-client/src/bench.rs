@@ -65,11 +65,7 @@ fn bench_key(i: u64) -> Vec<u8> {
 }
 
 /// Writes every key of the key space once, so gets find values.
-pub async fn preload(
-    client: &Arc<ShoalClient>,
-    keys: u64,
-    value_bytes: usize,
-) -> anyhow::Result<()> {
+pub async fn preload(client: &Arc<ShoalClient>, keys: u64, value_bytes: usize) -> anyhow::Result<()> {
     let value = vec![b'v'; value_bytes];
     let mut tasks = Vec::new();
     for worker in 0..16u64 {
@@ -99,8 +95,7 @@ pub async fn run(client: Arc<ShoalClient>, spec: BenchSpec) -> anyhow::Result<Be
         let client = client.clone();
         let spec = spec.clone();
         tasks.push(tokio::spawn(async move {
-            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-                .expect("valid histogram bounds");
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
             let mut errors = 0u64;
             let value = vec![b'x'; spec.value_bytes];
             let mut i = worker as u64;

@@ -178,9 +178,7 @@ pub async fn fetch_layout(endpoints: &[String]) -> ClientResult<Layout> {
             Err(_) => last_error = format!("{addr}: timed out"),
         }
     }
-    Err(ClientError::Routing(format!(
-        "no endpoint answered ({last_error})"
-    )))
+    Err(ClientError::Routing(format!("no endpoint answered ({last_error})")))
 }
 
 fn error_code_of(status: &tonic::Status) -> Option<ErrorCode> {
@@ -189,19 +187,22 @@ fn error_code_of(status: &tonic::Status) -> Option<ErrorCode> {
 }
 
 fn leader_hint_of(status: &tonic::Status) -> Option<u64> {
-    status
-        .metadata()
-        .get(LEADER_HINT_METADATA)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    status.metadata().get(LEADER_HINT_METADATA)?.to_str().ok()?.parse().ok()
 }
 
-/// Whether a transport failure happened before the request could have left.
+/// Whether a transport failure happened while connecting, i.e. before the
+/// request could have left. Anything else (reset, broken pipe, timeout) may
+/// have happened after the server received it.
 fn never_sent(status: &tonic::Status) -> bool {
     let text = format!("{status:?}").to_lowercase();
-    text.contains("connect") && !text.contains("reset")
+    [
+        "tcp connect error",
+        "connection refused",
+        "error trying to connect",
+        "dns error",
+    ]
+    .iter()
+    .any(|marker| text.contains(marker))
 }
 
 fn classify(status: tonic::Status, kind: Kind) -> Next {
@@ -210,12 +211,8 @@ fn classify(status: tonic::Status, kind: Kind) -> Next {
             Some(leader) => Next::Redirect(leader),
             None => Next::TryAnother(status.message().to_string()),
         },
-        Some(ErrorCode::Unavailable | ErrorCode::UnknownShard) => {
-            Next::TryAnother(status.message().to_string())
-        }
-        Some(ErrorCode::LeadershipLost) => {
-            Next::Fail(ClientError::Indeterminate(status.message().to_string()))
-        }
+        Some(ErrorCode::Unavailable | ErrorCode::UnknownShard) => Next::TryAnother(status.message().to_string()),
+        Some(ErrorCode::LeadershipLost) => Next::Fail(ClientError::Indeterminate(status.message().to_string())),
         Some(code) => Next::Fail(ClientError::Rejected {
             code,
             message: status.message().to_string(),
@@ -287,11 +284,10 @@ impl ShoalClient {
         let mut backoff = self.config.initial_backoff;
         let mut candidates = self.routes.candidates(shard);
         if candidates.is_empty() {
-            return Err(ClientError::Routing(format!(
-                "shard {shard} has no replicas"
-            )));
+            return Err(ClientError::Routing(format!("shard {shard} has no replicas")));
         }
         let mut target = 0usize;
+        let mut redirects = 0u32;
         loop {
             let node = candidates[target % candidates.len()];
             let client = KvClient::new(self.channel(node)?).max_decoding_message_size(64 << 20);
@@ -311,20 +307,30 @@ impl ShoalClient {
             };
             let last_problem = match next {
                 Next::Fail(error) => return Err(error),
-                Next::Redirect(leader) if leader != node => {
+                // Follow the first hint at once; after that, back off too, so
+                // two nodes with stale hints cannot bounce us in a hot loop.
+                Next::Redirect(leader) if leader != node && redirects == 0 => {
+                    redirects += 1;
                     self.routes.set_leader(shard, leader);
                     candidates = self.routes.candidates(shard);
                     target = 0;
                     continue;
+                }
+                Next::Redirect(leader) if leader != node => {
+                    self.routes.set_leader(shard, leader);
+                    candidates = self.routes.candidates(shard);
+                    // The leader is first in `candidates`; the `+= 1` below
+                    // wraps to it.
+                    target = candidates.len().saturating_sub(1);
+                    redirects = 0;
+                    format!("node {node} redirected to {leader}")
                 }
                 Next::Redirect(_) => format!("node {node} named itself leader but refused"),
                 Next::TryAnother(problem) => format!("node {node}: {problem}"),
             };
             target += 1;
             if Instant::now() + backoff >= deadline {
-                return Err(ClientError::Unavailable(format!(
-                    "shard {shard}: {last_problem}"
-                )));
+                return Err(ClientError::Unavailable(format!("shard {shard}: {last_problem}")));
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(self.config.max_backoff);
@@ -390,11 +396,7 @@ impl ShoalClient {
         Ok(out)
     }
 
-    pub async fn put(
-        &self,
-        key: impl Into<Key>,
-        value: impl Into<Vec<u8>>,
-    ) -> ClientResult<WriteAck> {
+    pub async fn put(&self, key: impl Into<Key>, value: impl Into<Vec<u8>>) -> ClientResult<WriteAck> {
         let key = key.into();
         let placement = self.place(&key)?;
         let request = PutRequest {
@@ -501,22 +503,13 @@ impl ShoalClient {
 
     /// One page of a scan over the keyspace (or one routing key's micro-shard),
     /// in key order across every shard.
-    pub async fn scan_page(
-        &self,
-        options: &ScanOptions,
-        cursor: Option<&[u8]>,
-    ) -> ClientResult<ScanPage> {
+    pub async fn scan_page(&self, options: &ScanOptions, cursor: Option<&[u8]>) -> ClientResult<ScanPage> {
         let (shards, ushard) = match &options.routing {
             Some(routing) => {
-                let placement = self
-                    .routes
-                    .place(&self.config.keyspace, routing, Some(routing))?;
+                let placement = self.routes.place(&self.config.keyspace, routing, Some(routing))?;
                 (vec![placement.shard], Some(placement.ushard))
             }
-            None => (
-                self.routes.keyspace(&self.config.keyspace)?.shards.clone(),
-                None,
-            ),
+            None => (self.routes.keyspace(&self.config.keyspace)?.shards.clone(), None),
         };
         let limit = if options.limit == 0 {
             DEFAULT_SCAN_PAGE
@@ -596,11 +589,7 @@ impl ShoalClient {
     }
 
     /// Scans to the end (or `max_entries`), following cursors.
-    pub async fn scan_all(
-        &self,
-        options: &ScanOptions,
-        max_entries: usize,
-    ) -> ClientResult<Vec<Entry>> {
+    pub async fn scan_all(&self, options: &ScanOptions, max_entries: usize) -> ClientResult<Vec<Entry>> {
         let mut out = Vec::new();
         let mut cursor: Option<Vec<u8>> = None;
         loop {
@@ -620,3 +609,67 @@ impl ShoalClient {
 
 /// Shares one client between tasks.
 pub type SharedClient = Arc<ShoalClient>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_with(code: &str, leader: Option<&str>) -> tonic::Status {
+        let mut status = tonic::Status::unavailable("x");
+        status.metadata_mut().insert(ERROR_CODE_METADATA, code.parse().unwrap());
+        if let Some(leader) = leader {
+            status
+                .metadata_mut()
+                .insert(LEADER_HINT_METADATA, leader.parse().unwrap());
+        }
+        status
+    }
+
+    #[test]
+    fn not_leader_with_hint_redirects() {
+        assert!(matches!(
+            classify(status_with("NOT_LEADER", Some("3")), Kind::Write),
+            Next::Redirect(3)
+        ));
+        assert!(matches!(
+            classify(status_with("NOT_LEADER", None), Kind::Write),
+            Next::TryAnother(_)
+        ));
+    }
+
+    #[test]
+    fn leadership_lost_is_indeterminate() {
+        match classify(status_with("LEADERSHIP_LOST", None), Kind::Write) {
+            Next::Fail(e) => assert!(e.is_indeterminate() && !e.is_retryable()),
+            _ => panic!("expected a final indeterminate error"),
+        }
+    }
+
+    #[test]
+    fn bad_input_is_final_and_not_indeterminate() {
+        match classify(status_with("KEY_TOO_LARGE", None), Kind::Write) {
+            Next::Fail(e) => {
+                assert!(!e.is_indeterminate() && !e.is_retryable());
+                assert_eq!(e.code(), Some(ErrorCode::KeyTooLarge));
+            }
+            _ => panic!("expected a final rejection"),
+        }
+    }
+
+    #[test]
+    fn broken_connection_makes_a_write_indeterminate_but_a_read_retryable() {
+        let cut = || tonic::Status::unavailable("error reading a body from connection: connection reset");
+        assert!(matches!(
+            classify(cut(), Kind::Write),
+            Next::Fail(ClientError::Indeterminate(_))
+        ));
+        assert!(matches!(classify(cut(), Kind::Read), Next::TryAnother(_)));
+        let pipe = tonic::Status::unavailable("error writing to connection: broken pipe");
+        assert!(matches!(
+            classify(pipe, Kind::Write),
+            Next::Fail(ClientError::Indeterminate(_))
+        ));
+        let refused = tonic::Status::unavailable("tcp connect error: Connection refused");
+        assert!(matches!(classify(refused, Kind::Write), Next::TryAnother(_)));
+    }
+}

@@ -16,7 +16,5 @@ pub mod error;
 pub mod local_cluster;
 pub mod routing;
 
-pub use client::{
-    ClientConfig, Entry, Key, Mutation, ScanOptions, ScanPage, ShoalClient, Versioned, WriteAck,
-};
+pub use client::{ClientConfig, Entry, Key, Mutation, ScanOptions, ScanPage, ShoalClient, Versioned, WriteAck};
 pub use error::{ClientError, ClientResult};

@@ -8,9 +8,7 @@
 
 use anyhow::{bail, Context};
 use shoal_proto::admin::admin_client::AdminClient;
-use shoal_proto::admin::{
-    ReplicaStatusRequest, ReplicaStatusResponse, ShardDigestRequest, ShardDigestResponse,
-};
+use shoal_proto::admin::{ReplicaStatusRequest, ReplicaStatusResponse, ShardDigestRequest, ShardDigestResponse};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -88,9 +86,14 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 fn layout_toml(spec: &LocalClusterSpec, addrs: &[(String, String)]) -> String {
-    let mut out = String::from("# Written by the shoal local cluster. Static until the shard manager owns it.\nversion = 1\n");
+    let mut out =
+        String::from("# Written by the shoal local cluster. Static until the shard manager owns it.\nversion = 1\n");
     for (i, (client, raft)) in addrs.iter().enumerate() {
-        let _ = write!(out, "\n[[nodes]]\nid = {}\nclient_addr = \"{client}\"\nraft_addr = \"{raft}\"\nregion = \"local\"\n", i + 1);
+        let _ = write!(
+            out,
+            "\n[[nodes]]\nid = {}\nclient_addr = \"{client}\"\nraft_addr = \"{raft}\"\nregion = \"local\"\n",
+            i + 1
+        );
     }
     let shard_ids: Vec<String> = (1..=spec.shards).map(|s| s.to_string()).collect();
     let _ = write!(
@@ -106,11 +109,7 @@ fn layout_toml(spec: &LocalClusterSpec, addrs: &[(String, String)]) -> String {
         replicas.rotate_left(((shard - 1) % spec.nodes) as usize);
         replicas.truncate(3);
         let list: Vec<String> = replicas.iter().map(u64::to_string).collect();
-        let _ = write!(
-            out,
-            "\n[[shards]]\nid = {shard}\nreplicas = [{}]\n",
-            list.join(", ")
-        );
+        let _ = write!(out, "\n[[shards]]\nid = {shard}\nreplicas = [{}]\n", list.join(", "));
     }
     out
 }
@@ -156,8 +155,7 @@ impl LocalCluster {
         if spec.nodes == 0 || spec.shards == 0 || spec.ushards == 0 {
             bail!("nodes, shards and ushards must each be at least 1");
         }
-        std::fs::create_dir_all(&spec.data_dir)
-            .with_context(|| format!("creating {}", spec.data_dir.display()))?;
+        std::fs::create_dir_all(&spec.data_dir).with_context(|| format!("creating {}", spec.data_dir.display()))?;
         let data_dir = spec.data_dir.canonicalize()?;
         let spec = LocalClusterSpec { data_dir, ..spec };
         let layout_path = spec.data_dir.join("layout.toml");
@@ -176,10 +174,7 @@ impl LocalCluster {
             let mut addrs = Vec::new();
             for i in 0..spec.nodes as u16 {
                 let (client, raft) = match spec.ports {
-                    Ports::Fixed {
-                        client_base,
-                        raft_base,
-                    } => (client_base + i, raft_base + i),
+                    Ports::Fixed { client_base, raft_base } => (client_base + i, raft_base + i),
                     Ports::Ephemeral => (free_port()?, free_port()?),
                 };
                 addrs.push((format!("127.0.0.1:{client}"), format!("127.0.0.1:{raft}")));
@@ -191,10 +186,7 @@ impl LocalCluster {
         for (i, (client, raft)) in addrs.iter().enumerate() {
             let id = i as u64 + 1;
             let config_path = spec.data_dir.join(format!("node-{id}.toml"));
-            std::fs::write(
-                &config_path,
-                node_toml(&spec, id, client, raft, &layout_path),
-            )?;
+            std::fs::write(&config_path, node_toml(&spec, id, client, raft, &layout_path))?;
             nodes.push(NodeProcess {
                 id,
                 client_addr: client.clone(),
@@ -235,12 +227,7 @@ impl LocalCluster {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (build it with `cargo build -p kv-server`)",
-                    bin.display()
-                )
-            })?;
+            .with_context(|| format!("starting {} (build it with `cargo build -p kv-server`)", bin.display()))?;
         node.child = Some(child);
         Ok(())
     }
@@ -255,23 +242,26 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// SIGTERM, then waits up to `grace` before kill -9.
-    pub fn terminate(&mut self, id: u64, grace: Duration) -> anyhow::Result<()> {
+    /// SIGTERM, then waits up to `grace` before kill -9. Returns the exit
+    /// status when the node stopped by itself, `None` when it had to be
+    /// killed or was not running.
+    pub fn terminate(&mut self, id: u64, grace: Duration) -> anyhow::Result<Option<std::process::ExitStatus>> {
         let node = self.node_mut(id)?;
-        if let Some(mut child) = node.child.take() {
-            // SAFETY: plain kill(2) on a child pid we own and have not reaped.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-            let deadline = std::time::Instant::now() + grace;
-            while std::time::Instant::now() < deadline {
-                if child.try_wait()?.is_some() {
-                    return Ok(());
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        let Some(mut child) = node.child.take() else {
+            return Ok(None);
+        };
+        // SAFETY: plain kill(2) on a child pid we own and have not reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Some(status));
             }
-            child.kill()?;
-            child.wait()?;
+            std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(())
+        child.kill()?;
+        child.wait()?;
+        Ok(None)
     }
 
     pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
@@ -294,12 +284,7 @@ impl LocalCluster {
     }
 
     pub fn pid(&self, id: u64) -> Option<u32> {
-        self.nodes
-            .iter()
-            .find(|n| n.id == id)?
-            .child
-            .as_ref()
-            .map(Child::id)
+        self.nodes.iter().find(|n| n.id == id)?.child.as_ref().map(Child::id)
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -307,10 +292,7 @@ impl LocalCluster {
     }
 
     pub fn client_addr(&self, id: u64) -> Option<&str> {
-        self.nodes
-            .iter()
-            .find(|n| n.id == id)
-            .map(|n| n.client_addr.as_str())
+        self.nodes.iter().find(|n| n.id == id).map(|n| n.client_addr.as_str())
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -318,16 +300,11 @@ impl LocalCluster {
     }
 
     pub fn log_path(&self, id: u64) -> Option<&Path> {
-        self.nodes
-            .iter()
-            .find(|n| n.id == id)
-            .map(|n| n.log_path.as_path())
+        self.nodes.iter().find(|n| n.id == id).map(|n| n.log_path.as_path())
     }
 
     async fn admin(&self, id: u64) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
-        let addr = self
-            .client_addr(id)
-            .with_context(|| format!("no node {id}"))?;
+        let addr = self.client_addr(id).with_context(|| format!("no node {id}"))?;
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(2))

@@ -50,11 +50,7 @@ impl RoutingTable {
                     (k.name.clone(), route)
                 })
                 .collect(),
-            replicas: layout
-                .shards
-                .iter()
-                .map(|s| (s.shard_id, s.replicas.clone()))
-                .collect(),
+            replicas: layout.shards.iter().map(|s| (s.shard_id, s.replicas.clone())).collect(),
             addrs: layout
                 .nodes
                 .iter()
@@ -71,17 +67,10 @@ impl RoutingTable {
     }
 
     /// Places a key: by its routing key when given, else by its own hash.
-    pub fn place(
-        &self,
-        keyspace: &str,
-        key: &[u8],
-        routing_key: Option<&[u8]>,
-    ) -> ClientResult<Placement> {
+    pub fn place(&self, keyspace: &str, key: &[u8], routing_key: Option<&[u8]>) -> ClientResult<Placement> {
         let ks = self.keyspace(keyspace)?;
         if ks.shards.is_empty() {
-            return Err(ClientError::Routing(format!(
-                "keyspace {keyspace:?} has no shards"
-            )));
+            return Err(ClientError::Routing(format!("keyspace {keyspace:?} has no shards")));
         }
         let ushard = ushard_for_key(routing_key.unwrap_or(key), ks.ushard_count);
         Ok(Placement {

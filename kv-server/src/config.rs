@@ -83,10 +83,8 @@ impl Default for RaftTuning {
 
 impl NodeConfig {
     pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
-        let config: NodeConfig =
-            toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let config: NodeConfig = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
         config.validate()?;
         Ok(config)
     }
@@ -102,11 +100,7 @@ impl NodeConfig {
             bail!("listen_raft: must not be empty");
         }
         let l = &self.limits;
-        if l.max_key_bytes == 0
-            || l.max_value_bytes == 0
-            || l.max_batch_ops == 0
-            || l.max_batch_bytes == 0
-        {
+        if l.max_key_bytes == 0 || l.max_value_bytes == 0 || l.max_batch_ops == 0 || l.max_batch_bytes == 0 {
             bail!("limits: every max_* must be at least 1");
         }
         if l.default_scan_limit == 0 || l.default_scan_limit > l.max_scan_limit {
@@ -142,9 +136,7 @@ impl NodeConfig {
             max_in_snapshot_log_to_keep: r.logs_kept_behind_snapshot,
             ..Default::default()
         };
-        config
-            .validate()
-            .context("raft: openraft rejected the settings")
+        config.validate().context("raft: openraft rejected the settings")
     }
 }
 

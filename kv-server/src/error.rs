@@ -6,10 +6,7 @@ use crate::types::{NodeId, ShardId};
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
     #[error("shard {shard} is not led by this node; leader: {leader:?}")]
-    NotLeader {
-        shard: ShardId,
-        leader: Option<NodeId>,
-    },
+    NotLeader { shard: ShardId, leader: Option<NodeId> },
     #[error("unknown keyspace {0:?}")]
     UnknownKeyspace(String),
     #[error("shard {0} is not hosted on this node")]
@@ -32,11 +29,10 @@ pub enum KvError {
     Malformed(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
-    #[error("leadership of shard {shard} changed before the write was known to commit; it may or may not have been applied")]
-    LeadershipLost {
-        shard: ShardId,
-        leader: Option<NodeId>,
-    },
+    #[error(
+        "leadership of shard {shard} changed before the write was known to commit; it may or may not have been applied"
+    )]
+    LeadershipLost { shard: ShardId, leader: Option<NodeId> },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -99,12 +99,7 @@ pub fn ushard_prefix(shard: ShardId, keyspace: KeyspaceId, ushard: UshardId) -> 
     key
 }
 
-pub fn data_key(
-    shard: ShardId,
-    keyspace: KeyspaceId,
-    ushard: UshardId,
-    user_key: &[u8],
-) -> Vec<u8> {
+pub fn data_key(shard: ShardId, keyspace: KeyspaceId, ushard: UshardId, user_key: &[u8]) -> Vec<u8> {
     let mut key = ushard_prefix(shard, keyspace, ushard);
     key.extend_from_slice(user_key);
     key
@@ -182,12 +177,7 @@ mod tests {
     #[test]
     fn shard_range_covers_exactly_one_shard() {
         let (start, end) = shard_range(ShardId(7));
-        let inside = data_key(
-            ShardId(7),
-            KeyspaceId(u32::MAX),
-            UshardId(u32::MAX),
-            &[0xFF; 10],
-        );
+        let inside = data_key(ShardId(7), KeyspaceId(u32::MAX), UshardId(u32::MAX), &[0xFF; 10]);
         let next = data_key(ShardId(8), KeyspaceId(0), UshardId(0), b"");
         assert!(start.as_slice() <= inside.as_slice() && inside < end);
         assert!(next >= end);
@@ -196,12 +186,7 @@ mod tests {
     #[test]
     fn sm_meta_sorts_after_all_user_data_of_the_shard() {
         let meta = sm_meta_key(ShardId(3), SmMetaTag::AppliedState);
-        let data = data_key(
-            ShardId(3),
-            KeyspaceId(u32::MAX - 1),
-            UshardId(u32::MAX),
-            &[0xFF; 8],
-        );
+        let data = data_key(ShardId(3), KeyspaceId(u32::MAX - 1), UshardId(u32::MAX), &[0xFF; 8]);
         assert!(data < meta);
     }
 

@@ -72,8 +72,7 @@ pub struct ClusterLayout {
 
 impl ClusterLayout {
     pub fn load(path: &Path) -> anyhow::Result<ClusterLayout> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading layout {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading layout {}", path.display()))?;
         let layout: ClusterLayout =
             toml::from_str(&text).with_context(|| format!("parsing layout {}", path.display()))?;
         layout.validate()?;
@@ -102,10 +101,7 @@ impl ClusterLayout {
                 bail!("layout.shards[{}].replicas: a node appears twice", shard.id);
             }
             if let Some(missing) = shard.replicas.iter().find(|n| !node_ids.contains(n)) {
-                bail!(
-                    "layout.shards[{}].replicas: unknown node {missing}",
-                    shard.id
-                );
+                bail!("layout.shards[{}].replicas: unknown node {missing}", shard.id);
             }
         }
         let mut names = HashSet::new();
@@ -116,24 +112,14 @@ impl ClusterLayout {
                 bail!("layout.keyspaces: empty or duplicate name {:?}", ks.name);
             }
             if ks.id.0 == crate::keys::RESERVED_KEYSPACE || !ids.insert(ks.id) {
-                bail!(
-                    "layout.keyspaces[{}].id: reserved or duplicate id {}",
-                    ks.name,
-                    ks.id
-                );
+                bail!("layout.keyspaces[{}].id: reserved or duplicate id {}", ks.name, ks.id);
             }
             if ks.ushard_count == 0 || ks.shards.is_empty() {
-                bail!(
-                    "layout.keyspaces[{}]: needs at least one ushard and one shard",
-                    ks.name
-                );
+                bail!("layout.keyspaces[{}]: needs at least one ushard and one shard", ks.name);
             }
             for shard in &ks.shards {
                 if !shard_ids.contains(shard) {
-                    bail!(
-                        "layout.keyspaces[{}].shards: unknown shard {shard}",
-                        ks.name
-                    );
+                    bail!("layout.keyspaces[{}].shards: unknown shard {shard}", ks.name);
                 }
                 if !owned.insert(*shard) {
                     bail!(
@@ -161,10 +147,7 @@ impl ClusterLayout {
 
     /// Shards with a replica on `node`.
     pub fn shards_on(&self, node: NodeId) -> Vec<&ShardLayout> {
-        self.shards
-            .iter()
-            .filter(|s| s.replicas.contains(&node))
-            .collect()
+        self.shards.iter().filter(|s| s.replicas.contains(&node)).collect()
     }
 
     /// A layout of `nodes` nodes, one keyspace `default`, `shards` shards each

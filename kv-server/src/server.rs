@@ -29,11 +29,9 @@ pub async fn run(
     raft_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let engine: SharedEngine = Arc::new(
-        RocksEngine::open(&config.data_dir.join("db")).context("opening the RocksDB database")?,
-    );
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let engine: SharedEngine =
+        Arc::new(RocksEngine::open(&config.data_dir.join("db")).context("opening the RocksDB database")?);
     let host = NodeHost::new(&config, layout, engine)?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -42,10 +40,7 @@ pub async fn run(
     };
 
     // Peers must reach us while our shards start, so the transport comes first.
-    let raft_service = RaftService::new(
-        host.clone(),
-        config.data_dir.join("snapshots").join("incoming"),
-    );
+    let raft_service = RaftService::new(host.clone(), config.data_dir.join("snapshots").join("incoming"));
     let raft_server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(
@@ -53,10 +48,7 @@ pub async fn run(
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(raft_listener),
-                stopped(stop_rx.clone()),
-            ),
+            .serve_with_incoming_shutdown(TcpListenerStream::new(raft_listener), stopped(stop_rx.clone())),
     );
 
     host.open_shards(&config).await?;
@@ -70,10 +62,7 @@ pub async fn run(
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(AdminServer::new(AdminService::new(host.clone())))
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(client_listener),
-                stopped(stop_rx.clone()),
-            ),
+            .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), stopped(stop_rx.clone())),
     );
 
     shutdown.await;
@@ -85,9 +74,6 @@ pub async fn run(
         .context("client server task")?
         .context("client server")?;
     host.shutdown().await;
-    raft_server
-        .await
-        .context("raft server task")?
-        .context("raft server")?;
+    raft_server.await.context("raft server task")?.context("raft server")?;
     Ok(())
 }

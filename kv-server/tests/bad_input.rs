@@ -6,8 +6,7 @@ use ::kv_client::{ClientError, Key, Mutation, ScanOptions};
 use common::{must_connect, must_start_cluster};
 use shoal_proto::kv::kv_client::KvClient;
 use shoal_proto::kv::{
-    batch_op, BatchOp, BatchRequest, DeleteOp, GetRequest, KeyRef, PutOp, PutRequest,
-    RequestHeader, ScanRequest,
+    batch_op, BatchOp, BatchRequest, DeleteOp, GetRequest, KeyRef, PutOp, PutRequest, RequestHeader, ScanRequest,
 };
 use shoal_proto::ERROR_CODE_METADATA;
 use std::time::Duration;
@@ -71,10 +70,7 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
     let other_shard = 3 - shard;
 
     let cases: Vec<(&str, PutRequest)> = vec![
-        (
-            "EMPTY_KEY",
-            put("default", shard, ushard, b"", b"v".to_vec()),
-        ),
+        ("EMPTY_KEY", put("default", shard, ushard, b"", b"v".to_vec())),
         (
             "KEY_TOO_LARGE",
             put("default", shard, ushard, &vec![b'k'; 4097], b"v".to_vec()),
@@ -83,22 +79,10 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
             "VALUE_TOO_LARGE",
             put("default", shard, ushard, b"k", vec![0; 1024 * 1024 + 1]),
         ),
-        (
-            "UNKNOWN_KEYSPACE",
-            put("nope", shard, ushard, b"k", b"v".to_vec()),
-        ),
-        (
-            "UNKNOWN_SHARD",
-            put("default", 99, ushard, b"k", b"v".to_vec()),
-        ),
-        (
-            "WRONG_SHARD",
-            put("default", other_shard, ushard, b"k", b"v".to_vec()),
-        ),
-        (
-            "MALFORMED_REQUEST",
-            put("default", shard, 64, b"k", b"v".to_vec()),
-        ),
+        ("UNKNOWN_KEYSPACE", put("nope", shard, ushard, b"k", b"v".to_vec())),
+        ("UNKNOWN_SHARD", put("default", 99, ushard, b"k", b"v".to_vec())),
+        ("WRONG_SHARD", put("default", other_shard, ushard, b"k", b"v".to_vec())),
+        ("MALFORMED_REQUEST", put("default", shard, 64, b"k", b"v".to_vec())),
         (
             "MALFORMED_REQUEST",
             PutRequest {
@@ -220,10 +204,7 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
 
     // Nothing above was written: the keyspace is empty.
     let client = must_connect(&tc.cluster).await;
-    let all = client
-        .scan_all(&ScanOptions::default(), 100)
-        .await
-        .expect("scan");
+    let all = client.scan_all(&ScanOptions::default(), 100).await.expect("scan");
     assert!(all.is_empty(), "rejected requests wrote {all:?}");
 
     // The client refuses a cross-shard batch before sending anything.
@@ -234,16 +215,9 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
         Mutation::Put(Key::from(keys[99].clone()), b"v".to_vec()),
     ];
     assert_ne!(place(keys[0].as_bytes()).0, place(keys[99].as_bytes()).0);
-    let err = client
-        .batch(mutations)
-        .await
-        .expect_err("cross-shard batch");
+    let err = client.batch(mutations).await.expect_err("cross-shard batch");
     assert!(matches!(err, ClientError::InvalidArgument(_)), "{err:?}");
-    assert!(client
-        .scan_all(&ScanOptions::default(), 100)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(client.scan_all(&ScanOptions::default(), 100).await.unwrap().is_empty());
 
     // A valid batch after all that applies atomically with one version.
     let ack = client
@@ -253,27 +227,15 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
         ])
         .await
         .expect("routed batch");
-    let a = client
-        .get(Key::routed("user-1", "a"))
-        .await
-        .unwrap()
-        .unwrap();
-    let b = client
-        .get(Key::routed("user-1", "b"))
-        .await
-        .unwrap()
-        .unwrap();
+    let a = client.get(Key::routed("user-1", "a")).await.unwrap().unwrap();
+    let b = client.get(Key::routed("user-1", "b")).await.unwrap().unwrap();
     assert_eq!((a.version, b.version), (ack.version, ack.version));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_answers_not_leader_with_a_hint_and_writes_nothing() {
     let tc = must_start_cluster(3, 1, &[]).await;
-    let leaders = tc
-        .cluster
-        .wait_for_leaders(Duration::from_secs(10))
-        .await
-        .unwrap();
+    let leaders = tc.cluster.wait_for_leaders(Duration::from_secs(10)).await.unwrap();
     let leader = leaders[&1];
     let follower = (1..=3).find(|n| *n != leader).unwrap();
     let mut kv = raw_client(tc.cluster.client_addr(follower).unwrap()).await;
@@ -303,9 +265,5 @@ async fn follower_answers_not_leader_with_a_hint_and_writes_nothing() {
     assert_eq!(code_of(&status), "NOT_LEADER");
 
     let client = must_connect(&tc.cluster).await;
-    assert_eq!(
-        client.get("k").await.unwrap(),
-        None,
-        "the refused write did not happen"
-    );
+    assert_eq!(client.get("k").await.unwrap(), None, "the refused write did not happen");
 }

@@ -20,11 +20,7 @@ struct Outcomes {
 
 /// Writes keys `range` with `workers` concurrent tasks; every key gets a
 /// unique value. A failed write with a definite outcome fails the test.
-async fn write_keys(
-    client: Arc<ShoalClient>,
-    range: std::ops::Range<u64>,
-    workers: u64,
-) -> Outcomes {
+async fn write_keys(client: Arc<ShoalClient>, range: std::ops::Range<u64>, workers: u64) -> Outcomes {
     let mut tasks = Vec::new();
     for w in 0..workers {
         let client = client.clone();
@@ -100,10 +96,7 @@ async fn killed_leader_fails_over_and_catches_up_through_snapshot() {
     let mut tc = must_start_cluster(
         NODES,
         SHARDS,
-        &[
-            "snapshot_every_entries = 300",
-            "logs_kept_behind_snapshot = 20",
-        ],
+        &["snapshot_every_entries = 300", "logs_kept_behind_snapshot = 20"],
     )
     .await;
     let client = Arc::new(must_connect(&tc.cluster).await);
@@ -154,19 +147,11 @@ async fn killed_leader_fails_over_and_catches_up_through_snapshot() {
     // More writes while the victim is down, so every shard snapshots and
     // purges past the victim's last log entry.
     let third = write_keys(client.clone(), 14_000..17_000, 32).await;
-    assert_eq!(
-        third.indeterminate.len(),
-        0,
-        "no fault during the third wave"
-    );
+    assert_eq!(third.indeterminate.len(), 0, "no fault during the third wave");
     for shard in 1..=SHARDS {
         let leader = new_leaders[&shard];
         let status = tc.cluster.replica_status(leader).await.expect("status");
-        let replica = status
-            .replicas
-            .iter()
-            .find(|r| r.shard_id == shard)
-            .expect("replica");
+        let replica = status.replicas.iter().find(|r| r.shard_id == shard).expect("replica");
         assert!(
             replica.purged_index > 0,
             "shard {shard} leader purged its log: {replica:?}"
@@ -194,11 +179,7 @@ async fn killed_leader_fails_over_and_catches_up_through_snapshot() {
             .expect("multi_get");
         for (key, value) in chunk.iter().zip(values) {
             let value = value.unwrap_or_else(|| panic!("acknowledged write {key} is lost"));
-            assert_eq!(
-                String::from_utf8(value.value).unwrap(),
-                expected[key],
-                "value of {key}"
-            );
+            assert_eq!(String::from_utf8(value.value).unwrap(), expected[key], "value of {key}");
         }
     }
     for (key, attempted) in &second.indeterminate {

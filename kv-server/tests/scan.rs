@@ -59,10 +59,7 @@ async fn scans_page_through_every_shard_in_order() {
     };
     let mut backwards = expected.clone();
     backwards.reverse();
-    assert_eq!(
-        keys(client.scan_all(&reverse, 1000).await.unwrap()),
-        backwards
-    );
+    assert_eq!(keys(client.scan_all(&reverse, 1000).await.unwrap()), backwards);
 
     // Range [item/0100, item/0200).
     let range = ScanOptions {
@@ -83,28 +80,31 @@ async fn scans_page_through_every_shard_in_order() {
         max_bytes: 1,
         ..Default::default()
     };
-    assert_eq!(
-        keys(client.scan_all(&by_bytes, 1000).await.unwrap()),
-        expected
-    );
+    assert_eq!(keys(client.scan_all(&by_bytes, 1000).await.unwrap()), expected);
 
     // One routing key's micro-shard, with a user key that also exists unrouted.
     client
         .put(Key::routed("tenant-9", "item/0005"), "routed")
         .await
         .unwrap();
-    client
-        .put(Key::routed("tenant-9", "zzz"), "routed")
-        .await
-        .unwrap();
+    client.put(Key::routed("tenant-9", "zzz"), "routed").await.unwrap();
     let routed = ScanOptions {
         routing: Some(b"tenant-9".to_vec()),
         ..Default::default()
     };
-    assert_eq!(
-        keys(client.scan_all(&routed, 100).await.unwrap()),
-        vec!["item/0005".to_string(), "zzz".to_string()]
-    );
+    // The routing key's micro-shard holds the routed keys, plus whichever
+    // unrouted keys hash into it; nothing from any other micro-shard.
+    let tenant_ushard = shoal_proto::routing::ushard_for_key(b"tenant-9", 64);
+    let routed_entries = client.scan_all(&routed, 100).await.unwrap();
+    assert!(routed_entries.iter().all(|e| e.ushard == tenant_ushard));
+    let routed_keys = keys(routed_entries);
+    let hashed_in: Vec<&String> = expected
+        .iter()
+        .filter(|k| shoal_proto::routing::ushard_for_key(k.as_bytes(), 64) == tenant_ushard)
+        .collect();
+    assert_eq!(routed_keys.len(), hashed_in.len() + 2, "{routed_keys:?}");
+    assert!(routed_keys.contains(&"zzz".to_string()));
+    assert!(routed_keys.contains(&"item/0005".to_string()));
     // The unrouted scan sees both copies of item/0005.
     let all = keys(
         client

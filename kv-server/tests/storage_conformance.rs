@@ -20,11 +20,7 @@ fn storage_error(e: std::io::Error) -> StorageError<TypeConfig> {
     StorageError::read(TypeConfig::err_from_error(&e))
 }
 
-fn build(
-    engine: SharedEngine,
-    dir: &TempDir,
-    shard: ShardId,
-) -> std::io::Result<(ShardLogStore, ShardStateMachine)> {
+fn build(engine: SharedEngine, dir: &TempDir, shard: ShardId) -> std::io::Result<(ShardLogStore, ShardStateMachine)> {
     let syncer = WalSyncer::start(engine.clone())?;
     let snapshots = SnapshotDir::new(dir.path().join(format!("snapshots-{shard}")))?;
     let log = ShardLogStore::new(shard, engine.clone(), syncer);
@@ -43,15 +39,10 @@ async fn poison_neighbour(engine: &SharedEngine, dir: &TempDir) -> std::io::Resu
 struct RocksBuilder;
 
 impl StoreBuilder<TypeConfig, ShardLogStore, ShardStateMachine, TempDir> for RocksBuilder {
-    async fn build(
-        &self,
-    ) -> Result<(TempDir, ShardLogStore, ShardStateMachine), StorageError<TypeConfig>> {
+    async fn build(&self) -> Result<(TempDir, ShardLogStore, ShardStateMachine), StorageError<TypeConfig>> {
         let dir = TempDir::new().map_err(storage_error)?;
-        let engine: SharedEngine =
-            Arc::new(RocksEngine::open(&dir.path().join("db")).map_err(storage_error)?);
-        poison_neighbour(&engine, &dir)
-            .await
-            .map_err(storage_error)?;
+        let engine: SharedEngine = Arc::new(RocksEngine::open(&dir.path().join("db")).map_err(storage_error)?);
+        poison_neighbour(&engine, &dir).await.map_err(storage_error)?;
         let (log, sm) = build(engine, &dir, ShardId(7)).map_err(storage_error)?;
         Ok((dir, log, sm))
     }
@@ -60,14 +51,10 @@ impl StoreBuilder<TypeConfig, ShardLogStore, ShardStateMachine, TempDir> for Roc
 struct MemBuilder;
 
 impl StoreBuilder<TypeConfig, ShardLogStore, ShardStateMachine, TempDir> for MemBuilder {
-    async fn build(
-        &self,
-    ) -> Result<(TempDir, ShardLogStore, ShardStateMachine), StorageError<TypeConfig>> {
+    async fn build(&self) -> Result<(TempDir, ShardLogStore, ShardStateMachine), StorageError<TypeConfig>> {
         let dir = TempDir::new().map_err(storage_error)?;
         let engine: SharedEngine = MemEngine::new();
-        poison_neighbour(&engine, &dir)
-            .await
-            .map_err(storage_error)?;
+        poison_neighbour(&engine, &dir).await.map_err(storage_error)?;
         let (log, sm) = build(engine, &dir, ShardId(7)).map_err(storage_error)?;
         Ok((dir, log, sm))
     }

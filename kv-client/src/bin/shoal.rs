@@ -189,11 +189,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let client = connect(&cli).await?;
             match client.get(key_of(key.clone(), routing_key.clone())).await? {
-                Some(v) if *versions => println!(
-                    "{}\tversion={}",
-                    String::from_utf8_lossy(&v.value),
-                    v.version
-                ),
+                Some(v) if *versions => println!("{}\tversion={}", String::from_utf8_lossy(&v.value), v.version),
                 Some(v) => println!("{}", String::from_utf8_lossy(&v.value)),
                 None => bail!("key not found: {key}"),
             }
@@ -201,9 +197,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Commands::Del { key, routing_key } => {
             let client = connect(&cli).await?;
-            let ack = client
-                .delete(key_of(key.clone(), routing_key.clone()))
-                .await?;
+            let ack = client.delete(key_of(key.clone(), routing_key.clone())).await?;
             println!("OK version={} shard={}", ack.version, ack.shard);
             Ok(())
         }
@@ -277,8 +271,14 @@ async fn playground(spec: LocalClusterSpec) -> anyhow::Result<()> {
     println!("  data:      {}", cluster.data_dir().display());
     println!("  endpoints: {endpoints}");
     println!("  logs:      {}/node-*.log", cluster.data_dir().display());
-    println!("Try, in another terminal:  shoal put hello world && shoal get hello");
-    println!("(with other ports: export SHOAL_ENDPOINTS={endpoints})");
+    let shoal = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "shoal".into());
+    println!("Try, in another terminal:");
+    println!("  {shoal} put hello world && {shoal} get hello");
+    if cluster.endpoints() != DEFAULT_ENDPOINTS.split(',').map(String::from).collect::<Vec<_>>() {
+        println!("  (first: export SHOAL_ENDPOINTS={endpoints})");
+    }
     println!("Ctrl-C stops the cluster.");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -316,12 +316,11 @@ async fn status(cli: &Cli) -> anyhow::Result<()> {
     );
     for node in &layout.nodes {
         let result = async {
-            let channel =
-                tonic::transport::Endpoint::from_shared(format!("http://{}", node.client_addr))?
-                    .connect_timeout(Duration::from_millis(500))
-                    .timeout(Duration::from_secs(2))
-                    .connect()
-                    .await?;
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.client_addr))?
+                .connect_timeout(Duration::from_millis(500))
+                .timeout(Duration::from_secs(2))
+                .connect()
+                .await?;
             Ok::<_, anyhow::Error>(
                 AdminClient::new(channel)
                     .replica_status(ReplicaStatusRequest {})

@@ -2,7 +2,7 @@
 //! Used by unit tests and the storage conformance suite; it keeps the same
 //! atomicity (a batch applies under one lock) but has no durability.
 
-use super::{BatchOp, Direction, Engine, ExportSink, Visit, WriteBatch};
+use super::{BatchOp, Direction, Engine, ExportSink, ScanVisitor, Visit, WriteBatch};
 use crate::keys::ALL_CFS;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -35,12 +35,7 @@ impl MemEngine {
         Ok(f(table))
     }
 
-    fn range_copy(
-        &self,
-        cf: &'static str,
-        start: &[u8],
-        end: &[u8],
-    ) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn range_copy(&self, cf: &'static str, start: &[u8], end: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.with_table(cf, |t| {
             t.range(start.to_vec()..end.to_vec())
                 .map(|(k, v)| (k.clone(), v.clone()))
@@ -61,9 +56,7 @@ impl Engine for MemEngine {
             .map_err(|_| io::Error::other("mem engine lock poisoned"))?;
         for op in &batch.ops {
             let cf = match op {
-                BatchOp::Put { cf, .. }
-                | BatchOp::Delete { cf, .. }
-                | BatchOp::DeleteRange { cf, .. } => *cf,
+                BatchOp::Put { cf, .. } | BatchOp::Delete { cf, .. } | BatchOp::DeleteRange { cf, .. } => *cf,
             };
             if !tables.contains_key(cf) {
                 return Err(io::Error::other(format!("missing column family {cf}")));
@@ -79,8 +72,7 @@ impl Engine for MemEngine {
                 }
                 BatchOp::DeleteRange { cf, start, end } => {
                     if let Some(t) = tables.get_mut(cf) {
-                        let doomed: Vec<Vec<u8>> =
-                            t.range(start..end).map(|(k, _)| k.clone()).collect();
+                        let doomed: Vec<Vec<u8>> = t.range(start..end).map(|(k, _)| k.clone()).collect();
                         for key in doomed {
                             t.remove(&key);
                         }
@@ -101,7 +93,7 @@ impl Engine for MemEngine {
         start: &[u8],
         end: &[u8],
         direction: Direction,
-        visitor: &mut dyn FnMut(&[u8], &[u8]) -> io::Result<Visit>,
+        visitor: &mut ScanVisitor<'_>,
     ) -> io::Result<()> {
         if start >= end {
             return Ok(());
@@ -119,24 +111,16 @@ impl Engine for MemEngine {
         Ok(())
     }
 
-    fn export_frozen(
-        &self,
-        cf: &'static str,
-        start: Vec<u8>,
-        end: Vec<u8>,
-        sink: ExportSink,
-    ) -> io::Result<()> {
+    fn export_frozen(&self, cf: &'static str, start: Vec<u8>, end: Vec<u8>, sink: ExportSink) -> io::Result<()> {
         let entries = if start < end {
             self.range_copy(cf, &start, &end)?
         } else {
             Vec::new()
         };
-        std::thread::Builder::new()
-            .name("shoal-export".into())
-            .spawn(move || {
-                let mut iter = entries.into_iter().map(Ok);
-                sink(&mut iter);
-            })?;
+        std::thread::Builder::new().name("shoal-export".into()).spawn(move || {
+            let mut iter = entries.into_iter().map(Ok);
+            sink(&mut iter);
+        })?;
         Ok(())
     }
 }

@@ -50,10 +50,7 @@ impl WriteBatch {
     }
 
     pub fn delete(&mut self, cf: &'static str, key: impl Into<Vec<u8>>) {
-        self.ops.push(BatchOp::Delete {
-            cf,
-            key: key.into(),
-        });
+        self.ops.push(BatchOp::Delete { cf, key: key.into() });
     }
 
     pub fn delete_range(&mut self, cf: &'static str, start: Vec<u8>, end: Vec<u8>) {
@@ -79,9 +76,11 @@ pub enum Visit {
     Stop,
 }
 
+/// Called for each entry of a scan with its key and value.
+pub type ScanVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> io::Result<Visit> + 'a;
+
 /// Receives the entries of a frozen (point-in-time) range export.
-pub type ExportSink =
-    Box<dyn FnOnce(&mut dyn Iterator<Item = io::Result<(Vec<u8>, Vec<u8>)>>) + Send>;
+pub type ExportSink = Box<dyn FnOnce(&mut dyn Iterator<Item = io::Result<(Vec<u8>, Vec<u8>)>>) + Send>;
 
 pub trait Engine: Send + Sync + 'static {
     fn get(&self, cf: &'static str, key: &[u8]) -> io::Result<Option<Vec<u8>>>;
@@ -102,20 +101,14 @@ pub trait Engine: Send + Sync + 'static {
         start: &[u8],
         end: &[u8],
         direction: Direction,
-        visitor: &mut dyn FnMut(&[u8], &[u8]) -> io::Result<Visit>,
+        visitor: &mut ScanVisitor<'_>,
     ) -> io::Result<()>;
 
     /// Pins a point-in-time view of `[start, end)` and feeds it to `sink` on a
     /// background thread. Returns once the view is pinned: writes made after
     /// the return are not seen by the sink. This is what lets a snapshot be
     /// built without stopping the state machine.
-    fn export_frozen(
-        &self,
-        cf: &'static str,
-        start: Vec<u8>,
-        end: Vec<u8>,
-        sink: ExportSink,
-    ) -> io::Result<()>;
+    fn export_frozen(&self, cf: &'static str, start: Vec<u8>, end: Vec<u8>, sink: ExportSink) -> io::Result<()>;
 }
 
 pub type SharedEngine = Arc<dyn Engine>;

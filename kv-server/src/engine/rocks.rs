@@ -1,6 +1,6 @@
 //! [`Engine`] over RocksDB. The only module that mentions `rocksdb`.
 
-use super::{BatchOp, Direction, Engine, ExportSink, Visit, WriteBatch};
+use super::{BatchOp, Direction, Engine, ExportSink, ScanVisitor, Visit, WriteBatch};
 use crate::keys::ALL_CFS;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, ReadOptions, DB};
 use std::io;
@@ -50,9 +50,7 @@ impl Engine for RocksEngine {
             match op {
                 BatchOp::Put { cf, key, value } => wb.put_cf(self.cf(cf)?, key, value),
                 BatchOp::Delete { cf, key } => wb.delete_cf(self.cf(cf)?, key),
-                BatchOp::DeleteRange { cf, start, end } => {
-                    wb.delete_range_cf(self.cf(cf)?, start, end)
-                }
+                BatchOp::DeleteRange { cf, start, end } => wb.delete_range_cf(self.cf(cf)?, start, end),
             }
         }
         self.db.write(wb).map_err(io_err)
@@ -68,7 +66,7 @@ impl Engine for RocksEngine {
         start: &[u8],
         end: &[u8],
         direction: Direction,
-        visitor: &mut dyn FnMut(&[u8], &[u8]) -> io::Result<Visit>,
+        visitor: &mut ScanVisitor<'_>,
     ) -> io::Result<()> {
         let mut read_opts = ReadOptions::default();
         read_opts.set_iterate_lower_bound(start.to_vec());
@@ -86,39 +84,27 @@ impl Engine for RocksEngine {
         Ok(())
     }
 
-    fn export_frozen(
-        &self,
-        cf: &'static str,
-        start: Vec<u8>,
-        end: Vec<u8>,
-        sink: ExportSink,
-    ) -> io::Result<()> {
+    fn export_frozen(&self, cf: &'static str, start: Vec<u8>, end: Vec<u8>, sink: ExportSink) -> io::Result<()> {
         let db = self.db.clone();
         let (pinned_tx, pinned_rx) = mpsc::channel::<io::Result<()>>();
         // A RocksDB snapshot borrows the DB, so it lives on a thread that owns
         // an Arc of it; the caller waits only until the snapshot is taken.
-        std::thread::Builder::new()
-            .name("shoal-export".into())
-            .spawn(move || {
-                let snapshot = db.snapshot();
-                let Some(handle) = db.cf_handle(cf) else {
-                    let _ = pinned_tx
-                        .send(Err(io::Error::other(format!("missing column family {cf}"))));
-                    return;
-                };
-                let _ = pinned_tx.send(Ok(()));
-                let mut read_opts = ReadOptions::default();
-                read_opts.set_iterate_lower_bound(start);
-                read_opts.set_iterate_upper_bound(end);
-                read_opts.set_snapshot(&snapshot);
-                let mut iter = db
-                    .iterator_cf_opt(handle, read_opts, IteratorMode::Start)
-                    .map(|item| {
-                        item.map(|(k, v)| (k.into_vec(), v.into_vec()))
-                            .map_err(io_err)
-                    });
-                sink(&mut iter);
-            })?;
+        std::thread::Builder::new().name("shoal-export".into()).spawn(move || {
+            let snapshot = db.snapshot();
+            let Some(handle) = db.cf_handle(cf) else {
+                let _ = pinned_tx.send(Err(io::Error::other(format!("missing column family {cf}"))));
+                return;
+            };
+            let _ = pinned_tx.send(Ok(()));
+            let mut read_opts = ReadOptions::default();
+            read_opts.set_iterate_lower_bound(start);
+            read_opts.set_iterate_upper_bound(end);
+            read_opts.set_snapshot(&snapshot);
+            let mut iter = db
+                .iterator_cf_opt(handle, read_opts, IteratorMode::Start)
+                .map(|item| item.map(|(k, v)| (k.into_vec(), v.into_vec())).map_err(io_err));
+            sink(&mut iter);
+        })?;
         pinned_rx
             .recv()
             .map_err(|_| io::Error::other("export thread died before pinning its view"))?

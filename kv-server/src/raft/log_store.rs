@@ -27,18 +27,11 @@ pub struct ShardLogStore {
 
 impl ShardLogStore {
     pub fn new(shard: ShardId, engine: SharedEngine, syncer: WalSyncer) -> ShardLogStore {
-        ShardLogStore {
-            shard,
-            engine,
-            syncer,
-        }
+        ShardLogStore { shard, engine, syncer }
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, tag: RaftMetaTag) -> io::Result<Option<T>> {
-        match self
-            .engine
-            .get(CF_RAFT_META, &keys::raft_meta_key(self.shard, tag))?
-        {
+        match self.engine.get(CF_RAFT_META, &keys::raft_meta_key(self.shard, tag))? {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
         }
@@ -46,27 +39,18 @@ impl ShardLogStore {
 
     fn put_meta<T: serde::Serialize>(&self, tag: RaftMetaTag, value: &T) -> io::Result<()> {
         let mut batch = WriteBatch::default();
-        batch.put(
-            CF_RAFT_META,
-            keys::raft_meta_key(self.shard, tag),
-            encode(value)?,
-        );
+        batch.put(CF_RAFT_META, keys::raft_meta_key(self.shard, tag), encode(value)?);
         self.engine.write(batch)
     }
 
     fn last_entry(&self) -> io::Result<Option<Entry>> {
         let (start, end) = keys::shard_range(self.shard);
         let mut last = None;
-        self.engine.scan(
-            CF_RAFT_LOG,
-            &start,
-            &end,
-            Direction::Reverse,
-            &mut |_, value| {
+        self.engine
+            .scan(CF_RAFT_LOG, &start, &end, Direction::Reverse, &mut |_, value| {
                 last = Some(decode::<Entry>(value)?);
                 Ok(Visit::Stop)
-            },
-        )?;
+            })?;
         Ok(last)
     }
 }
@@ -101,12 +85,8 @@ impl RaftLogReader<TypeConfig> for ShardLogStore {
         if start >= end {
             return Ok(entries);
         }
-        self.engine.scan(
-            CF_RAFT_LOG,
-            &start,
-            &end,
-            Direction::Forward,
-            &mut |key, value| {
+        self.engine
+            .scan(CF_RAFT_LOG, &start, &end, Direction::Forward, &mut |key, value| {
                 let entry: Entry = decode(value)?;
                 if keys::parse_raft_log_key(key).map(|(_, i)| i) != Some(entry.index()) {
                     return Err(io::Error::new(
@@ -116,8 +96,7 @@ impl RaftLogReader<TypeConfig> for ShardLogStore {
                 }
                 entries.push(entry);
                 Ok(Visit::Continue)
-            },
-        )?;
+            })?;
         Ok(entries)
     }
 
@@ -133,7 +112,7 @@ impl RaftLogStorage<TypeConfig> for ShardLogStore {
         let last_purged_log_id: Option<LogId> = self.get_meta(RaftMetaTag::LastPurged)?;
         let last_log_id = match self.last_entry()? {
             Some(entry) => Some(entry.log_id()),
-            None => last_purged_log_id.clone(),
+            None => last_purged_log_id,
         };
         Ok(LogState {
             last_purged_log_id,
@@ -156,16 +135,10 @@ impl RaftLogStorage<TypeConfig> for ShardLogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self
-            .get_meta::<Option<LogId>>(RaftMetaTag::Committed)?
-            .flatten())
+        Ok(self.get_meta::<Option<LogId>>(RaftMetaTag::Committed)?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: IOFlushed<TypeConfig>,
-    ) -> Result<(), io::Error>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -188,11 +161,7 @@ impl RaftLogStorage<TypeConfig> for ShardLogStore {
         let from = last_log_id.map(|id| id.index() + 1).unwrap_or(0);
         let (_, end) = keys::shard_range(self.shard);
         let mut batch = WriteBatch::default();
-        batch.delete_range(
-            CF_RAFT_LOG,
-            keys::raft_log_key(self.shard, from).to_vec(),
-            end,
-        );
+        batch.delete_range(CF_RAFT_LOG, keys::raft_log_key(self.shard, from).to_vec(), end);
         self.engine.write(batch)
     }
 

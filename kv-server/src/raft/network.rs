@@ -5,17 +5,15 @@
 //! traffic to a peer rides one HTTP/2 connection (multiplexed by shard id
 //! in each message) instead of one connection per shard per peer.
 
-use crate::raft::types::{
-    decode, encode, RaftError, RpcError, Snapshot, SnapshotData, TypeConfig, Vote,
-};
+use crate::raft::types::{decode, encode, RaftError, RpcError, Snapshot, SnapshotData, TypeConfig, Vote};
 use crate::types::ShardId;
 use dashmap::DashMap;
 use futures::Future;
 use openraft::errors::{NetworkError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
 use serde::de::DeserializeOwned;
@@ -107,17 +105,13 @@ fn decode_reply<T: DeserializeOwned>(reply: RaftReply) -> Result<T, RpcError> {
         // The peer does not host this shard (yet): treat it as down.
         return Err(unreachable(reply.error));
     }
-    let result: Result<T, RaftError> =
-        decode(&reply.payload).map_err(|e| RpcError::Network(NetworkError::new(&e)))?;
+    let result: Result<T, RaftError> = decode(&reply.payload).map_err(|e| RpcError::Network(NetworkError::new(&e)))?;
     result.map_err(unreachable)
 }
 
 impl ShardPeer {
     fn client(&self) -> Result<RaftTransportClient<Channel>, RpcError> {
-        let channel = self
-            .peers
-            .channel(&self.addr)
-            .map_err(|e| unreachable(&e))?;
+        let channel = self.peers.channel(&self.addr).map_err(|e| unreachable(&e))?;
         Ok(RaftTransportClient::new(channel)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20))
@@ -161,11 +155,7 @@ impl RaftNetworkV2<TypeConfig> for ShardPeer {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RpcError> {
         let request = self.request(&rpc, option.hard_ttl())?;
-        let reply = self
-            .client()?
-            .vote(request)
-            .await
-            .map_err(status_to_rpc_error)?;
+        let reply = self.client()?.vote(request).await.map_err(status_to_rpc_error)?;
         decode_reply(reply.into_inner())
     }
 
@@ -190,8 +180,8 @@ impl RaftNetworkV2<TypeConfig> for ShardPeer {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let header = encode(&(vote, snapshot.meta.clone()))
-            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let header =
+            encode(&(vote, snapshot.meta.clone())).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         let shard_id = self.shard.0;
         let mut file = snapshot.snapshot;
         // Read the file on a blocking thread, a chunk at a time, so a large
@@ -231,11 +221,7 @@ impl RaftNetworkV2<TypeConfig> for ShardPeer {
         match reader.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(StreamingError::Network(NetworkError::new(&e))),
-            Err(e) => {
-                return Err(StreamingError::Network(NetworkError::from_string(
-                    e.to_string(),
-                )))
-            }
+            Err(e) => return Err(StreamingError::Network(NetworkError::from_string(e.to_string()))),
         }
         let reply = reply.map_err(|status| match status_to_rpc_error(status) {
             RpcError::Unreachable(u) => StreamingError::Unreachable(u),

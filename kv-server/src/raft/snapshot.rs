@@ -57,20 +57,14 @@ fn write_chunk(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Reads every entry of a snapshot file, checking magic and trailer.
-pub fn read_snapshot_file(
-    file: &mut File,
-    mut visit: impl FnMut(Vec<u8>, Vec<u8>),
-) -> io::Result<u64> {
+pub fn read_snapshot_file(file: &mut File, mut visit: impl FnMut(Vec<u8>, Vec<u8>)) -> io::Result<u64> {
     use std::io::Seek;
     file.seek(io::SeekFrom::Start(0))?;
     let mut input = BufReader::new(file);
     let mut magic = [0u8; 8];
     input.read_exact(&mut magic)?;
     if &magic != MAGIC {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "not a shoal snapshot file",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a shoal snapshot file"));
     }
     let mut count = 0u64;
     loop {
@@ -100,7 +94,17 @@ fn read_u32(input: &mut impl Read) -> io::Result<u32> {
     Ok(u32::from_be_bytes(buf))
 }
 
+/// Largest key or value a snapshot may hold; anything bigger means a
+/// corrupt file, and must not become a giant allocation.
+const MAX_CHUNK_BYTES: u32 = 64 << 20;
+
 fn read_exact_vec(input: &mut impl Read, len: u32) -> io::Result<Vec<u8>> {
+    if len > MAX_CHUNK_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("snapshot entry of {len} bytes"),
+        ));
+    }
     let mut buf = vec![0u8; len as usize];
     input.read_exact(&mut buf)?;
     Ok(buf)

@@ -5,15 +5,18 @@
 //! atomic batch**, so after a crash the state machine is exactly "everything
 //! up to applied" and openraft re-applies the rest from the log — nothing
 //! twice, nothing lost.
+//!
+//! **Invariant: the recorded current snapshot's file always exists.** The
+//! record is made durable before older files are deleted, and one lock
+//! serialises builders finishing, installs and readers (openraft runs a
+//! build in its own task, concurrently with an install).
 
 use crate::engine::{SharedEngine, WriteBatch};
 use crate::keys::{self, RaftMetaTag, SmMetaTag, ValueRecord, CF_DATA, CF_RAFT_META};
-use crate::raft::snapshot::{
-    read_snapshot_file, write_snapshot_file, SnapshotDir, StoredSnapshotInfo,
-};
+use crate::raft::snapshot::{read_snapshot_file, write_snapshot_file, SnapshotDir, StoredSnapshotInfo};
 use crate::raft::types::{
-    decode, encode, Command, CommandResult, LogId, Snapshot, SnapshotData, SnapshotMeta,
-    StoredMembership, TypeConfig, WriteOp,
+    decode, encode, Command, CommandResult, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
+    WriteOp,
 };
 use crate::types::{ShardId, Version};
 use futures::{Stream, TryStreamExt};
@@ -24,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Mutex};
 
 /// Persisted next to the data, in the same batch.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -36,7 +39,11 @@ struct AppliedState {
 /// The applied index recorded in a shard's `AppliedState` metadata value.
 pub fn applied_index_of(meta_value: &[u8]) -> io::Result<u64> {
     let state: AppliedState = decode(meta_value)?;
-    Ok(state.last_applied.map(|id| id.index()).unwrap_or(0))
+    Ok(log_index(&state.last_applied))
+}
+
+fn log_index(id: &Option<LogId>) -> u64 {
+    id.as_ref().map(|id| id.index()).unwrap_or(0)
 }
 
 pub struct ShardStateMachine {
@@ -46,30 +53,24 @@ pub struct ShardStateMachine {
     state: AppliedState,
     /// Last applied index, published for readers and status.
     applied_tx: Arc<watch::Sender<u64>>,
+    /// Serialises every change to, and read of, "the current snapshot".
+    snapshot_lock: Arc<Mutex<()>>,
 }
 
 impl ShardStateMachine {
-    pub fn open(
-        shard: ShardId,
-        engine: SharedEngine,
-        snapshots: SnapshotDir,
-    ) -> io::Result<ShardStateMachine> {
+    pub fn open(shard: ShardId, engine: SharedEngine, snapshots: SnapshotDir) -> io::Result<ShardStateMachine> {
         let state = match engine.get(CF_DATA, &keys::sm_meta_key(shard, SmMetaTag::AppliedState))? {
             Some(bytes) => decode(&bytes)?,
             None => AppliedState::default(),
         };
-        let applied = state
-            .last_applied
-            .as_ref()
-            .map(|id| id.index())
-            .unwrap_or(0);
-        let (applied_tx, _) = watch::channel(applied);
+        let (applied_tx, _) = watch::channel(log_index(&state.last_applied));
         Ok(ShardStateMachine {
             shard,
             engine,
             snapshots,
             state,
             applied_tx: Arc::new(applied_tx),
+            snapshot_lock: Arc::new(Mutex::new(())),
         })
     }
 
@@ -96,10 +97,7 @@ impl ShardStateMachine {
                             );
                         }
                         WriteOp::Delete { ushard, key } => {
-                            batch.delete(
-                                CF_DATA,
-                                keys::data_key(self.shard, keyspace, ushard, &key),
-                            );
+                            batch.delete(CF_DATA, keys::data_key(self.shard, keyspace, ushard, &key));
                         }
                     }
                 }
@@ -107,51 +105,33 @@ impl ShardStateMachine {
         }
     }
 
-    fn stage_applied_state(&self, batch: &mut WriteBatch) -> io::Result<()> {
-        batch.put(
-            CF_DATA,
-            keys::sm_meta_key(self.shard, SmMetaTag::AppliedState),
-            encode(&self.state)?,
-        );
-        Ok(())
-    }
-
     fn publish_applied(&self) {
-        let applied = self
-            .state
-            .last_applied
-            .as_ref()
-            .map(|id| id.index())
-            .unwrap_or(0);
-        self.applied_tx.send_replace(applied);
-    }
-
-    fn read_snapshot_info(&self) -> io::Result<Option<StoredSnapshotInfo>> {
-        match self.engine.get(
-            CF_RAFT_META,
-            &keys::raft_meta_key(self.shard, RaftMetaTag::SnapshotMeta),
-        )? {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
-            None => Ok(None),
-        }
+        self.applied_tx.send_replace(log_index(&self.state.last_applied));
     }
 }
 
-/// Records `info` as the shard's current snapshot and drops older files.
-fn save_snapshot_info(
-    engine: &SharedEngine,
-    shard: ShardId,
-    dir: &SnapshotDir,
-    info: &StoredSnapshotInfo,
-) -> io::Result<()> {
-    let mut batch = WriteBatch::default();
+fn read_snapshot_info(engine: &SharedEngine, shard: ShardId) -> io::Result<Option<StoredSnapshotInfo>> {
+    match engine.get(CF_RAFT_META, &keys::raft_meta_key(shard, RaftMetaTag::SnapshotMeta))? {
+        Some(bytes) => Ok(Some(decode(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
+fn stage_snapshot_info(batch: &mut WriteBatch, shard: ShardId, info: &StoredSnapshotInfo) -> io::Result<()> {
     batch.put(
         CF_RAFT_META,
         keys::raft_meta_key(shard, RaftMetaTag::SnapshotMeta),
         encode(info)?,
     );
+    Ok(())
+}
+
+/// Writes `batch` (which records the new current snapshot), makes it
+/// durable, and only then deletes older snapshot files. Blocking.
+fn commit_snapshot_switch(engine: &SharedEngine, dir: &SnapshotDir, batch: WriteBatch, keep: &str) -> io::Result<()> {
     engine.write(batch)?;
-    dir.remove_all_but(&info.file_name)
+    engine.sync_wal()?;
+    dir.remove_all_but(keep)
 }
 
 /// `[start, end)` of a shard's user data in `data`, excluding its metadata.
@@ -160,6 +140,10 @@ fn user_data_range(shard: ShardId) -> (Vec<u8>, Vec<u8>) {
     let mut end = start.clone();
     end.extend_from_slice(&keys::RESERVED_KEYSPACE.to_be_bytes());
     (start, end)
+}
+
+fn join_error(what: &str, e: tokio::task::JoinError) -> io::Error {
+    io::Error::other(format!("{what} task failed: {e}"))
 }
 
 /// Builds one snapshot from a view pinned when the builder was created.
@@ -171,6 +155,7 @@ pub struct ShardSnapshotBuilder {
     file_name: String,
     written: Option<oneshot::Receiver<io::Result<u64>>>,
     pin_error: Option<io::Error>,
+    snapshot_lock: Arc<Mutex<()>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
@@ -187,15 +172,32 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
         let count = written
             .await
             .map_err(|_| io::Error::other("snapshot export thread died"))??;
-        let info = StoredSnapshotInfo {
+        let _guard = self.snapshot_lock.lock().await;
+        let (engine, shard, dir) = (self.engine.clone(), self.shard, self.snapshots.clone());
+        let own = StoredSnapshotInfo {
             meta: self.meta.clone(),
             file_name: self.file_name.clone(),
         };
-        save_snapshot_info(&self.engine, self.shard, &self.snapshots, &info)?;
-        tracing::info!(shard_id = %self.shard, entries = count, last = ?self.meta.last_log_id, "built snapshot");
-        let file = File::open(self.snapshots.path_of(&self.file_name))?;
+        let chosen = tokio::task::spawn_blocking(move || -> io::Result<StoredSnapshotInfo> {
+            // An install may have moved the shard past this build meanwhile:
+            // then the installed snapshot stays current and ours is dropped.
+            if let Some(current) = read_snapshot_info(&engine, shard)? {
+                if log_index(&current.meta.last_log_id) >= log_index(&own.meta.last_log_id) {
+                    let _ = std::fs::remove_file(dir.path_of(&own.file_name));
+                    return Ok(current);
+                }
+            }
+            let mut batch = WriteBatch::default();
+            stage_snapshot_info(&mut batch, shard, &own)?;
+            commit_snapshot_switch(&engine, &dir, batch, &own.file_name)?;
+            Ok(own)
+        })
+        .await
+        .map_err(|e| join_error("snapshot save", e))??;
+        tracing::info!(shard_id = %self.shard, entries = count, last = ?chosen.meta.last_log_id, "built snapshot");
+        let file = File::open(self.snapshots.path_of(&chosen.file_name))?;
         Ok(Snapshot {
-            meta: self.meta.clone(),
+            meta: chosen.meta,
             snapshot: file,
         })
     }
@@ -206,10 +208,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
     type SnapshotBuilder = ShardSnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        Ok((
-            self.state.last_applied.clone(),
-            self.state.membership.clone(),
-        ))
+        Ok((self.state.last_applied, self.state.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -225,7 +224,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(command) => self.stage_command(&mut batch, command, version),
                 EntryPayload::Membership(membership) => {
-                    self.state.membership = StoredMembership::new(Some(log_id.clone()), membership);
+                    self.state.membership = StoredMembership::new(Some(log_id), membership);
                 }
             }
             self.state.last_applied = Some(log_id);
@@ -233,7 +232,11 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                 replies.push((responder, CommandResult { version }));
             }
         }
-        self.stage_applied_state(&mut batch)?;
+        batch.put(
+            CF_DATA,
+            keys::sm_meta_key(self.shard, SmMetaTag::AppliedState),
+            encode(&self.state)?,
+        );
         self.engine.write(batch)?;
         self.publish_applied();
         for (responder, result) in replies {
@@ -246,11 +249,10 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         // Called while no entry is being applied: the view pinned here is
         // exactly the state at `last_applied`.
         let meta = SnapshotMeta {
-            last_log_id: self.state.last_applied.clone(),
+            last_log_id: self.state.last_applied,
             last_membership: self.state.membership.clone(),
         };
-        let last_index = meta.last_log_id.as_ref().map(|id| id.index()).unwrap_or(0);
-        let file_name = self.snapshots.new_file_name(last_index);
+        let file_name = self.snapshots.new_file_name(log_index(&meta.last_log_id));
         let path = self.snapshots.path_of(&file_name);
         let (tx, rx) = oneshot::channel();
         let (start, end) = user_data_range(self.shard);
@@ -260,8 +262,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             start,
             end,
             Box::new(move |entries| {
-                let mut stripped =
-                    entries.map(|item| item.map(|(k, v)| (k[prefix_len..].to_vec(), v)));
+                let mut stripped = entries.map(|item| item.map(|(k, v)| (k[prefix_len..].to_vec(), v)));
                 let _ = tx.send(write_snapshot_file(&path, &mut stripped));
             }),
         );
@@ -273,27 +274,23 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             file_name,
             written: Some(rx),
             pin_error: pinned.err(),
+            snapshot_lock: self.snapshot_lock.clone(),
         }
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        mut snapshot: SnapshotData,
-    ) -> Result<(), io::Error> {
-        let shard = self.shard;
-        let engine = self.engine.clone();
-        let dir = self.snapshots.clone();
-        let last_index = meta.last_log_id.as_ref().map(|id| id.index()).unwrap_or(0);
-        let file_name = dir.new_file_name(last_index);
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, mut snapshot: SnapshotData) -> Result<(), io::Error> {
+        let (engine, shard, dir) = (self.engine.clone(), self.shard, self.snapshots.clone());
+        let file_name = dir.new_file_name(log_index(&meta.last_log_id));
         let new_state = AppliedState {
-            last_applied: meta.last_log_id.clone(),
+            last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
         let info = StoredSnapshotInfo {
             meta: meta.clone(),
             file_name: file_name.clone(),
         };
+        let applied_state = new_state.clone();
+        let _guard = self.snapshot_lock.lock().await;
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             // Keep our own copy: it becomes this replica's current snapshot.
             let own_path = dir.path_of(&file_name);
@@ -305,7 +302,8 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                 own.sync_all()?;
             }
             // One batch: drop the shard's old data, load the snapshot, record
-            // the new applied state. A crash leaves either all old or all new.
+            // the new applied state and the new current snapshot. A crash
+            // leaves either all old or all new.
             let mut batch = WriteBatch::default();
             let (start, end) = keys::shard_range(shard);
             batch.delete_range(CF_DATA, start.clone(), end);
@@ -318,24 +316,22 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             batch.put(
                 CF_DATA,
                 keys::sm_meta_key(shard, SmMetaTag::AppliedState),
-                encode(&new_state)?,
+                encode(&applied_state)?,
             );
-            engine.write(batch)?;
-            save_snapshot_info(&engine, shard, &dir, &info)
+            stage_snapshot_info(&mut batch, shard, &info)?;
+            commit_snapshot_switch(&engine, &dir, batch, &file_name)
         })
         .await
-        .map_err(|e| io::Error::other(format!("snapshot install task failed: {e}")))??;
-        self.state = AppliedState {
-            last_applied: meta.last_log_id.clone(),
-            membership: meta.last_membership.clone(),
-        };
+        .map_err(|e| join_error("snapshot install", e))??;
+        self.state = new_state;
         self.publish_applied();
         tracing::info!(shard_id = %self.shard, last = ?meta.last_log_id, "installed snapshot");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let Some(info) = self.read_snapshot_info()? else {
+        let _guard = self.snapshot_lock.lock().await;
+        let Some(info) = read_snapshot_info(&self.engine, self.shard)? else {
             return Ok(None);
         };
         let file = File::open(self.snapshots.path_of(&info.file_name))?;

@@ -46,10 +46,7 @@ pub enum WriteOp {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Applies every op atomically, all stamped with the entry's log index.
-    Write {
-        keyspace: KeyspaceId,
-        ops: Vec<WriteOp>,
-    },
+    Write { keyspace: KeyspaceId, ops: Vec<WriteOp> },
 }
 
 // Display is what openraft logs: never print user keys or values.

@@ -53,8 +53,7 @@ impl WalSyncer {
 
     /// Completes `callback` once everything written so far is durable.
     pub fn flush_then(&self, callback: IOFlushed<TypeConfig>) {
-        if let Err(mpsc::SendError(Waiter::LogFlush(cb))) = self.tx.send(Waiter::LogFlush(callback))
-        {
+        if let Err(mpsc::SendError(Waiter::LogFlush(cb))) = self.tx.send(Waiter::LogFlush(callback)) {
             cb.io_completed(Err(io::Error::other("wal syncer stopped")));
         }
     }
@@ -65,7 +64,6 @@ impl WalSyncer {
         self.tx
             .send(Waiter::Notify(tx))
             .map_err(|_| io::Error::other("wal syncer stopped"))?;
-        rx.await
-            .map_err(|_| io::Error::other("wal syncer stopped"))?
+        rx.await.map_err(|_| io::Error::other("wal syncer stopped"))?
     }
 }

@@ -68,10 +68,7 @@ fn role_name(state: ServerState) -> &'static str {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn get_layout(
-        &self,
-        _request: Request<GetLayoutRequest>,
-    ) -> Result<Response<Layout>, Status> {
+    async fn get_layout(&self, _request: Request<GetLayoutRequest>) -> Result<Response<Layout>, Status> {
         Ok(Response::new(layout_to_proto(&self.host.layout)))
     }
 
@@ -109,9 +106,7 @@ impl Admin for AdminService {
     ) -> Result<Response<ShardDigestResponse>, Status> {
         let shard = ShardId(request.into_inner().shard_id);
         self.host.shard(shard).map_err(to_status)?;
-        let d = shard_digest(self.host.engine(), shard)
-            .await
-            .map_err(to_status)?;
+        let d = shard_digest(self.host.engine(), shard).await.map_err(to_status)?;
         Ok(Response::new(ShardDigestResponse {
             shard_id: shard.0,
             applied_index: d.applied_index,

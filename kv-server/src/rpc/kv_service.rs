@@ -76,8 +76,7 @@ impl Kv for KvService {
         reply(
             async {
                 let (keyspace, shard) = resolve_header(&self.host.layout, req.header.as_ref())?;
-                let (ushard, key) =
-                    check_key(&self.host.limits, keyspace, shard, req.key.as_ref())?;
+                let (ushard, key) = check_key(&self.host.limits, keyspace, shard, req.key.as_ref())?;
                 let replica = self.strong_replica(shard).await?;
                 let value = replica.get_local(keyspace.id, ushard, key)?.map(to_value);
                 Ok(GetResponse {
@@ -89,10 +88,7 @@ impl Kv for KvService {
         )
     }
 
-    async fn multi_get(
-        &self,
-        request: Request<MultiGetRequest>,
-    ) -> Result<Response<MultiGetResponse>, Status> {
+    async fn multi_get(&self, request: Request<MultiGetRequest>) -> Result<Response<MultiGetResponse>, Status> {
         let req = request.into_inner();
         reply(
             async {
@@ -112,10 +108,7 @@ impl Kv for KvService {
                 let mut values = Vec::with_capacity(keys.len());
                 for (ushard, key) in keys {
                     let value = replica.get_local(keyspace.id, ushard, key)?.map(to_value);
-                    values.push(GetResponse {
-                        header: None,
-                        value,
-                    });
+                    values.push(GetResponse { header: None, value });
                 }
                 Ok(MultiGetResponse {
                     header: self.response_header(shard),
@@ -143,10 +136,7 @@ impl Kv for KvService {
         )
     }
 
-    async fn delete(
-        &self,
-        request: Request<DeleteRequest>,
-    ) -> Result<Response<WriteResponse>, Status> {
+    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<WriteResponse>, Status> {
         let req = request.into_inner();
         let limits = &self.host.limits;
         reply(
@@ -161,10 +151,7 @@ impl Kv for KvService {
         )
     }
 
-    async fn batch(
-        &self,
-        request: Request<BatchRequest>,
-    ) -> Result<Response<WriteResponse>, Status> {
+    async fn batch(&self, request: Request<BatchRequest>) -> Result<Response<WriteResponse>, Status> {
         let req = request.into_inner();
         let limits = &self.host.limits;
         reply(

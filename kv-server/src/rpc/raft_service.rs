@@ -45,10 +45,7 @@ fn encode_reply<T: serde::Serialize>(result: &T) -> Result<Response<RaftReply>, 
 
 #[tonic::async_trait]
 impl RaftTransport for RaftService {
-    async fn append_entries(
-        &self,
-        request: Request<RaftRequest>,
-    ) -> Result<Response<RaftReply>, Status> {
+    async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         let Ok(replica) = self.host.shard(ShardId(req.shard_id)) else {
             return Ok(Self::not_hosted(ShardId(req.shard_id)));
@@ -66,20 +63,13 @@ impl RaftTransport for RaftService {
         encode_reply(&replica.raft.vote(rpc).await)
     }
 
-    async fn transfer_leader(
-        &self,
-        request: Request<RaftRequest>,
-    ) -> Result<Response<RaftReply>, Status> {
+    async fn transfer_leader(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         let Ok(replica) = self.host.shard(ShardId(req.shard_id)) else {
             return Ok(Self::not_hosted(ShardId(req.shard_id)));
         };
         let rpc = decode(&req.payload).map_err(bad_payload)?;
-        let result: Result<_, RaftError> = replica
-            .raft
-            .handle_transfer_leader(rpc)
-            .await
-            .map_err(RaftError::Fatal);
+        let result: Result<_, RaftError> = replica.raft.handle_transfer_leader(rpc).await.map_err(RaftError::Fatal);
         encode_reply(&result)
     }
 
@@ -98,8 +88,7 @@ impl RaftTransport for RaftService {
         };
         let (vote, meta): (Vote, SnapshotMeta) = decode(&first.header).map_err(bad_payload)?;
         std::fs::create_dir_all(&self.incoming_dir).map_err(|e| Status::internal(e.to_string()))?;
-        let spool = tempfile::NamedTempFile::new_in(&self.incoming_dir)
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let spool = tempfile::NamedTempFile::new_in(&self.incoming_dir).map_err(|e| Status::internal(e.to_string()))?;
         let (mut file, spool_path) = spool.into_parts();
         file.write_all(&first.data)
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -109,12 +98,17 @@ impl RaftTransport for RaftService {
                 .map_err(|e| Status::internal(e.to_string()))?;
         }
         file.flush().map_err(|e| Status::internal(e.to_string()))?;
+        // A stream cut short ends like a complete one; check the file before
+        // openraft sees it, because a failed install stops the shard's Raft.
+        let file = tokio::task::spawn_blocking(move || {
+            crate::raft::snapshot::read_snapshot_file(&mut file, |_, _| {}).map(|_| file)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::data_loss(format!("incomplete or corrupt snapshot stream: {e}")))?;
         // The state machine copies what it keeps; the spooled file goes when
         // `spool_path` drops.
-        let snapshot = Snapshot {
-            meta,
-            snapshot: file,
-        };
+        let snapshot = Snapshot { meta, snapshot: file };
         let result: Result<_, RaftError> = replica
             .raft
             .install_full_snapshot(vote, snapshot)

@@ -28,10 +28,9 @@ fn grpc_code(code: ErrorCode) -> Code {
         ErrorCode::NotLeader | ErrorCode::Unavailable => Code::Unavailable,
         ErrorCode::UnknownKeyspace | ErrorCode::UnknownShard => Code::NotFound,
         ErrorCode::WrongShard => Code::FailedPrecondition,
-        ErrorCode::KeyTooLarge
-        | ErrorCode::ValueTooLarge
-        | ErrorCode::BatchTooLarge
-        | ErrorCode::EmptyKey => Code::InvalidArgument,
+        ErrorCode::KeyTooLarge | ErrorCode::ValueTooLarge | ErrorCode::BatchTooLarge | ErrorCode::EmptyKey => {
+            Code::InvalidArgument
+        }
         ErrorCode::MalformedRequest => Code::InvalidArgument,
         ErrorCode::LeadershipLost => Code::Aborted,
         ErrorCode::Internal | ErrorCode::Unspecified => Code::Internal,
@@ -68,10 +67,7 @@ mod tests {
             leader: Some(NodeId(3)),
         });
         assert_eq!(status.code(), Code::Unavailable);
-        assert_eq!(
-            status.metadata().get(ERROR_CODE_METADATA).unwrap(),
-            "NOT_LEADER"
-        );
+        assert_eq!(status.metadata().get(ERROR_CODE_METADATA).unwrap(), "NOT_LEADER");
         assert_eq!(status.metadata().get(LEADER_HINT_METADATA).unwrap(), "3");
     }
 
@@ -79,9 +75,6 @@ mod tests {
     fn bad_input_is_invalid_argument() {
         let status = to_status(KvError::EmptyKey);
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert_eq!(
-            status.metadata().get(ERROR_CODE_METADATA).unwrap(),
-            "EMPTY_KEY"
-        );
+        assert_eq!(status.metadata().get(ERROR_CODE_METADATA).unwrap(), "EMPTY_KEY");
     }
 }

@@ -63,8 +63,6 @@ pub async fn shard_digest(engine: &SharedEngine, shard: ShardId) -> KvResult<Sha
             let _ = tx.send(outcome.map(|()| result));
         }),
     )?;
-    let digest = rx
-        .await
-        .map_err(|_| KvError::Internal("digest thread died".into()))??;
+    let digest = rx.await.map_err(|_| KvError::Internal("digest thread died".into()))??;
     Ok(digest)
 }

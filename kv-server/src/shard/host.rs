@@ -30,11 +30,7 @@ pub struct NodeHost {
 
 impl NodeHost {
     /// A host with no replicas open yet; see [`NodeHost::open_shards`].
-    pub fn new(
-        config: &NodeConfig,
-        layout: ClusterLayout,
-        engine: SharedEngine,
-    ) -> anyhow::Result<Arc<NodeHost>> {
+    pub fn new(config: &NodeConfig, layout: ClusterLayout, engine: SharedEngine) -> anyhow::Result<Arc<NodeHost>> {
         if layout.node(config.node_id).is_none() {
             anyhow::bail!("node_id: {} is not in the layout", config.node_id);
         }
@@ -56,13 +52,8 @@ impl NodeHost {
     pub async fn open_shards(&self, config: &NodeConfig) -> anyhow::Result<()> {
         let raft_config = Arc::new(config.openraft_config()?);
         for shard in self.layout.shards_on(self.node_id) {
-            let snapshots = SnapshotDir::new(
-                config
-                    .data_dir
-                    .join("snapshots")
-                    .join(format!("shard-{}", shard.id)),
-            )
-            .with_context(|| format!("creating snapshot dir of shard {}", shard.id))?;
+            let snapshots = SnapshotDir::new(config.data_dir.join("snapshots").join(format!("shard-{}", shard.id)))
+                .with_context(|| format!("creating snapshot dir of shard {}", shard.id))?;
             let log = ShardLogStore::new(shard.id, self.engine.clone(), self.syncer.clone());
             let sm = ShardStateMachine::open(shard.id, self.engine.clone(), snapshots)
                 .with_context(|| format!("opening state machine of shard {}", shard.id))?;
@@ -99,10 +90,7 @@ impl NodeHost {
     }
 
     pub fn shard(&self, id: ShardId) -> KvResult<Arc<ShardReplica>> {
-        self.shards
-            .get(&id)
-            .map(|r| r.clone())
-            .ok_or(KvError::UnknownShard(id))
+        self.shards.get(&id).map(|r| r.clone()).ok_or(KvError::UnknownShard(id))
     }
 
     pub fn engine(&self) -> &SharedEngine {

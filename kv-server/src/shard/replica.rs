@@ -15,6 +15,21 @@ pub struct ShardReplica {
     engine: SharedEngine,
 }
 
+/// How much one micro-shard's scan may collect.
+#[derive(Clone, Copy, Debug)]
+pub struct ScanBudget {
+    pub limit: usize,
+    pub max_bytes: u64,
+}
+
+/// What one micro-shard's scan collected.
+#[derive(Clone, Debug, Default)]
+pub struct UshardScan {
+    pub items: Vec<ScanItem>,
+    /// True when no entry in range remains past `items`.
+    pub exhausted: bool,
+}
+
 /// One entry returned by a scan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScanItem {
@@ -40,18 +55,14 @@ impl ShardReplica {
         }
         match self.raft.client_write(command).await {
             Ok(response) => Ok(response.data),
-            Err(OpenraftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(KvError::NotLeader {
-                    shard: self.id,
-                    leader: f.leader_id.map(NodeId),
-                })
-            }
-            Err(OpenraftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
-                Err(KvError::LeadershipLost {
-                    shard: self.id,
-                    leader: f.leader_id.map(NodeId),
-                })
-            }
+            Err(OpenraftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(KvError::NotLeader {
+                shard: self.id,
+                leader: f.leader_id.map(NodeId),
+            }),
+            Err(OpenraftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => Err(KvError::LeadershipLost {
+                shard: self.id,
+                leader: f.leader_id.map(NodeId),
+            }),
             Err(OpenraftError::APIError(e)) => Err(KvError::Internal(e.to_string())),
             // The core stopped (shutdown, storage failure) after the proposal
             // may have been appended: the outcome is unknown.
@@ -73,40 +84,30 @@ impl ShardReplica {
             self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await;
         match result {
             Ok(_) => Ok(()),
-            Err(OpenraftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
-                Err(KvError::NotLeader {
-                    shard: self.id,
-                    leader: f.leader_id.map(NodeId),
-                })
-            }
+            Err(OpenraftError::APIError(LinearizableReadError::ForwardToLeader(f))) => Err(KvError::NotLeader {
+                shard: self.id,
+                leader: f.leader_id.map(NodeId),
+            }),
             Err(OpenraftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => {
                 Err(KvError::Unavailable(format!("shard {}: {e}", self.id)))
             }
-            Err(OpenraftError::Fatal(e)) => {
-                Err(KvError::Unavailable(format!("shard {}: {e}", self.id)))
-            }
+            Err(OpenraftError::Fatal(e)) => Err(KvError::Unavailable(format!("shard {}: {e}", self.id))),
         }
     }
 
     /// Reads a key from local state. Call [`Self::read_barrier`] first for a strong read.
-    pub fn get_local(
-        &self,
-        keyspace: KeyspaceId,
-        ushard: UshardId,
-        key: &[u8],
-    ) -> KvResult<Option<ValueRecord>> {
+    pub fn get_local(&self, keyspace: KeyspaceId, ushard: UshardId, key: &[u8]) -> KvResult<Option<ValueRecord>> {
         let raw = self
             .engine
             .get(CF_DATA, &keys::data_key(self.id, keyspace, ushard, key))?;
-        raw.map(|bytes| {
-            ValueRecord::decode(&bytes)
-                .ok_or_else(|| KvError::Internal("corrupt value record".into()))
-        })
-        .transpose()
+        raw.map(|bytes| ValueRecord::decode(&bytes).ok_or_else(|| KvError::Internal("corrupt value record".into())))
+            .transpose()
     }
 
-    /// Collects up to `limit` entries of one micro-shard whose user keys lie
-    /// in `[lower, upper)` (`upper = None`: no bound), in `direction` order.
+    /// Collects entries of one micro-shard whose user keys lie in
+    /// `[lower, upper)` (`upper = None`: no bound), in `direction` order,
+    /// stopping once it holds `budget.limit` entries or `budget.max_bytes`
+    /// bytes of keys and values.
     pub fn scan_ushard_local(
         &self,
         keyspace: KeyspaceId,
@@ -114,8 +115,8 @@ impl ShardReplica {
         lower: &[u8],
         upper: Option<&[u8]>,
         direction: Direction,
-        limit: usize,
-    ) -> KvResult<Vec<ScanItem>> {
+        budget: ScanBudget,
+    ) -> KvResult<UshardScan> {
         let prefix = keys::ushard_prefix(self.id, keyspace, ushard);
         let mut start = prefix.clone();
         start.extend_from_slice(lower);
@@ -127,27 +128,32 @@ impl ShardReplica {
             }
             None => keys::prefix_successor(&prefix).unwrap_or_else(|| vec![0xFF; prefix.len() + 1]),
         };
-        let mut items = Vec::new();
-        if start >= end || limit == 0 {
-            return Ok(items);
+        let mut scan = UshardScan {
+            items: Vec::new(),
+            exhausted: true,
+        };
+        if start >= end {
+            return Ok(scan);
         }
-        self.engine
-            .scan(CF_DATA, &start, &end, direction, &mut |key, value| {
-                let record = ValueRecord::decode(value).ok_or_else(|| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt value record")
-                })?;
-                items.push(ScanItem {
-                    ushard,
-                    key: keys::user_key_of(key).to_vec(),
-                    record,
-                });
-                Ok(if items.len() >= limit {
-                    Visit::Stop
-                } else {
-                    Visit::Continue
-                })
-            })?;
-        Ok(items)
+        let mut bytes = 0u64;
+        self.engine.scan(CF_DATA, &start, &end, direction, &mut |key, value| {
+            if scan.items.len() >= budget.limit || bytes >= budget.max_bytes {
+                // There is at least one more entry past what we hold.
+                scan.exhausted = false;
+                return Ok(Visit::Stop);
+            }
+            let record = ValueRecord::decode(value)
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt value record"))?;
+            let user_key = keys::user_key_of(key).to_vec();
+            bytes += (user_key.len() + record.value.len()) as u64;
+            scan.items.push(ScanItem {
+                ushard,
+                key: user_key,
+                record,
+            });
+            Ok(Visit::Continue)
+        })?;
+        Ok(scan)
     }
 
     /// A copy of this replica's current Raft metrics.

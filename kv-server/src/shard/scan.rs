@@ -8,7 +8,7 @@
 use crate::engine::Direction;
 use crate::error::{KvError, KvResult};
 use crate::keys;
-use crate::shard::replica::{ScanItem, ShardReplica};
+use crate::shard::replica::{ScanBudget, ScanItem, ShardReplica};
 use crate::types::{KeyspaceId, UshardId};
 
 /// A decoded scan request.
@@ -113,7 +113,17 @@ fn item_bytes(item: &ScanItem) -> u64 {
     (item.key.len() + item.record.value.len()) as u64
 }
 
+fn scan_order(item: &ScanItem) -> (&[u8], UshardId) {
+    (&item.key, item.ushard)
+}
+
 /// One page of `keyspace` in `replica`, merged across `ushards`.
+///
+/// Each micro-shard contributes at most `limit` entries and a share of
+/// `max_bytes`, so a page never holds much more than its byte limit in
+/// memory. A micro-shard that stopped early may hold more entries past its
+/// last one, so the merged page is cut at the earliest such "frontier":
+/// everything before it is complete and in order.
 pub fn scan_shard(
     replica: &ShardReplica,
     keyspace: KeyspaceId,
@@ -125,39 +135,54 @@ pub fn scan_shard(
     } else {
         Direction::Forward
     };
-    // Fetch one extra per micro-shard to know whether more remain.
-    let per_ushard = spec.limit.saturating_add(1);
+    let budget = ScanBudget {
+        limit: spec.limit,
+        max_bytes: (spec.max_bytes / ushards.len().max(1) as u64).max(1),
+    };
     let mut all = Vec::new();
+    let mut frontier: Option<ScanItem> = None;
     for ushard in ushards {
         let ushard = UshardId(*ushard);
         let (lower, upper) = bounds_for(spec, ushard);
-        all.extend(replica.scan_ushard_local(
-            keyspace,
-            ushard,
-            &lower,
-            upper.as_deref(),
-            direction,
-            per_ushard,
-        )?);
+        let scan = replica.scan_ushard_local(keyspace, ushard, &lower, upper.as_deref(), direction, budget)?;
+        if !scan.exhausted {
+            if let Some(last) = scan.items.last() {
+                let earlier = match &frontier {
+                    None => true,
+                    Some(f) => (scan_order(last) < scan_order(f)) != spec.reverse,
+                };
+                if earlier {
+                    frontier = Some(last.clone());
+                }
+            }
+        }
+        all.extend(scan.items);
     }
-    all.sort_by(|a, b| (&a.key, a.ushard).cmp(&(&b.key, b.ushard)));
+    all.sort_by(|a, b| scan_order(a).cmp(&scan_order(b)));
     if spec.reverse {
         all.reverse();
     }
+    if let Some(f) = &frontier {
+        all.retain(|item| {
+            if spec.reverse {
+                scan_order(item) >= scan_order(f)
+            } else {
+                scan_order(item) <= scan_order(f)
+            }
+        });
+    }
     let mut items = Vec::new();
     let mut bytes = 0u64;
-    for item in all.iter() {
+    for item in &all {
         // Always return at least one entry so a page larger than max_bytes
         // still makes progress.
-        if items.len() >= spec.limit
-            || (!items.is_empty() && bytes + item_bytes(item) > spec.max_bytes)
-        {
+        if items.len() >= spec.limit || (!items.is_empty() && bytes + item_bytes(item) > spec.max_bytes) {
             break;
         }
         bytes += item_bytes(item);
         items.push(item.clone());
     }
-    let more = items.len() < all.len();
+    let more = items.len() < all.len() || frontier.is_some();
     Ok(ScanPage { items, more })
 }
 

@@ -35,8 +35,7 @@ pub async fn must_start_cluster(nodes: u64, shards: u64, extra_raft: &[&str]) ->
     spec.ushards = 64;
     spec.kv_server_bin = kv_server_bin();
     spec.raft_settings = fast_raft();
-    spec.raft_settings
-        .extend(extra_raft.iter().map(|s| s.to_string()));
+    spec.raft_settings.extend(extra_raft.iter().map(|s| s.to_string()));
     let cluster = LocalCluster::start(spec).expect("start local cluster");
     if let Err(e) = cluster.wait_for_leaders(Duration::from_secs(60)).await {
         for id in 1..=nodes {
