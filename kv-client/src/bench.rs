@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 pub enum BenchOp {
     Put,
     Get,
+    /// A bare gRPC round trip to a node (the layout call): no Raft, no
+    /// RocksDB. The baseline the other figures are compared against.
+    Ping,
 }
 
 #[derive(Clone, Debug)]
@@ -107,6 +110,7 @@ pub async fn run(client: Arc<ShoalClient>, spec: BenchSpec) -> anyhow::Result<Be
                 let result = match spec.op {
                     BenchOp::Put => client.put(key, value.clone()).await.map(|_| ()),
                     BenchOp::Get => client.get(key).await.map(|_| ()),
+                    BenchOp::Ping => client.ping().await,
                 };
                 match result {
                     Ok(()) => {

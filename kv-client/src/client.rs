@@ -337,6 +337,21 @@ impl ShoalClient {
         }
     }
 
+    /// One bare round trip (the layout call) to the first node of the
+    /// layout over the cached connection: the cost floor of any request.
+    pub async fn ping(&self) -> ClientResult<()> {
+        let node = self
+            .routes
+            .first_node()
+            .ok_or_else(|| ClientError::Routing("layout has no nodes".into()))?;
+        let mut admin = AdminClient::new(self.channel(node)?);
+        admin
+            .get_layout(GetLayoutRequest {})
+            .await
+            .map(|_| ())
+            .map_err(|s| ClientError::Unavailable(s.to_string()))
+    }
+
     pub async fn get(&self, key: impl Into<Key>) -> ClientResult<Option<Versioned>> {
         let key = key.into();
         let placement = self.place(&key)?;

@@ -79,6 +79,11 @@ impl RoutingTable {
         })
     }
 
+    /// The lowest node id of the layout.
+    pub fn first_node(&self) -> Option<u64> {
+        self.addrs.keys().min().copied()
+    }
+
     pub fn addr(&self, node: u64) -> Option<&str> {
         self.addrs.get(&node).map(String::as_str)
     }

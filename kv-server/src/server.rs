@@ -21,6 +21,18 @@ use tokio_stream::wrappers::TcpListenerStream;
 /// Largest gRPC message accepted: a full batch plus headroom.
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// Accepted connections with Nagle's algorithm off: small Raft messages and
+/// replies must leave at once, not wait ~40 ms for a delayed ACK.
+fn no_delay(listener: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|stream| {
+        if let Ok(stream) = &stream {
+            let _ = stream.set_nodelay(true);
+        }
+        stream
+    })
+}
+
 /// Runs a node until `shutdown` resolves, then stops it cleanly.
 pub async fn run(
     config: NodeConfig,
@@ -48,7 +60,7 @@ pub async fn run(
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(raft_listener), stopped(stop_rx.clone())),
+            .serve_with_incoming_shutdown(no_delay(raft_listener), stopped(stop_rx.clone())),
     );
 
     host.open_shards(&config).await?;
@@ -62,7 +74,7 @@ pub async fn run(
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(AdminServer::new(AdminService::new(host.clone())))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), stopped(stop_rx.clone())),
+            .serve_with_incoming_shutdown(no_delay(client_listener), stopped(stop_rx.clone())),
     );
 
     shutdown.await;

@@ -364,7 +364,10 @@ async fn bench_local(duration: Duration, value_bytes: usize, keys: u64) -> anyho
     };
     let client = Arc::new(ShoalClient::connect(config).await?);
     bench::preload(&client, keys, value_bytes).await?;
-    for op in [BenchOp::Put, BenchOp::Get] {
+    // Ratios against a bare round trip at the same concurrency, measured in
+    // this run, stay comparable on a noisy shared machine.
+    let mut baseline = std::collections::HashMap::new();
+    for op in [BenchOp::Ping, BenchOp::Put, BenchOp::Get] {
         for concurrency in [1, 64] {
             let spec = BenchSpec {
                 op,
@@ -373,7 +376,18 @@ async fn bench_local(duration: Duration, value_bytes: usize, keys: u64) -> anyho
                 value_bytes,
                 keys,
             };
-            println!("{}", bench::run(client.clone(), spec).await?);
+            let report = bench::run(client.clone(), spec).await?;
+            match baseline.get(&concurrency) {
+                Some((ping_ops, ping_p50)) if op != BenchOp::Ping => println!(
+                    "{report}  | vs ping: {:.2}x ops/s, {:.1}x p50",
+                    report.ops_per_sec() / ping_ops,
+                    report.p50.as_secs_f64() / Duration::as_secs_f64(ping_p50).max(1e-9)
+                ),
+                _ => println!("{report}"),
+            }
+            if op == BenchOp::Ping {
+                baseline.insert(concurrency, (report.ops_per_sec(), report.p50));
+            }
         }
     }
     cluster.stop_all(Duration::from_secs(10));
