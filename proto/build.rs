@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "proto/shoal/kv/v1/kv.proto",
             "proto/shoal/admin/v1/admin.proto",
             "proto/shoal/raft/v1/raft.proto",
+            "proto/shoal/sm/v1/sm.proto",
         ],
         &["proto"],
     )?;

@@ -7,7 +7,7 @@ use shoal_proto::kv::ErrorCode;
 pub enum ClientError {
     /// The server rejected the request for a reason retrying will not fix
     /// (bad input, unknown keyspace, ...). Nothing was written.
-    #[error("{code:?}: {message}")]
+    #[error("{message} ({})", code.as_str_name())]
     Rejected { code: ErrorCode, message: String },
     /// No replica could serve the request before the deadline, and for a
     /// write nothing was sent that could have been applied.

@@ -4,6 +4,7 @@
 //! - [`kv`]: the client key-value API (`shoal.kv.v1`).
 //! - [`admin`]: node admin: layout and replica status (`shoal.admin.v1`).
 //! - [`raft`]: the internal Raft transport (`shoal.raft.v1`), never exposed to clients.
+//! - [`sm`]: the shard-manager API (`shoal.sm.v1`).
 //!
 //! Domain types live in the crates that own them; conversions are theirs too.
 
@@ -17,6 +18,10 @@ pub mod admin {
 
 pub mod raft {
     tonic::include_proto!("shoal.raft.v1");
+}
+
+pub mod sm {
+    tonic::include_proto!("shoal.sm.v1");
 }
 
 /// gRPC metadata key carrying the stable [`kv::ErrorCode`] name of a failed request.

@@ -1,7 +1,25 @@
-//! shard-manager: the Shoal control plane (not built yet).
+//! shard-manager: the Shoal control plane.
 //!
-//! It will own nodes, keyspaces, shards, primaries, epochs and the versioned
-//! μshard → shard map, reconciling intended against observed state. Until it
-//! exists, kv-servers read a static layout file (`kv-server/src/layout.rs`)
-//! and every response carries epoch 0. See ARCHITECTURE.md, "What is not
-//! built yet".
+//! # Layout
+//! - [`model`]: the records it keeps: nodes, keyspaces, shards.
+//! - [`store`]: **what is durable and why**; the only module naming RocksDB.
+//! - [`placement`]: pure placement rules (replicas, primaries), unit tested.
+//! - [`manager`]: registration, heartbeats, keyspace creation, the map.
+//! - [`service`]: the gRPC service and its one error → status mapping.
+//! - [`config`], [`server`]: configuration and the runnable server.
+//!
+//! Built so far: durable state, node registration with ids never reused,
+//! heartbeats and liveness, keyspace creation with placement and primaries
+//! (epoch 1), the shard map. Not yet: kv-servers hosting what it places,
+//! failover, repair, drain, primary moves (see ARCHITECTURE.md).
+
+// tonic::Status is the error type of every gRPC handler.
+#![allow(clippy::result_large_err)]
+
+pub mod config;
+pub mod manager;
+pub mod model;
+pub mod placement;
+pub mod server;
+pub mod service;
+pub mod store;

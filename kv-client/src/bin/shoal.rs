@@ -123,6 +123,12 @@ fn client_config(cli: &Cli) -> anyhow::Result<ClientConfig> {
     if endpoints.is_empty() {
         bail!("--endpoints is empty");
     }
+    if let Some(bad) = endpoints
+        .iter()
+        .find(|e| e.parse::<std::net::SocketAddr>().is_err() && !e.contains(':'))
+    {
+        bail!("--endpoints: {bad:?} is not HOST:PORT");
+    }
     Ok(ClientConfig {
         endpoints,
         keyspace: cli.keyspace.clone(),
@@ -295,6 +301,7 @@ async fn playground(spec: LocalClusterSpec) -> anyhow::Result<()> {
     }
     println!("stopping...");
     cluster.stop_all(Duration::from_secs(10));
+    println!("stopped.");
     Ok(())
 }
 

@@ -1,0 +1,290 @@
+//! The shard manager's logic: node registration and heartbeats, keyspace
+//! creation with placement, the shard map. State lives in memory behind one
+//! lock and every change is committed to [`MetaStore`] before it is
+//! visible, so a restart never loses what a caller was told.
+
+use crate::model::{KeyspaceRecord, Liveness, NodeId, NodeIntent, NodeRecord, ShardRecord};
+use crate::placement::{choose_primary, place_replicas, Candidate, PlacementError};
+use crate::store::{Change, DurableState, MetaStore};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SmError {
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("unknown node {0}")]
+    UnknownNode(NodeId),
+    #[error("node {0} was removed; a removed node id is never reused")]
+    NodeRemoved(NodeId),
+    #[error("cannot place: {0}")]
+    Placement(#[from] PlacementError),
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+pub type SmResult<T> = Result<T, SmError>;
+
+/// Liveness timing.
+#[derive(Clone, Copy, Debug)]
+pub struct LivenessConfig {
+    /// No heartbeat for this long: suspect (no new placement on it).
+    pub suspect_after: Duration,
+    /// No heartbeat for this long: dead.
+    pub dead_after: Duration,
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        LivenessConfig {
+            suspect_after: Duration::from_secs(2),
+            dead_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A keyspace to create.
+#[derive(Clone, Debug)]
+pub struct KeyspaceSpec {
+    pub name: String,
+    pub replicas: u32,
+    pub shards: u32,
+    pub ushards: u32,
+    pub regions: Vec<String>,
+    pub preferred_region: String,
+}
+
+/// A node registering (or re-registering).
+#[derive(Clone, Debug)]
+pub struct Registration {
+    pub node_id: NodeId,
+    pub client_addr: String,
+    pub raft_addr: String,
+    pub region: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+pub struct Manager {
+    store: MetaStore,
+    liveness: LivenessConfig,
+    // One std Mutex: critical sections are short and never await; the
+    // synced RocksDB write inside is the price of "durable before visible".
+    state: Mutex<DurableState>,
+    heartbeats: Mutex<HashMap<NodeId, Instant>>,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+impl Manager {
+    pub fn new(store: MetaStore, state: DurableState, liveness: LivenessConfig) -> Manager {
+        Manager {
+            store,
+            liveness,
+            state: Mutex::new(state),
+            heartbeats: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, DurableState> {
+        // A panic while holding the lock leaves the in-memory copy possibly
+        // ahead of nothing: every change is committed before it is applied.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn commit(&self, change: &Change) -> SmResult<()> {
+        self.store.commit(change).map_err(|e| SmError::Storage(e.to_string()))
+    }
+
+    pub fn liveness_of(&self, node: NodeId) -> (Liveness, Option<Duration>) {
+        let heartbeats = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        match heartbeats.get(&node) {
+            None => (Liveness::Dead, None),
+            Some(at) => {
+                let age = at.elapsed();
+                let liveness = if age >= self.liveness.dead_after {
+                    Liveness::Dead
+                } else if age >= self.liveness.suspect_after {
+                    Liveness::Suspect
+                } else {
+                    Liveness::Alive
+                };
+                (liveness, Some(age))
+            }
+        }
+    }
+
+    /// Registers a new node (id 0: allocates a fresh id, never reused) or
+    /// updates a known one.
+    pub fn register(&self, reg: Registration) -> SmResult<NodeId> {
+        if reg.client_addr.is_empty() || reg.raft_addr.is_empty() {
+            return Err(SmError::InvalidArgument(
+                "client_addr and raft_addr are required".into(),
+            ));
+        }
+        if reg.region.is_empty() {
+            return Err(SmError::InvalidArgument("region is required".into()));
+        }
+        let mut state = self.lock_state();
+        let mut change = Change::default();
+        let id = if reg.node_id == 0 {
+            let id = state.counters.next_node_id;
+            let mut counters = state.counters.clone();
+            counters.next_node_id += 1;
+            counters.map_version += 1;
+            change.counters = Some(counters);
+            id
+        } else {
+            match state.nodes.get(&reg.node_id) {
+                None => return Err(SmError::UnknownNode(reg.node_id)),
+                Some(n) if n.intent == NodeIntent::Removed => return Err(SmError::NodeRemoved(reg.node_id)),
+                Some(_) => reg.node_id,
+            }
+        };
+        let intent = state.nodes.get(&id).map(|n| n.intent).unwrap_or(NodeIntent::Active);
+        let record = NodeRecord {
+            id,
+            client_addr: reg.client_addr,
+            raft_addr: reg.raft_addr,
+            region: reg.region,
+            labels: reg.labels,
+            intent,
+        };
+        if state.nodes.get(&id) != Some(&record) {
+            if change.counters.is_none() {
+                let mut counters = state.counters.clone();
+                counters.map_version += 1;
+                change.counters = Some(counters);
+            }
+            change.nodes.push(record.clone());
+            self.commit(&change)?;
+            state.nodes.insert(id, record);
+            if let Some(counters) = change.counters {
+                state.counters = counters;
+            }
+        }
+        drop(state);
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Instant::now());
+        Ok(id)
+    }
+
+    /// Records a heartbeat; returns the current shard map version.
+    pub fn heartbeat(&self, node: NodeId) -> SmResult<u64> {
+        let state = self.lock_state();
+        match state.nodes.get(&node) {
+            None => return Err(SmError::UnknownNode(node)),
+            Some(n) if n.intent == NodeIntent::Removed => return Err(SmError::NodeRemoved(node)),
+            Some(_) => {}
+        }
+        let version = state.counters.map_version;
+        drop(state);
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node, Instant::now());
+        Ok(version)
+    }
+
+    /// Nodes that may receive new replicas: active and alive.
+    fn candidates(&self, state: &DurableState) -> Vec<Candidate> {
+        state
+            .nodes
+            .values()
+            .filter(|n| n.intent == NodeIntent::Active && self.liveness_of(n.id).0 == Liveness::Alive)
+            .map(|n| Candidate {
+                id: n.id,
+                region: n.region.clone(),
+                replicas: state.shards.values().filter(|s| s.voters.contains(&n.id)).count(),
+                primaries: state.shards.values().filter(|s| s.primary == Some(n.id)).count(),
+            })
+            .collect()
+    }
+
+    /// Creates a keyspace: its shards, their replicas and primaries, all in
+    /// one durable change.
+    pub fn create_keyspace(&self, spec: KeyspaceSpec) -> SmResult<KeyspaceRecord> {
+        if !valid_name(&spec.name) {
+            return Err(SmError::InvalidArgument(format!(
+                "keyspace name {:?}: 1-64 characters of letters, digits, '-' and '_'",
+                spec.name
+            )));
+        }
+        if spec.replicas == 0 || spec.shards == 0 {
+            return Err(SmError::InvalidArgument(
+                "replicas and shards must be at least 1".into(),
+            ));
+        }
+        if spec.ushards < spec.shards {
+            return Err(SmError::InvalidArgument(format!(
+                "ushards ({}) must be at least shards ({})",
+                spec.ushards, spec.shards
+            )));
+        }
+        let mut state = self.lock_state();
+        if state.keyspaces.contains_key(&spec.name) {
+            return Err(SmError::AlreadyExists(format!("keyspace {:?}", spec.name)));
+        }
+        let mut candidates = self.candidates(&state);
+        let mut counters = state.counters.clone();
+        let mut shards = Vec::new();
+        for _ in 0..spec.shards {
+            let voters = place_replicas(&candidates, spec.replicas as usize, &spec.regions)?;
+            for c in candidates.iter_mut().filter(|c| voters.contains(&c.id)) {
+                c.replicas += 1;
+            }
+            let by_id: HashMap<NodeId, Candidate> = candidates.iter().map(|c| (c.id, c.clone())).collect();
+            let primary = choose_primary(&voters, &by_id, &spec.preferred_region);
+            if let Some(p) = primary {
+                if let Some(c) = candidates.iter_mut().find(|c| c.id == p) {
+                    c.primaries += 1;
+                }
+            }
+            let id = counters.next_shard_id;
+            counters.next_shard_id += 1;
+            shards.push(ShardRecord {
+                id,
+                keyspace: spec.name.clone(),
+                voters,
+                learners: vec![],
+                primary,
+                epoch: 1,
+            });
+        }
+        let keyspace = KeyspaceRecord {
+            name: spec.name.clone(),
+            id: counters.next_keyspace_id,
+            replicas: spec.replicas,
+            ushard_count: spec.ushards,
+            shards: shards.iter().map(|s| s.id).collect(),
+            regions: spec.regions,
+            preferred_region: spec.preferred_region,
+        };
+        counters.next_keyspace_id += 1;
+        counters.map_version += 1;
+        let change = Change {
+            keyspaces: vec![keyspace.clone()],
+            shards: shards.clone(),
+            counters: Some(counters.clone()),
+            ..Default::default()
+        };
+        self.commit(&change)?;
+        state.keyspaces.insert(keyspace.name.clone(), keyspace.clone());
+        for shard in shards {
+            state.shards.insert(shard.id, shard);
+        }
+        state.counters = counters;
+        Ok(keyspace)
+    }
+
+    /// A copy of the durable state (the shard map).
+    pub fn snapshot(&self) -> DurableState {
+        self.lock_state().clone()
+    }
+}

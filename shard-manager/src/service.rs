@@ -1,0 +1,131 @@
+//! The `shoal.sm.v1.ShardManager` gRPC service and the one mapping from
+//! [`SmError`] to a status.
+
+use crate::manager::{KeyspaceSpec, Manager, Registration, SmError};
+use crate::model::KeyspaceRecord;
+use shoal_proto::sm::shard_manager_server::ShardManager;
+use shoal_proto::sm::*;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct ShardManagerService {
+    manager: Arc<Manager>,
+}
+
+impl ShardManagerService {
+    pub fn new(manager: Arc<Manager>) -> ShardManagerService {
+        ShardManagerService { manager }
+    }
+}
+
+pub fn to_status(error: SmError) -> Status {
+    match &error {
+        SmError::InvalidArgument(_) => Status::invalid_argument(error.to_string()),
+        SmError::AlreadyExists(_) => Status::already_exists(error.to_string()),
+        SmError::UnknownNode(_) => Status::not_found(error.to_string()),
+        SmError::NodeRemoved(_) => Status::failed_precondition(error.to_string()),
+        SmError::Placement(_) => Status::failed_precondition(error.to_string()),
+        SmError::Storage(_) => Status::internal(error.to_string()),
+    }
+}
+
+fn keyspace_state(k: &KeyspaceRecord) -> KeyspaceState {
+    KeyspaceState {
+        name: k.name.clone(),
+        keyspace_id: k.id,
+        replicas: k.replicas,
+        ushard_count: k.ushard_count,
+        shard_ids: k.shards.clone(),
+        regions: k.regions.clone(),
+        preferred_region: k.preferred_region.clone(),
+    }
+}
+
+#[tonic::async_trait]
+impl ShardManager for ShardManagerService {
+    async fn register_node(
+        &self,
+        request: Request<RegisterNodeRequest>,
+    ) -> Result<Response<RegisterNodeResponse>, Status> {
+        let r = request.into_inner();
+        let id = self
+            .manager
+            .register(Registration {
+                node_id: r.node_id,
+                client_addr: r.client_addr,
+                raft_addr: r.raft_addr,
+                region: r.region,
+                labels: r.labels.into_iter().collect(),
+            })
+            .map_err(to_status)?;
+        Ok(Response::new(RegisterNodeResponse { node_id: id }))
+    }
+
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        let map_version = self
+            .manager
+            .heartbeat(request.into_inner().node_id)
+            .map_err(to_status)?;
+        Ok(Response::new(HeartbeatResponse { map_version }))
+    }
+
+    async fn create_keyspace(
+        &self,
+        request: Request<CreateKeyspaceRequest>,
+    ) -> Result<Response<KeyspaceState>, Status> {
+        let r = request.into_inner();
+        let spec = KeyspaceSpec {
+            name: r.name,
+            replicas: r.replicas,
+            shards: r.shards,
+            ushards: r.ushards,
+            regions: r.regions,
+            preferred_region: r.preferred_region,
+        };
+        let keyspace = self.manager.create_keyspace(spec).map_err(to_status)?;
+        Ok(Response::new(keyspace_state(&keyspace)))
+    }
+
+    async fn get_shard_map(&self, _request: Request<GetShardMapRequest>) -> Result<Response<ShardMap>, Status> {
+        let state = self.manager.snapshot();
+        let nodes = state
+            .nodes
+            .values()
+            .map(|n| {
+                let (liveness, age) = self.manager.liveness_of(n.id);
+                let liveness = match n.intent {
+                    crate::model::NodeIntent::Removed => "removed",
+                    crate::model::NodeIntent::Draining => "draining",
+                    crate::model::NodeIntent::Active => liveness.name(),
+                };
+                NodeState {
+                    node_id: n.id,
+                    client_addr: n.client_addr.clone(),
+                    raft_addr: n.raft_addr.clone(),
+                    region: n.region.clone(),
+                    labels: n.labels.clone().into_iter().collect(),
+                    liveness: liveness.to_string(),
+                    ms_since_heartbeat: age.map(|a| a.as_millis() as u64).unwrap_or(u64::MAX),
+                }
+            })
+            .collect();
+        let shards = state
+            .shards
+            .values()
+            .map(|s| ShardState {
+                shard_id: s.id,
+                keyspace: s.keyspace.clone(),
+                voters: s.voters.clone(),
+                learners: s.learners.clone(),
+                primary: s.primary.unwrap_or(0),
+                epoch: s.epoch,
+            })
+            .collect();
+        Ok(Response::new(ShardMap {
+            version: state.counters.map_version,
+            nodes,
+            keyspaces: state.keyspaces.values().map(keyspace_state).collect(),
+            shards,
+        }))
+    }
+}
