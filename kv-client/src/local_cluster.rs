@@ -9,6 +9,8 @@
 use anyhow::{bail, Context};
 use shoal_proto::admin::admin_client::AdminClient;
 use shoal_proto::admin::{ReplicaStatusRequest, ReplicaStatusResponse, ShardDigestRequest, ShardDigestResponse};
+use shoal_proto::sm::shard_manager_client::ShardManagerClient;
+use shoal_proto::sm::{CreateKeyspaceRequest, GetShardMapRequest, ShardMap};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -34,6 +36,13 @@ pub struct LocalClusterSpec {
     pub kv_server_bin: PathBuf,
     /// Extra lines for each node's `[raft]` table, e.g. `snapshot_every_entries = 500`.
     pub raft_settings: Vec<String>,
+    /// Run a shard manager that owns the layout (instead of a static file).
+    pub shard_manager: bool,
+    pub shard_manager_bin: PathBuf,
+    /// Region of node i is `regions[(i - 1) % len]`; empty = "local".
+    pub regions: Vec<String>,
+    /// Replicas per shard of the default keyspace (shard-manager mode).
+    pub replicas: u32,
 }
 
 impl LocalClusterSpec {
@@ -44,27 +53,81 @@ impl LocalClusterSpec {
             shards: 4,
             ushards: 64,
             ports: Ports::Ephemeral,
-            kv_server_bin: find_kv_server(),
+            kv_server_bin: find_binary("kv-server", "SHOAL_KV_SERVER"),
             raft_settings: Vec::new(),
+            shard_manager: false,
+            shard_manager_bin: find_binary("shard-manager", "SHOAL_SHARD_MANAGER_BIN"),
+            regions: Vec::new(),
+            replicas: 3,
+        }
+    }
+
+    fn region_of(&self, id: u64) -> String {
+        if self.regions.is_empty() {
+            "local".into()
+        } else {
+            self.regions[((id - 1) as usize) % self.regions.len()].clone()
         }
     }
 }
 
-/// The kv-server binary: `$SHOAL_KV_SERVER`, else next to this executable
-/// (or its parent, for test binaries in `deps/`), else `kv-server` on PATH.
-pub fn find_kv_server() -> PathBuf {
-    if let Ok(path) = std::env::var("SHOAL_KV_SERVER") {
+/// A Shoal binary: `$ENV_VAR`, else next to this executable (or its
+/// parent, for test binaries in `deps/`), else `name` on PATH.
+pub fn find_binary(name: &str, env_var: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env_var) {
         return PathBuf::from(path);
     }
     if let Ok(exe) = std::env::current_exe() {
         for dir in exe.ancestors().skip(1).take(2) {
-            let candidate = dir.join("kv-server");
+            let candidate = dir.join(name);
             if candidate.is_file() {
                 return candidate;
             }
         }
     }
-    PathBuf::from("kv-server")
+    PathBuf::from(name)
+}
+
+/// Starts `bin --config config`, appending its output to `log`.
+fn spawn_logged(bin: &Path, config: &Path, log: &Path) -> anyhow::Result<Child> {
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (build it with `cargo build --workspace --bins`)",
+                bin.display()
+            )
+        })
+}
+
+/// SIGTERM, then kill -9 after `grace`; the exit status if it stopped by itself.
+fn terminate_child(child: &mut Child, grace: Duration) -> anyhow::Result<Option<std::process::ExitStatus>> {
+    // SAFETY: plain kill(2) on a child pid we own and have not reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill()?;
+    child.wait()?;
+    Ok(None)
+}
+
+/// The shard manager process.
+struct ManagedProcess {
+    addr: String,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
 }
 
 struct NodeProcess {
@@ -78,6 +141,7 @@ struct NodeProcess {
 pub struct LocalCluster {
     spec: LocalClusterSpec,
     nodes: Vec<NodeProcess>,
+    shard_manager: Option<ManagedProcess>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -114,13 +178,27 @@ fn layout_toml(spec: &LocalClusterSpec, addrs: &[(String, String)]) -> String {
     out
 }
 
-fn node_toml(spec: &LocalClusterSpec, id: u64, client: &str, raft: &str, layout: &Path) -> String {
+/// Where a node's layout comes from.
+enum LayoutSource<'a> {
+    File(&'a Path),
+    ShardManager(&'a str),
+}
+
+fn node_toml(spec: &LocalClusterSpec, id: u64, client: &str, raft: &str, source: &LayoutSource) -> String {
     let dir = spec.data_dir.join(format!("node-{id}"));
     let mut out = format!(
-        "node_id = {id}\ndata_dir = \"{}\"\nlisten_client = \"{client}\"\nlisten_raft = \"{raft}\"\nlayout_file = \"{}\"\n",
+        "data_dir = \"{}\"\nlisten_client = \"{client}\"\nlisten_raft = \"{raft}\"\nregion = \"{}\"\n",
         dir.display(),
-        layout.display()
+        spec.region_of(id)
     );
+    match source {
+        LayoutSource::File(layout) => {
+            out.push_str(&format!("node_id = {id}\nlayout_file = \"{}\"\n", layout.display()));
+        }
+        LayoutSource::ShardManager(addr) => {
+            out.push_str(&format!("shard_manager = \"{addr}\"\nsm_heartbeat_interval_ms = 200\n"));
+        }
+    }
     if !spec.raft_settings.is_empty() {
         out.push_str("\n[raft]\n");
         for line in &spec.raft_settings {
@@ -133,6 +211,14 @@ fn node_toml(spec: &LocalClusterSpec, id: u64, client: &str, raft: &str, layout:
 
 /// Reads `client_addr` of every node back from an existing layout file, so a
 /// restarted playground keeps the addresses its data was created with.
+/// The shard manager address recorded in an addresses file.
+fn sm_addr_from(text: &str) -> Option<String> {
+    text.lines()
+        .find(|l| l.trim_start().starts_with("shard_manager"))
+        .and_then(|l| l.split('"').nth(1))
+        .map(String::from)
+}
+
 fn addrs_from_layout(text: &str) -> Vec<(String, String)> {
     let mut clients = Vec::new();
     let mut rafts = Vec::new();
@@ -158,18 +244,25 @@ impl LocalCluster {
         std::fs::create_dir_all(&spec.data_dir).with_context(|| format!("creating {}", spec.data_dir.display()))?;
         let data_dir = spec.data_dir.canonicalize()?;
         let spec = LocalClusterSpec { data_dir, ..spec };
-        let layout_path = spec.data_dir.join("layout.toml");
-        let addrs = if layout_path.exists() {
-            let existing = addrs_from_layout(&std::fs::read_to_string(&layout_path)?);
+        // Addresses are chosen once per data directory and reused after, so
+        // a restarted cluster finds its peers where its data says they are.
+        let addresses_path = spec.data_dir.join(if spec.shard_manager {
+            "addresses.toml"
+        } else {
+            "layout.toml"
+        });
+        let (sm_addr, addrs) = if addresses_path.exists() {
+            let text = std::fs::read_to_string(&addresses_path)?;
+            let existing = addrs_from_layout(&text);
             if existing.len() as u64 != spec.nodes {
                 bail!(
                     "{} describes {} nodes, not {}; use another --data-dir",
-                    layout_path.display(),
+                    addresses_path.display(),
                     existing.len(),
                     spec.nodes
                 );
             }
-            existing
+            (sm_addr_from(&text), existing)
         } else {
             let mut addrs = Vec::new();
             for i in 0..spec.nodes as u16 {
@@ -179,14 +272,45 @@ impl LocalCluster {
                 };
                 addrs.push((format!("127.0.0.1:{client}"), format!("127.0.0.1:{raft}")));
             }
-            std::fs::write(&layout_path, layout_toml(&spec, &addrs))?;
-            addrs
+            let sm_addr = match spec.ports {
+                Ports::Fixed { client_base, .. } => format!("127.0.0.1:{}", client_base.saturating_sub(1)),
+                Ports::Ephemeral => format!("127.0.0.1:{}", free_port()?),
+            };
+            let mut text = layout_toml(&spec, &addrs);
+            if spec.shard_manager {
+                // Only the addresses matter here; the shard manager owns the layout.
+                text = format!("shard_manager = \"{sm_addr}\"\n{text}");
+            }
+            std::fs::write(&addresses_path, text)?;
+            (Some(sm_addr), addrs)
+        };
+        let shard_manager = match (spec.shard_manager, &sm_addr) {
+            (true, Some(addr)) => {
+                let config_path = spec.data_dir.join("shard-manager.toml");
+                let text = format!(
+                    "data_dir = \"{}\"\nlisten = \"{addr}\"\nsuspect_after_ms = 1000\ndead_after_ms = 10000\n",
+                    spec.data_dir.join("shard-manager").display()
+                );
+                std::fs::write(&config_path, text)?;
+                Some(ManagedProcess {
+                    addr: addr.clone(),
+                    config_path,
+                    log_path: spec.data_dir.join("shard-manager.log"),
+                    child: None,
+                })
+            }
+            (true, None) => bail!("{} names no shard manager", addresses_path.display()),
+            (false, _) => None,
         };
         let mut nodes = Vec::new();
         for (i, (client, raft)) in addrs.iter().enumerate() {
             let id = i as u64 + 1;
             let config_path = spec.data_dir.join(format!("node-{id}.toml"));
-            std::fs::write(&config_path, node_toml(&spec, id, client, raft, &layout_path))?;
+            let source = match &shard_manager {
+                Some(sm) => LayoutSource::ShardManager(&sm.addr),
+                None => LayoutSource::File(&addresses_path),
+            };
+            std::fs::write(&config_path, node_toml(&spec, id, client, raft, &source))?;
             nodes.push(NodeProcess {
                 id,
                 client_addr: client.clone(),
@@ -195,11 +319,132 @@ impl LocalCluster {
                 child: None,
             });
         }
-        let mut cluster = LocalCluster { spec, nodes };
+        let mut cluster = LocalCluster {
+            spec,
+            nodes,
+            shard_manager,
+        };
+        if cluster.shard_manager.is_some() {
+            cluster.start_shard_manager()?;
+        }
         for id in 1..=cluster.nodes.len() as u64 {
             cluster.start_node(id)?;
+            if cluster.shard_manager.is_some() {
+                // One at a time, so the shard manager hands out ids in
+                // process order and node i is node id i.
+                cluster.wait_registered(id, Duration::from_secs(60))?;
+            }
         }
         Ok(cluster)
+    }
+
+    fn wait_registered(&mut self, id: u64, timeout: Duration) -> anyhow::Result<()> {
+        let id_file = self.spec.data_dir.join(format!("node-{id}")).join("node_id");
+        let deadline = std::time::Instant::now() + timeout;
+        while !id_file.exists() {
+            if let Some((_, status)) = self.reap_exited().into_iter().find(|(n, _)| *n == id) {
+                bail!("node {id} exited before registering ({status}); see node-{id}.log");
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!("node {id} did not register within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let registered: u64 = std::fs::read_to_string(&id_file)?.trim().parse()?;
+        if registered != id {
+            bail!("node {id} registered as node id {registered}; use a fresh --data-dir");
+        }
+        Ok(())
+    }
+
+    /// Starts the shard manager if it is not running.
+    pub fn start_shard_manager(&mut self) -> anyhow::Result<()> {
+        let bin = self.spec.shard_manager_bin.clone();
+        let sm = self
+            .shard_manager
+            .as_mut()
+            .context("this cluster has no shard manager")?;
+        if sm.child.is_some() {
+            bail!("the shard manager is already running");
+        }
+        sm.child = Some(spawn_logged(&bin, &sm.config_path, &sm.log_path)?);
+        Ok(())
+    }
+
+    /// kill -9 of the shard manager.
+    pub fn kill_shard_manager(&mut self) -> anyhow::Result<()> {
+        let sm = self
+            .shard_manager
+            .as_mut()
+            .context("this cluster has no shard manager")?;
+        if let Some(mut child) = sm.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    pub fn shard_manager_addr(&self) -> Option<&str> {
+        self.shard_manager.as_ref().map(|sm| sm.addr.as_str())
+    }
+
+    async fn sm_client(&self) -> anyhow::Result<ShardManagerClient<tonic::transport::Channel>> {
+        let addr = self.shard_manager_addr().context("this cluster has no shard manager")?;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await?;
+        Ok(ShardManagerClient::new(channel))
+    }
+
+    pub async fn shard_map(&self) -> anyhow::Result<ShardMap> {
+        Ok(self
+            .sm_client()
+            .await?
+            .get_shard_map(GetShardMapRequest {})
+            .await?
+            .into_inner())
+    }
+
+    pub async fn create_keyspace(&self, request: CreateKeyspaceRequest) -> anyhow::Result<()> {
+        self.sm_client().await?.create_keyspace(request).await?;
+        Ok(())
+    }
+
+    /// With a shard manager: waits until every node is alive in its map,
+    /// then creates the `default` keyspace unless it exists. A no-op with a
+    /// static layout (the file already has it).
+    pub async fn ensure_default_keyspace(&self, timeout: Duration) -> anyhow::Result<()> {
+        if self.shard_manager.is_none() {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.shard_map().await {
+                Ok(map) if map.keyspaces.iter().any(|k| k.name == "default") => return Ok(()),
+                Ok(map) if map.nodes.iter().filter(|n| n.liveness == "alive").count() as u64 >= self.spec.nodes => {
+                    let replicas = self.spec.replicas.min(self.spec.nodes as u32);
+                    return self
+                        .create_keyspace(CreateKeyspaceRequest {
+                            name: "default".into(),
+                            replicas,
+                            shards: self.spec.shards as u32,
+                            ushards: self.spec.ushards,
+                            regions: vec![],
+                            preferred_region: String::new(),
+                        })
+                        .await;
+                }
+                _ if tokio::time::Instant::now() >= deadline => {
+                    bail!(
+                        "the shard manager did not see all {} nodes alive within {timeout:?}",
+                        self.spec.nodes
+                    )
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     fn node_mut(&mut self, id: u64) -> anyhow::Result<&mut NodeProcess> {
@@ -216,18 +461,7 @@ impl LocalCluster {
         if node.child.is_some() {
             bail!("node {id} is already running");
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log_path)?;
-        let child = Command::new(&bin)
-            .arg("--config")
-            .arg(&node.config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {} (build it with `cargo build -p kv-server`)", bin.display()))?;
+        let child = spawn_logged(&bin, &node.config_path, &node.log_path)?;
         node.child = Some(child);
         Ok(())
     }
@@ -250,18 +484,7 @@ impl LocalCluster {
         let Some(mut child) = node.child.take() else {
             return Ok(None);
         };
-        // SAFETY: plain kill(2) on a child pid we own and have not reaped.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = std::time::Instant::now() + grace;
-        while std::time::Instant::now() < deadline {
-            if let Some(status) = child.try_wait()? {
-                return Ok(Some(status));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.kill()?;
-        child.wait()?;
-        Ok(None)
+        terminate_child(&mut child, grace)
     }
 
     pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
@@ -349,7 +572,7 @@ impl LocalCluster {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let leaders = self.leaders().await;
-            if leaders.len() as u64 == self.spec.shards {
+            if leaders.len() as u64 >= self.spec.shards {
                 return Ok(leaders);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -369,17 +592,20 @@ impl LocalCluster {
         for id in ids {
             let _ = self.terminate(id, grace);
         }
+        if let Some(mut child) = self.shard_manager.as_mut().and_then(|sm| sm.child.take()) {
+            let _ = terminate_child(&mut child, grace);
+        }
     }
 }
 
 impl Drop for LocalCluster {
     /// Every test stops what it started, even when it panics.
     fn drop(&mut self) {
-        for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        let sm = self.shard_manager.iter_mut().filter_map(|sm| sm.child.take());
+        let nodes: Vec<Child> = self.nodes.iter_mut().filter_map(|n| n.child.take()).collect();
+        for mut child in nodes.into_iter().chain(sm) {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

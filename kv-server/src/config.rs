@@ -10,19 +10,46 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
-    pub node_id: NodeId,
-    /// Holds `db/` (RocksDB) and `snapshots/`.
+    /// This node's id. Required with `layout_file`; with `shard_manager` the
+    /// shard manager allocates it at first start (kept in `data_dir/node_id`).
+    #[serde(default)]
+    pub node_id: Option<NodeId>,
+    /// Holds `db/` (RocksDB), `snapshots/` and, with a shard manager, `node_id`.
     pub data_dir: PathBuf,
     /// Where to listen for clients (Kv + Admin).
     pub listen_client: String,
     /// Where to listen for peers (Raft transport).
     pub listen_raft: String,
-    /// The static cluster layout (see `layout.rs`).
-    pub layout_file: PathBuf,
+    /// Addresses others use to reach this node; default: the listen addresses.
+    #[serde(default)]
+    pub advertise_client: Option<String>,
+    #[serde(default)]
+    pub advertise_raft: Option<String>,
+    /// The region this node reports to the shard manager.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// A static cluster layout (see `layout.rs`). Exactly one of this and
+    /// `shard_manager` must be set.
+    #[serde(default)]
+    pub layout_file: Option<PathBuf>,
+    /// Address of the shard manager, which then owns the layout.
+    #[serde(default)]
+    pub shard_manager: Option<String>,
+    /// How often to heartbeat the shard manager.
+    #[serde(default = "default_heartbeat_ms")]
+    pub sm_heartbeat_interval_ms: u64,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
     pub raft: RaftTuning,
+}
+
+fn default_region() -> String {
+    "local".to_string()
+}
+
+fn default_heartbeat_ms() -> u64 {
+    500
 }
 
 /// Input limits. A request over any of them gets a clear error and writes nothing.
@@ -90,8 +117,19 @@ impl NodeConfig {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.node_id.0 == 0 {
+        match (&self.layout_file, &self.shard_manager) {
+            (Some(_), Some(_)) | (None, None) => bail!("layout_file, shard_manager: set exactly one"),
+            (Some(_), None) if self.node_id.is_none() => bail!("node_id: required with layout_file"),
+            _ => {}
+        }
+        if self.node_id == Some(NodeId(0)) {
             bail!("node_id: must be at least 1");
+        }
+        if self.region.is_empty() {
+            bail!("region: must not be empty");
+        }
+        if self.sm_heartbeat_interval_ms == 0 {
+            bail!("sm_heartbeat_interval_ms: must be at least 1");
         }
         if self.listen_client.is_empty() {
             bail!("listen_client: must not be empty");
@@ -125,6 +163,14 @@ impl NodeConfig {
         Ok(())
     }
 
+    pub fn client_addr(&self) -> &str {
+        self.advertise_client.as_deref().unwrap_or(&self.listen_client)
+    }
+
+    pub fn raft_addr(&self) -> &str {
+        self.advertise_raft.as_deref().unwrap_or(&self.listen_raft)
+    }
+
     pub fn openraft_config(&self) -> anyhow::Result<openraft::Config> {
         let r = &self.raft;
         let config = openraft::Config {
@@ -151,6 +197,20 @@ mod tests {
         listen_raft = "127.0.0.1:0"
         layout_file = "layout.toml"
     "#;
+
+    #[test]
+    fn layout_source_must_be_exactly_one() {
+        let mut config: NodeConfig = toml::from_str(MINIMAL).unwrap();
+        config.shard_manager = Some("127.0.0.1:7100".into());
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("layout_file, shard_manager"));
+        config.layout_file = None;
+        config.node_id = None;
+        config.validate().unwrap();
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

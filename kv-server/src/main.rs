@@ -3,7 +3,6 @@
 use anyhow::Context;
 use clap::Parser;
 use kv_server::config::NodeConfig;
-use kv_server::layout::ClusterLayout;
 use std::path::PathBuf;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -27,7 +26,6 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let config = NodeConfig::load(&args.config)?;
-    let layout = ClusterLayout::load(&config.layout_file)?;
     let client = tokio::net::TcpListener::bind(&config.listen_client)
         .await
         .with_context(|| format!("binding listen_client {}", config.listen_client))?;
@@ -42,5 +40,5 @@ async fn main() -> anyhow::Result<()> {
             _ = int.recv() => {}
         }
     };
-    kv_server::server::run(config, layout, client, raft, shutdown).await
+    kv_server::server::run(config, client, raft, shutdown).await
 }

@@ -8,6 +8,7 @@ use crate::layout::ClusterLayout;
 use crate::rpc::admin_service::AdminService;
 use crate::rpc::kv_service::KvService;
 use crate::rpc::raft_service::RaftService;
+use crate::rpc::sm_agent;
 use crate::shard::host::NodeHost;
 use anyhow::Context;
 use shoal_proto::admin::admin_server::AdminServer;
@@ -15,6 +16,7 @@ use shoal_proto::kv::kv_server::KvServer;
 use shoal_proto::raft::raft_transport_server::RaftTransportServer;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -33,18 +35,47 @@ fn no_delay(listener: TcpListener) -> impl futures::Stream<Item = std::io::Resul
     })
 }
 
+/// Waits (briefly) until this is the last handle on the engine, so the
+/// database closes here and not on a background thread racing process exit
+/// (RocksDB aborts with "pthread lock: Invalid argument" when that happens).
+async fn close_engine(engine: SharedEngine) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while Arc::strong_count(&engine) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if Arc::strong_count(&engine) > 1 {
+        tracing::warn!("storage still in use at exit");
+    }
+    let _ = tokio::task::spawn_blocking(move || drop(engine)).await;
+}
+
 /// Runs a node until `shutdown` resolves, then stops it cleanly.
 pub async fn run(
     config: NodeConfig,
-    layout: ClusterLayout,
     client_listener: TcpListener,
     raft_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    // The layout comes from a static file, or from the shard manager after
+    // registering (which also gives this node its id).
+    let (node_id, layout, sm_client) = match (&config.layout_file, &config.shard_manager) {
+        (Some(path), _) => {
+            let node_id = config.node_id.context("node_id: required with layout_file")?;
+            (node_id, ClusterLayout::load(path)?, None)
+        }
+        (None, Some(addr)) => {
+            let mut client = sm_agent::connect(addr)?;
+            let node_id = sm_agent::register(&config, &mut client, Duration::from_secs(60)).await?;
+            let layout = sm_agent::fetch_layout(&mut client).await?;
+            tracing::info!(node_id = %node_id, map_version = layout.version, "registered with the shard manager");
+            (node_id, layout, Some(client))
+        }
+        (None, None) => anyhow::bail!("layout_file, shard_manager: set exactly one"),
+    };
     let engine: SharedEngine =
         Arc::new(RocksEngine::open(&config.data_dir.join("db")).context("opening the RocksDB database")?);
-    let host = NodeHost::new(&config, layout, engine)?;
+    let host = NodeHost::new(node_id, &config, layout, engine.clone())?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -63,8 +94,16 @@ pub async fn run(
             .serve_with_incoming_shutdown(no_delay(raft_listener), stopped(stop_rx.clone())),
     );
 
-    host.open_shards(&config).await?;
+    host.sync_shards(&config).await?;
     tracing::info!(node_id = %host.node_id, shards = host.replicas().len(), "node started");
+    let heartbeats = sm_client.map(|client| {
+        tokio::spawn(sm_agent::heartbeat_loop(
+            host.clone(),
+            config.clone(),
+            client,
+            stop_rx.clone(),
+        ))
+    });
 
     let client_server = tokio::spawn(
         tonic::transport::Server::builder()
@@ -85,7 +124,12 @@ pub async fn run(
         .await
         .context("client server task")?
         .context("client server")?;
+    if let Some(heartbeats) = heartbeats {
+        let _ = heartbeats.await;
+    }
     host.shutdown().await;
     raft_server.await.context("raft server task")?.context("raft server")?;
+    drop(host);
+    close_engine(engine).await;
     Ok(())
 }

@@ -36,12 +36,34 @@ async fn poison_neighbour(engine: &SharedEngine, dir: &TempDir) -> std::io::Resu
     neighbour.save_vote(&vote).await
 }
 
+/// Every RocksDB the suite opened, so the test can wait for background
+/// threads to let go of them: a database closed by a thread racing process
+/// exit makes RocksDB abort.
+static OPENED: std::sync::Mutex<Vec<std::sync::Weak<RocksEngine>>> = std::sync::Mutex::new(Vec::new());
+
+fn must_release_engines() {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let alive = OPENED.lock().unwrap().iter().filter(|w| w.strong_count() > 0).count();
+        if alive == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{alive} engines still held by background threads"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 struct RocksBuilder;
 
 impl StoreBuilder<TypeConfig, ShardLogStore, ShardStateMachine, TempDir> for RocksBuilder {
     async fn build(&self) -> Result<(TempDir, ShardLogStore, ShardStateMachine), StorageError<TypeConfig>> {
         let dir = TempDir::new().map_err(storage_error)?;
-        let engine: SharedEngine = Arc::new(RocksEngine::open(&dir.path().join("db")).map_err(storage_error)?);
+        let rocks = Arc::new(RocksEngine::open(&dir.path().join("db")).map_err(storage_error)?);
+        OPENED.lock().unwrap().push(Arc::downgrade(&rocks));
+        let engine: SharedEngine = rocks;
         poison_neighbour(&engine, &dir).await.map_err(storage_error)?;
         let (log, sm) = build(engine, &dir, ShardId(7)).map_err(storage_error)?;
         Ok((dir, log, sm))
@@ -63,6 +85,7 @@ impl StoreBuilder<TypeConfig, ShardLogStore, ShardStateMachine, TempDir> for Mem
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rocksdb_log_store_and_state_machine_pass_openraft_suite() {
     Suite::test_all(RocksBuilder).await.unwrap();
+    tokio::task::spawn_blocking(must_release_engines).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,44 +11,60 @@ use crate::engine::SharedEngine;
 use crate::raft::types::TypeConfig;
 use openraft::storage::IOFlushed;
 use std::io;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
 
 enum Waiter {
     LogFlush(IOFlushed<TypeConfig>),
     Notify(tokio::sync::oneshot::Sender<io::Result<()>>),
+    /// Sync what is queued, then exit (see [`WalSyncer::stop`]).
+    Stop,
 }
 
 #[derive(Clone)]
 pub struct WalSyncer {
     tx: mpsc::Sender<Waiter>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+fn copy_result(result: &io::Result<()>) -> io::Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+    }
 }
 
 impl WalSyncer {
-    /// Starts the sync thread. It exits when every `WalSyncer` clone is dropped.
+    /// Starts the sync thread. It exits on [`WalSyncer::stop`] or when every
+    /// clone is dropped.
     pub fn start(engine: SharedEngine) -> io::Result<WalSyncer> {
         let (tx, rx) = mpsc::channel::<Waiter>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("shoal-wal-sync".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
                     let result = engine.sync_wal();
+                    let mut stop = false;
                     for waiter in batch {
-                        let result = match &result {
-                            Ok(()) => Ok(()),
-                            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                        };
                         match waiter {
-                            Waiter::LogFlush(cb) => cb.io_completed(result),
+                            Waiter::LogFlush(cb) => cb.io_completed(copy_result(&result)),
                             Waiter::Notify(tx) => {
-                                let _ = tx.send(result);
+                                let _ = tx.send(copy_result(&result));
                             }
+                            Waiter::Stop => stop = true,
                         }
+                    }
+                    if stop {
+                        return;
                     }
                 }
             })?;
-        Ok(WalSyncer { tx })
+        Ok(WalSyncer {
+            tx,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
     }
 
     /// Completes `callback` once everything written so far is durable.
@@ -65,5 +81,16 @@ impl WalSyncer {
             .send(Waiter::Notify(tx))
             .map_err(|_| io::Error::other("wal syncer stopped"))?;
         rx.await.map_err(|_| io::Error::other("wal syncer stopped"))?
+    }
+
+    /// Syncs what is queued and stops the thread, releasing its hold on the
+    /// engine so the database is closed by its owner, not by this thread
+    /// racing process exit. Blocking; later flushes fail.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Waiter::Stop);
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
     }
 }

@@ -69,7 +69,7 @@ fn role_name(state: ServerState) -> &'static str {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn get_layout(&self, _request: Request<GetLayoutRequest>) -> Result<Response<Layout>, Status> {
-        Ok(Response::new(layout_to_proto(&self.host.layout)))
+        Ok(Response::new(layout_to_proto(&self.host.layout())))
     }
 
     async fn replica_status(

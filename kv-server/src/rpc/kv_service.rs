@@ -36,7 +36,8 @@ impl KvService {
         header: Option<&RequestHeader>,
         build: impl FnOnce(&crate::layout::KeyspaceLayout, ShardId) -> KvResult<Vec<WriteOp>>,
     ) -> KvResult<WriteResponse> {
-        let (keyspace, shard) = resolve_header(&self.host.layout, header)?;
+        let layout = self.host.layout();
+        let (keyspace, shard) = resolve_header(&layout, header)?;
         let ops = build(keyspace, shard)?;
         let replica = self.host.shard(shard)?;
         let result = replica
@@ -75,7 +76,8 @@ impl Kv for KvService {
         let req = request.into_inner();
         reply(
             async {
-                let (keyspace, shard) = resolve_header(&self.host.layout, req.header.as_ref())?;
+                let layout = self.host.layout();
+                let (keyspace, shard) = resolve_header(&layout, req.header.as_ref())?;
                 let (ushard, key) = check_key(&self.host.limits, keyspace, shard, req.key.as_ref())?;
                 let replica = self.strong_replica(shard).await?;
                 let value = replica.get_local(keyspace.id, ushard, key)?.map(to_value);
@@ -92,7 +94,8 @@ impl Kv for KvService {
         let req = request.into_inner();
         reply(
             async {
-                let (keyspace, shard) = resolve_header(&self.host.layout, req.header.as_ref())?;
+                let layout = self.host.layout();
+                let (keyspace, shard) = resolve_header(&layout, req.header.as_ref())?;
                 if req.keys.len() > self.host.limits.max_batch_ops {
                     return Err(KvError::BatchTooLarge(format!(
                         "{} keys; the limit is {}",
@@ -167,7 +170,8 @@ impl Kv for KvService {
         reply(
             async {
                 let limits = &self.host.limits;
-                let (keyspace, shard) = resolve_header(&self.host.layout, req.header.as_ref())?;
+                let layout = self.host.layout();
+                let (keyspace, shard) = resolve_header(&layout, req.header.as_ref())?;
                 let ushards = match req.ushard {
                     Some(u) => vec![check_ushard(keyspace, shard, u)?.0],
                     None => keyspace.ushards_of(shard),

@@ -1,8 +1,10 @@
 //! All gRPC (tonic) code of the server: the client Kv and Admin services, the
-//! peer Raft transport, request validation, and the one error → status map.
+//! peer Raft transport, the shard-manager agent, request validation, and the
+//! one error → status map.
 
 pub mod admin_service;
 pub mod kv_service;
 pub mod raft_service;
+pub mod sm_agent;
 pub mod status;
 pub mod validate;

@@ -16,11 +16,15 @@ use anyhow::Context;
 use dashmap::DashMap;
 use openraft::BasicNode;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 pub struct NodeHost {
     pub node_id: NodeId,
-    pub layout: ClusterLayout,
+    /// Replaced when the shard manager publishes a new map; readers take a
+    /// cheap Arc copy and never hold the lock.
+    layout: RwLock<Arc<ClusterLayout>>,
+    /// Serialises `sync_shards` (startup and map refreshes).
+    sync_lock: tokio::sync::Mutex<()>,
     pub limits: Limits,
     engine: SharedEngine,
     syncer: WalSyncer,
@@ -30,14 +34,20 @@ pub struct NodeHost {
 
 impl NodeHost {
     /// A host with no replicas open yet; see [`NodeHost::open_shards`].
-    pub fn new(config: &NodeConfig, layout: ClusterLayout, engine: SharedEngine) -> anyhow::Result<Arc<NodeHost>> {
-        if layout.node(config.node_id).is_none() {
-            anyhow::bail!("node_id: {} is not in the layout", config.node_id);
+    pub fn new(
+        node_id: NodeId,
+        config: &NodeConfig,
+        layout: ClusterLayout,
+        engine: SharedEngine,
+    ) -> anyhow::Result<Arc<NodeHost>> {
+        if layout.node(node_id).is_none() {
+            anyhow::bail!("node_id: {node_id} is not in the layout");
         }
         let syncer = WalSyncer::start(engine.clone()).context("starting the WAL sync thread")?;
         Ok(Arc::new(NodeHost {
-            node_id: config.node_id,
-            layout,
+            node_id,
+            layout: RwLock::new(Arc::new(layout)),
+            sync_lock: tokio::sync::Mutex::new(()),
             limits: config.limits.clone(),
             engine,
             syncer,
@@ -46,12 +56,34 @@ impl NodeHost {
         }))
     }
 
-    /// Opens every replica the layout places on this node. A shard whose
-    /// first listed replica is this node and that has never been initialized
-    /// is bootstrapped with the layout's replicas as voters.
-    pub async fn open_shards(&self, config: &NodeConfig) -> anyhow::Result<()> {
+    /// The current cluster layout.
+    pub fn layout(&self) -> Arc<ClusterLayout> {
+        self.layout.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Installs a newer layout (an older or equal version is ignored).
+    /// Returns whether it was installed; call [`Self::sync_shards`] after.
+    pub fn set_layout(&self, layout: ClusterLayout) -> bool {
+        let mut current = self.layout.write().unwrap_or_else(|p| p.into_inner());
+        if layout.version <= current.version {
+            return false;
+        }
+        *current = Arc::new(layout);
+        true
+    }
+
+    /// Opens every replica the layout places on this node that is not open
+    /// yet. A shard whose first listed replica is this node and that has
+    /// never been initialized is bootstrapped with the layout's replicas as
+    /// voters.
+    pub async fn sync_shards(&self, config: &NodeConfig) -> anyhow::Result<()> {
+        let _serial = self.sync_lock.lock().await;
         let raft_config = Arc::new(config.openraft_config()?);
-        for shard in self.layout.shards_on(self.node_id) {
+        let layout = self.layout();
+        for shard in layout.shards_on(self.node_id) {
+            if self.shards.contains_key(&shard.id) {
+                continue;
+            }
             let snapshots = SnapshotDir::new(config.data_dir.join("snapshots").join(format!("shard-{}", shard.id)))
                 .with_context(|| format!("creating snapshot dir of shard {}", shard.id))?;
             let log = ShardLogStore::new(shard.id, self.engine.clone(), self.syncer.clone());
@@ -66,7 +98,7 @@ impl NodeHost {
                     .replicas
                     .iter()
                     .filter_map(|id| {
-                        self.layout.node(*id).map(|n| {
+                        layout.node(*id).map(|n| {
                             (
                                 id.0,
                                 BasicNode {
@@ -113,5 +145,7 @@ impl NodeHost {
         if let Err(e) = self.syncer.flush().await {
             tracing::warn!(error = %e, "final WAL sync failed");
         }
+        let syncer = self.syncer.clone();
+        let _ = tokio::task::spawn_blocking(move || syncer.stop()).await;
     }
 }

@@ -27,8 +27,19 @@ pub struct TestCluster {
     pub dir: TempDir,
 }
 
-pub async fn must_start_cluster(nodes: u64, shards: u64, extra_raft: &[&str]) -> TestCluster {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// The shard-manager binary, built next to kv-server by the workspace test
+/// command (`make test`).
+pub fn shard_manager_bin() -> PathBuf {
+    let path = kv_server_bin().with_file_name("shard-manager");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build -p shard-manager` (make test does)",
+        path.display()
+    );
+    path
+}
+
+pub fn test_spec(dir: &TempDir, nodes: u64, shards: u64, extra_raft: &[&str]) -> LocalClusterSpec {
     let mut spec = LocalClusterSpec::new(dir.path());
     spec.nodes = nodes;
     spec.shards = shards;
@@ -36,7 +47,21 @@ pub async fn must_start_cluster(nodes: u64, shards: u64, extra_raft: &[&str]) ->
     spec.kv_server_bin = kv_server_bin();
     spec.raft_settings = fast_raft();
     spec.raft_settings.extend(extra_raft.iter().map(|s| s.to_string()));
+    spec
+}
+
+pub async fn must_start_cluster(nodes: u64, shards: u64, extra_raft: &[&str]) -> TestCluster {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = test_spec(&dir, nodes, shards, extra_raft);
+    must_start_spec(spec, dir).await
+}
+
+pub async fn must_start_spec(spec: LocalClusterSpec, dir: TempDir) -> TestCluster {
+    let nodes = spec.nodes;
     let cluster = LocalCluster::start(spec).expect("start local cluster");
+    if let Err(e) = cluster.ensure_default_keyspace(Duration::from_secs(60)).await {
+        panic!("default keyspace: {e:#}");
+    }
     if let Err(e) = cluster.wait_for_leaders(Duration::from_secs(60)).await {
         for id in 1..=nodes {
             if let Some(path) = cluster.log_path(id) {

@@ -1,0 +1,199 @@
+//! This node's side of the shard manager: register (once, keeping the id it
+//! is given), fetch the shard map as a [`ClusterLayout`], and heartbeat with
+//! per-replica status, refreshing the map whenever its version moves.
+//!
+//! While the shard manager is unreachable the node keeps serving with the
+//! map it has; heartbeats simply fail and are retried.
+
+use crate::config::NodeConfig;
+use crate::layout::{ClusterLayout, KeyspaceLayout, NodeLayout, ShardLayout};
+use crate::shard::host::NodeHost;
+use crate::types::{KeyspaceId, NodeId, ShardId};
+use anyhow::Context;
+use openraft::ServerState;
+use shoal_proto::sm::shard_manager_client::ShardManagerClient;
+use shoal_proto::sm::{GetShardMapRequest, HeartbeatRequest, RegisterNodeRequest, ReplicaReport, ShardMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+pub type SmClient = ShardManagerClient<Channel>;
+
+pub fn connect(addr: &str) -> anyhow::Result<SmClient> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("shard_manager: bad address {addr:?}"))?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(3))
+        .connect_lazy();
+    Ok(ShardManagerClient::new(channel))
+}
+
+fn read_node_id(path: &Path) -> anyhow::Result<Option<NodeId>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(NodeId(
+            text.trim()
+                .parse()
+                .with_context(|| format!("parsing {}", path.display()))?,
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn write_node_id(path: &Path, id: NodeId) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    writeln!(file, "{id}")?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Registers with the shard manager, retrying for up to `patience`. A node
+/// that registered before presents its id (from `data_dir/node_id`), so an
+/// id is allocated once per data directory and never reused.
+pub async fn register(config: &NodeConfig, client: &mut SmClient, patience: Duration) -> anyhow::Result<NodeId> {
+    let id_file = config.data_dir.join("node_id");
+    let known = read_node_id(&id_file)?.or(config.node_id);
+    let request = RegisterNodeRequest {
+        node_id: known.map(|id| id.0).unwrap_or(0),
+        client_addr: config.client_addr().to_string(),
+        raft_addr: config.raft_addr().to_string(),
+        region: config.region.clone(),
+        labels: Default::default(),
+    };
+    let deadline = tokio::time::Instant::now() + patience;
+    let id = loop {
+        match client.register_node(request.clone()).await {
+            Ok(reply) => break NodeId(reply.into_inner().node_id),
+            // Unavailable: not up yet; anything else is a real refusal.
+            Err(status) if status.code() == tonic::Code::Unavailable && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => anyhow::bail!("registering with the shard manager: {}", status.message()),
+        }
+    };
+    if known != Some(id) {
+        write_node_id(&id_file, id)?;
+    }
+    Ok(id)
+}
+
+/// The shard map as a layout this node can serve.
+pub fn layout_from_map(map: &ShardMap) -> anyhow::Result<ClusterLayout> {
+    let layout = ClusterLayout {
+        version: map.version,
+        nodes: map
+            .nodes
+            .iter()
+            .filter(|n| n.liveness != "removed")
+            .map(|n| NodeLayout {
+                id: NodeId(n.node_id),
+                client_addr: n.client_addr.clone(),
+                raft_addr: n.raft_addr.clone(),
+                region: n.region.clone(),
+            })
+            .collect(),
+        keyspaces: map
+            .keyspaces
+            .iter()
+            .map(|k| KeyspaceLayout {
+                name: k.name.clone(),
+                id: KeyspaceId(k.keyspace_id),
+                ushard_count: k.ushard_count,
+                shards: k.shard_ids.iter().copied().map(ShardId).collect(),
+            })
+            .collect(),
+        shards: map
+            .shards
+            .iter()
+            .map(|s| ShardLayout {
+                id: ShardId(s.shard_id),
+                replicas: s.voters.iter().copied().map(NodeId).collect(),
+            })
+            .collect(),
+    };
+    layout.validate().context("the shard map is not a valid layout")?;
+    Ok(layout)
+}
+
+pub async fn fetch_layout(client: &mut SmClient) -> anyhow::Result<ClusterLayout> {
+    let map = client
+        .get_shard_map(GetShardMapRequest {})
+        .await
+        .context("fetching the shard map")?
+        .into_inner();
+    layout_from_map(&map)
+}
+
+fn reports(host: &NodeHost) -> Vec<ReplicaReport> {
+    host.replicas()
+        .iter()
+        .map(|replica| {
+            let m = replica.metrics();
+            let role = match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            };
+            ReplicaReport {
+                shard_id: replica.id.0,
+                role: role.into(),
+                term: m.current_term,
+                applied_index: m.last_applied.map(|id| id.index()).unwrap_or(0),
+                leader_id: m.current_leader.unwrap_or(0),
+            }
+        })
+        .collect()
+}
+
+/// One heartbeat, and a map refresh when the shard manager has a newer one.
+async fn beat(host: &NodeHost, config: &NodeConfig, client: &mut SmClient) -> anyhow::Result<()> {
+    let request = HeartbeatRequest {
+        node_id: host.node_id.0,
+        replicas: reports(host),
+    };
+    let reply = client.heartbeat(request).await.context("heartbeat")?.into_inner();
+    if reply.map_version > host.layout().version {
+        let layout = fetch_layout(client).await?;
+        if host.set_layout(layout) {
+            tracing::info!(version = reply.map_version, "installed a new shard map");
+            host.sync_shards(config).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Heartbeats until `stop` says so.
+pub async fn heartbeat_loop(
+    host: Arc<NodeHost>,
+    config: NodeConfig,
+    mut client: SmClient,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(config.sm_heartbeat_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        match beat(&host, &config, &mut client).await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("shard manager reachable again");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %format!("{e:#}"), "shard manager unreachable; serving with the map we have");
+            }
+            Err(_) => {}
+        }
+    }
+}

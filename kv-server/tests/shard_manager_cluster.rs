@@ -1,0 +1,133 @@
+//! Five kv-server processes in two regions under a shard manager: nodes
+//! register and get their ids from it, host exactly the replicas it places,
+//! pick up a keyspace created later, and keep serving reads and writes while
+//! the shard manager is down; its restart loses nothing.
+
+mod common;
+
+use common::{must_connect, must_start_spec, shard_manager_bin, test_spec};
+use kv_client::{ClientConfig, ShoalClient};
+use shoal_proto::sm::CreateKeyspaceRequest;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+/// Shard → the nodes hosting a replica of it, as the nodes report.
+async fn hosted(cluster: &kv_client::local_cluster::LocalCluster, nodes: u64) -> HashMap<u64, BTreeSet<u64>> {
+    let mut out: HashMap<u64, BTreeSet<u64>> = HashMap::new();
+    for node in 1..=nodes {
+        let status = cluster.replica_status(node).await.expect("replica status");
+        assert_eq!(status.node_id, node, "node ids follow registration order");
+        for replica in status.replicas {
+            out.entry(replica.shard_id).or_default().insert(node);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_host_what_the_shard_manager_places_and_survive_its_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = test_spec(&dir, 5, 4, &[]);
+    spec.shard_manager = true;
+    spec.shard_manager_bin = shard_manager_bin();
+    spec.regions = vec![
+        "east".into(),
+        "east".into(),
+        "east".into(),
+        "west".into(),
+        "west".into(),
+    ];
+    let mut tc = must_start_spec(spec, dir).await;
+    tc.cluster
+        .wait_for_leaders(Duration::from_secs(60))
+        .await
+        .expect("leaders");
+
+    // Every shard's replicas are exactly the voters the shard manager chose,
+    // three distinct nodes spanning both regions.
+    let map = tc.cluster.shard_map().await.unwrap();
+    let hosts = hosted(&tc.cluster, 5).await;
+    for shard in &map.shards {
+        let voters: BTreeSet<u64> = shard.voters.iter().copied().collect();
+        assert_eq!(voters.len(), 3);
+        assert!(
+            voters.iter().any(|v| *v <= 3) && voters.iter().any(|v| *v > 3),
+            "both regions: {shard:?}"
+        );
+        assert_eq!(hosts.get(&shard.shard_id), Some(&voters), "shard {}", shard.shard_id);
+    }
+
+    let client = must_connect(&tc.cluster).await;
+    for i in 0..200 {
+        client.put(format!("k{i}"), format!("v{i}")).await.expect("put");
+    }
+
+    // A keyspace created now reaches the nodes through their heartbeats.
+    tc.cluster
+        .create_keyspace(CreateKeyspaceRequest {
+            name: "users".into(),
+            replicas: 3,
+            shards: 2,
+            ushards: 16,
+            regions: vec![],
+            preferred_region: "west".into(),
+        })
+        .await
+        .unwrap();
+    tc.cluster
+        .wait_for_leaders(Duration::from_secs(30))
+        .await
+        .expect("leaders");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let users = loop {
+        let config = ClientConfig {
+            endpoints: tc.cluster.endpoints(),
+            keyspace: "users".into(),
+            timeout: Duration::from_secs(20),
+            ..ClientConfig::default()
+        };
+        match ShoalClient::connect(config).await {
+            Ok(c) if c.routes().keyspace("users").is_ok() => break c,
+            _ if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            _ => panic!("keyspace users never reached the nodes"),
+        }
+    };
+    users.put("alice", "1").await.expect("put into the new keyspace");
+    assert_eq!(users.get("alice").await.unwrap().unwrap().value, b"1");
+    assert_eq!(client.get("alice").await.unwrap(), None, "keyspaces are separate");
+
+    // The shard manager goes away (kill -9): reads and writes go on.
+    let before = tc.cluster.shard_map().await.unwrap();
+    tc.cluster.kill_shard_manager().unwrap();
+    for i in 200..300 {
+        client
+            .put(format!("k{i}"), format!("v{i}"))
+            .await
+            .expect("put while the shard manager is down");
+    }
+    for i in 0..300 {
+        assert_eq!(
+            client.get(format!("k{i}")).await.unwrap().unwrap().value,
+            format!("v{i}").into_bytes()
+        );
+    }
+
+    // Back: the same map, and the nodes are alive in it again.
+    tc.cluster.start_shard_manager().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(after) = tc.cluster.shard_map().await {
+            assert_eq!(after.keyspaces, before.keyspaces);
+            assert_eq!(after.shards, before.shards);
+            if after.nodes.iter().all(|n| n.liveness == "alive") {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nodes did not heartbeat the restarted shard manager"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tc.cluster.stop_all(Duration::from_secs(10));
+}
