@@ -13,8 +13,8 @@ help: ## List targets
 deps: ## Install system packages the build needs (libclang-dev for RocksDB's bindgen)
 	@./scripts/install-deps.sh
 
-build: deps ## Build the kv-server and shoal binaries
-	cargo build -p kv-server -p kv-client --bins
+build: deps ## Build the kv-server, shard-manager and shoal binaries
+	cargo build --workspace --bins
 
 run: build ## Start a local 3-node playground cluster (Ctrl-C stops it)
 	$(BIN)/shoal playground --data-dir shoal-data

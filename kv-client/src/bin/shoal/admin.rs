@@ -1,0 +1,143 @@
+//! Admin commands: node status (asks the nodes), cluster status and
+//! keyspace creation (ask the shard manager).
+
+use crate::{client_config, Cli};
+use anyhow::Context;
+use shoal_proto::admin::admin_client::AdminClient;
+use shoal_proto::admin::{ReplicaStatusRequest, ReplicaStatusResponse};
+use shoal_proto::sm::shard_manager_client::ShardManagerClient;
+use shoal_proto::sm::{CreateKeyspaceRequest, GetShardMapRequest};
+use std::collections::HashMap;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+async fn channel(addr: &str) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("{addr:?} is not HOST:PORT"))?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {addr}"))?)
+}
+
+async fn shard_manager(cli: &Cli) -> anyhow::Result<ShardManagerClient<Channel>> {
+    let ch = channel(&cli.shard_manager)
+        .await
+        .context("is the shard manager running? (--shard-manager)")?;
+    Ok(ShardManagerClient::new(ch))
+}
+
+async fn replica_status(addr: &str) -> anyhow::Result<ReplicaStatusResponse> {
+    Ok(AdminClient::new(channel(addr).await?)
+        .replica_status(ReplicaStatusRequest {})
+        .await?
+        .into_inner())
+}
+
+pub async fn node_status(cli: &Cli) -> anyhow::Result<()> {
+    let config = client_config(cli)?;
+    let layout = kv_client::client::fetch_layout(&config.endpoints).await?;
+    println!("layout version {}", layout.version);
+    for ks in &layout.keyspaces {
+        println!(
+            "keyspace {} (id {}): {} ushards over shards {:?}",
+            ks.name, ks.keyspace_id, ks.ushard_count, ks.shard_ids
+        );
+    }
+    println!(
+        "{:<6} {:<22} {:<8} {:<11} {:<6} {:<8} {:>9} {:>9} {:>9}",
+        "node", "address", "shard", "role", "term", "leader", "applied", "last_log", "snapshot"
+    );
+    for node in &layout.nodes {
+        match replica_status(&node.client_addr).await {
+            Ok(status) => {
+                for r in status.replicas {
+                    println!(
+                        "{:<6} {:<22} {:<8} {:<11} {:<6} {:<8} {:>9} {:>9} {:>9}",
+                        node.node_id,
+                        node.client_addr,
+                        r.shard_id,
+                        r.role,
+                        r.term,
+                        r.leader_id,
+                        r.applied_index,
+                        r.last_log_index,
+                        r.snapshot_index
+                    );
+                }
+            }
+            Err(e) => println!("{:<6} {:<22} DOWN ({e:#})", node.node_id, node.client_addr),
+        }
+    }
+    Ok(())
+}
+
+pub async fn cluster_status(cli: &Cli) -> anyhow::Result<()> {
+    let map = shard_manager(cli)
+        .await?
+        .get_shard_map(GetShardMapRequest {})
+        .await?
+        .into_inner();
+    println!("shard map version {}", map.version);
+    println!(
+        "{:<6} {:<22} {:<10} {:<9} {:>12}",
+        "node", "address", "region", "liveness", "last_hb_ms"
+    );
+    // Who actually leads each shard, as the live nodes see it.
+    let mut raft_leaders: HashMap<u64, u64> = HashMap::new();
+    for node in &map.nodes {
+        let age = if node.ms_since_heartbeat == u64::MAX {
+            "never".into()
+        } else {
+            node.ms_since_heartbeat.to_string()
+        };
+        println!(
+            "{:<6} {:<22} {:<10} {:<9} {:>12}",
+            node.node_id, node.client_addr, node.region, node.liveness, age
+        );
+        if node.liveness == "alive" {
+            if let Ok(status) = replica_status(&node.client_addr).await {
+                for r in status.replicas.iter().filter(|r| r.role == "leader") {
+                    raft_leaders.insert(r.shard_id, node.node_id);
+                }
+            }
+        }
+    }
+    for ks in &map.keyspaces {
+        println!(
+            "keyspace {} (id {}): {} replicas, {} ushards, regions {:?}, preferred {:?}",
+            ks.name, ks.keyspace_id, ks.replicas, ks.ushard_count, ks.regions, ks.preferred_region
+        );
+    }
+    println!(
+        "{:<7} {:<12} {:<14} {:<8} {:<6} {:<12}",
+        "shard", "keyspace", "voters", "primary", "epoch", "raft_leader"
+    );
+    for s in &map.shards {
+        let voters = s.voters.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let leader = raft_leaders
+            .get(&s.shard_id)
+            .map(u64::to_string)
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<7} {:<12} {:<14} {:<8} {:<6} {:<12}",
+            s.shard_id, s.keyspace, voters, s.primary, s.epoch, leader
+        );
+    }
+    Ok(())
+}
+
+pub async fn create_keyspace(cli: &Cli, request: CreateKeyspaceRequest) -> anyhow::Result<()> {
+    let ks = shard_manager(cli)
+        .await?
+        .create_keyspace(request)
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    println!(
+        "created keyspace {} (id {}) with shards {:?}",
+        ks.name, ks.keyspace_id, ks.shard_ids
+    );
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! `shoal`: the command-line tool. Starts a local playground cluster, reads
+//! and writes keys, administers the cluster, runs the load generator.
+//!
+//! Layout: `main.rs` (arguments, dispatch), `data.rs` (put/get/del/scan),
+//! `admin.rs` (status, cluster, keyspace), `playground.rs`, `bench_cmd.rs`.
+
+mod admin;
+mod bench_cmd;
+mod data;
+mod playground;
+
+use anyhow::bail;
+use clap::{Parser, Subcommand};
+use kv_client::bench::BenchOp;
+use kv_client::ClientConfig;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The playground's client ports, so commands work in a second terminal with no flags.
+pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103";
+/// The playground's shard manager.
+pub const DEFAULT_SHARD_MANAGER: &str = "127.0.0.1:7100";
+
+#[derive(Parser)]
+#[command(
+    name = "shoal",
+    about = "Shoal: a strongly consistent, sharded key-value store",
+    version
+)]
+pub struct Cli {
+    /// Comma-separated kv-server client addresses.
+    #[arg(long, env = "SHOAL_ENDPOINTS", default_value = DEFAULT_ENDPOINTS, global = true)]
+    endpoints: String,
+    /// Shard manager address (admin commands).
+    #[arg(long, env = "SHOAL_SHARD_MANAGER", default_value = DEFAULT_SHARD_MANAGER, global = true)]
+    shard_manager: String,
+    /// Keyspace to use.
+    #[arg(long, env = "SHOAL_KEYSPACE", default_value = "default", global = true)]
+    keyspace: String,
+    /// Deadline of one operation, retries included, in seconds.
+    #[arg(long, default_value_t = 10.0, global = true)]
+    timeout: f64,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Start a local cluster (a shard manager and kv-server processes); Ctrl-C stops it.
+    Playground {
+        #[arg(long, default_value = "shoal-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Shards of the `default` keyspace.
+        #[arg(long, default_value_t = 4)]
+        shards: u64,
+        #[arg(long, default_value_t = 64)]
+        ushards: u32,
+        /// Comma-separated regions assigned to nodes in turn.
+        #[arg(long, default_value = "local")]
+        regions: String,
+        /// Client port of node 1; node i uses base+i-1, base+100+i-1 for Raft,
+        /// and the shard manager base-1.
+        #[arg(long, default_value_t = 7101)]
+        base_port: u16,
+    },
+    /// Write a value.
+    Put {
+        key: String,
+        value: String,
+        /// Place the key in this routing key's micro-shard.
+        #[arg(long)]
+        routing_key: Option<String>,
+    },
+    /// Read a value (strongly consistent). Exits 1 if the key does not exist.
+    Get {
+        key: String,
+        #[arg(long)]
+        routing_key: Option<String>,
+        /// Also print the version.
+        #[arg(long)]
+        versions: bool,
+    },
+    /// Delete a key.
+    Del {
+        key: String,
+        #[arg(long)]
+        routing_key: Option<String>,
+    },
+    /// List keys in order, as `key<TAB>value` lines.
+    Scan {
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[arg(long, default_value = "")]
+        start: String,
+        /// Exclusive end key.
+        #[arg(long, default_value = "")]
+        end: String,
+        #[arg(long)]
+        reverse: bool,
+        /// Stop after this many entries.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Show every node's replicas: role, term, leader, progress (asks the nodes).
+    Status,
+    /// Cluster administration through the shard manager.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Keyspace administration through the shard manager.
+    Keyspace {
+        #[command(subcommand)]
+        command: KeyspaceCommand,
+    },
+    /// Run the load generator and print ops/s and latency percentiles.
+    Bench {
+        /// Start a fresh local 3-node cluster in a temporary folder and run
+        /// ping, put and get at 1 and 64 clients against it.
+        #[arg(long)]
+        local: bool,
+        #[arg(long, value_enum, default_value = "put")]
+        op: BenchOp,
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 100)]
+        value_bytes: usize,
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Nodes with liveness, keyspaces, shards with voters, primary and epoch.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum KeyspaceCommand {
+    /// Create a keyspace: its shards are placed and served at once.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 3)]
+        replicas: u32,
+        #[arg(long, default_value_t = 4)]
+        shards: u32,
+        #[arg(long, default_value_t = 64)]
+        ushards: u32,
+        /// Regions voters may live in (repeat the flag); default any.
+        #[arg(long = "region")]
+        regions: Vec<String>,
+        /// Region primaries should sit in when possible.
+        #[arg(long, default_value = "")]
+        preferred_region: String,
+    },
+}
+
+pub fn client_config(cli: &Cli) -> anyhow::Result<ClientConfig> {
+    if !(cli.timeout.is_finite() && cli.timeout > 0.0) {
+        bail!("--timeout must be a positive number of seconds");
+    }
+    let endpoints: Vec<String> = cli
+        .endpoints
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    if endpoints.is_empty() {
+        bail!("--endpoints is empty");
+    }
+    if let Some(bad) = endpoints.iter().find(|e| !e.contains(':')) {
+        bail!("--endpoints: {bad:?} is not HOST:PORT");
+    }
+    Ok(ClientConfig {
+        endpoints,
+        keyspace: cli.keyspace.clone(),
+        timeout: Duration::from_secs_f64(cli.timeout),
+        ..ClientConfig::default()
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Commands::Playground {
+            data_dir,
+            nodes,
+            shards,
+            ushards,
+            regions,
+            base_port,
+        } => {
+            let options = playground::Options {
+                data_dir: data_dir.clone(),
+                nodes: *nodes,
+                shards: *shards,
+                ushards: *ushards,
+                regions: regions
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(String::from)
+                    .collect(),
+                base_port: *base_port,
+            };
+            playground::run(options).await
+        }
+        Commands::Put {
+            key,
+            value,
+            routing_key,
+        } => data::put(&cli, key, value, routing_key.as_deref()).await,
+        Commands::Get {
+            key,
+            routing_key,
+            versions,
+        } => data::get(&cli, key, routing_key.as_deref(), *versions).await,
+        Commands::Del { key, routing_key } => data::del(&cli, key, routing_key.as_deref()).await,
+        Commands::Scan {
+            prefix,
+            start,
+            end,
+            reverse,
+            limit,
+        } => data::scan(&cli, prefix, start, end, *reverse, *limit).await,
+        Commands::Status => admin::node_status(&cli).await,
+        Commands::Cluster {
+            command: ClusterCommand::Status,
+        } => admin::cluster_status(&cli).await,
+        Commands::Keyspace {
+            command:
+                KeyspaceCommand::Create {
+                    name,
+                    replicas,
+                    shards,
+                    ushards,
+                    regions,
+                    preferred_region,
+                },
+        } => {
+            let request = shoal_proto::sm::CreateKeyspaceRequest {
+                name: name.clone(),
+                replicas: *replicas,
+                shards: *shards,
+                ushards: *ushards,
+                regions: regions.clone(),
+                preferred_region: preferred_region.clone(),
+            };
+            admin::create_keyspace(&cli, request).await
+        }
+        Commands::Bench {
+            local,
+            op,
+            concurrency,
+            seconds,
+            value_bytes,
+            keys,
+        } => {
+            let duration = Duration::from_secs(*seconds);
+            if *local {
+                return bench_cmd::local(duration, *value_bytes, *keys).await;
+            }
+            bench_cmd::remote(&cli, *op, *concurrency, duration, *value_bytes, *keys).await
+        }
+    }
+}
