@@ -12,13 +12,13 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 async fn channel(addr: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))
+    Endpoint::from_shared(format!("http://{addr}"))
         .with_context(|| format!("{addr:?} is not HOST:PORT"))?
         .connect_timeout(Duration::from_millis(500))
         .timeout(Duration::from_secs(5))
         .connect()
         .await
-        .with_context(|| format!("connecting to {addr}"))?)
+        .with_context(|| format!("connecting to {addr}"))
 }
 
 async fn shard_manager(cli: &Cli) -> anyhow::Result<ShardManagerClient<Channel>> {
