@@ -83,11 +83,21 @@ pub struct Entry {
     pub ushard: u32,
 }
 
-/// Where a write landed: its shard and the version it got.
+/// Where a write landed: its shard, the version it got, and the shard's
+/// leadership epoch when it was acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriteAck {
     pub shard: u64,
     pub version: u64,
+    pub epoch: u64,
+}
+
+fn ack(shard: u64, response: WriteResponse) -> WriteAck {
+    WriteAck {
+        shard,
+        version: response.version,
+        epoch: response.header.map(|h| h.epoch).unwrap_or(0),
+    }
 }
 
 /// A batch operation.
@@ -428,10 +438,7 @@ impl ShoalClient {
                 async move { c.put(request).await }
             })
             .await?;
-        Ok(WriteAck {
-            shard: placement.shard,
-            version: response.version,
-        })
+        Ok(ack(placement.shard, response))
     }
 
     pub async fn delete(&self, key: impl Into<Key>) -> ClientResult<WriteAck> {
@@ -450,10 +457,7 @@ impl ShoalClient {
                 async move { c.delete(request).await }
             })
             .await?;
-        Ok(WriteAck {
-            shard: placement.shard,
-            version: response.version,
-        })
+        Ok(ack(placement.shard, response))
     }
 
     /// Applies every mutation atomically. All keys must live in one shard
@@ -510,10 +514,7 @@ impl ShoalClient {
                 async move { c.batch(request).await }
             })
             .await?;
-        Ok(WriteAck {
-            shard,
-            version: response.version,
-        })
+        Ok(ack(shard, response))
     }
 
     /// One page of a scan over the keyspace (or one routing key's micro-shard),

@@ -59,6 +59,12 @@ impl KeyspaceLayout {
 pub struct ShardLayout {
     pub id: ShardId,
     pub replicas: Vec<NodeId>,
+    /// The replica the shard manager wants leading; none in a static layout.
+    #[serde(default)]
+    pub primary: Option<NodeId>,
+    /// The shard's leadership epoch from the shard manager; 0 when static.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +151,10 @@ impl ClusterLayout {
         self.keyspaces.iter().find(|k| k.shards.contains(&shard))
     }
 
+    pub fn shard(&self, id: ShardId) -> Option<&ShardLayout> {
+        self.shards.iter().find(|s| s.id == id)
+    }
+
     /// Shards with a replica on `node`.
     pub fn shards_on(&self, node: NodeId) -> Vec<&ShardLayout> {
         self.shards.iter().filter(|s| s.replicas.contains(&node)).collect()
@@ -163,6 +173,8 @@ impl ClusterLayout {
                 ShardLayout {
                     id: ShardId(id),
                     replicas: r,
+                    primary: None,
+                    epoch: 0,
                 }
             })
             .collect();

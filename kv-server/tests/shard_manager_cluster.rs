@@ -131,3 +131,122 @@ async fn nodes_host_what_the_shard_manager_places_and_survive_its_outage() {
     }
     tc.cluster.stop_all(Duration::from_secs(10));
 }
+
+/// Polls until every shard's Raft leader is the shard manager's primary.
+async fn must_align(cluster: &kv_client::local_cluster::LocalCluster) -> shoal_proto::sm::ShardMap {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let map = cluster.shard_map().await.expect("shard map");
+        let leaders = cluster.leaders().await;
+        let misaligned: Vec<_> = map
+            .shards
+            .iter()
+            .filter(|s| leaders.get(&s.shard_id) != Some(&s.primary))
+            .map(|s| s.shard_id)
+            .collect();
+        if misaligned.is_empty() {
+            return map;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "leaders never matched primaries: {misaligned:?} {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_primary_is_replaced_with_a_higher_epoch_and_nothing_acknowledged_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = test_spec(&dir, 5, 4, &[]);
+    spec.shard_manager = true;
+    spec.shard_manager_bin = shard_manager_bin();
+    spec.regions = vec![
+        "east".into(),
+        "east".into(),
+        "east".into(),
+        "west".into(),
+        "west".into(),
+    ];
+    let mut tc = must_start_spec(spec, dir).await;
+
+    // Raft leadership follows the primaries the shard manager balanced.
+    let before = must_align(&tc.cluster).await;
+    let victim = before.shards[0].primary;
+    let victim_shards: Vec<(u64, u64)> = before
+        .shards
+        .iter()
+        .filter(|s| s.primary == victim)
+        .map(|s| (s.shard_id, s.epoch))
+        .collect();
+
+    let client = std::sync::Arc::new(must_connect(&tc.cluster).await);
+    let writer = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut indeterminate = 0;
+            let mut epochs: HashMap<u64, u64> = HashMap::new();
+            for i in 0..1500u32 {
+                match client.put(format!("key/{i}"), format!("v{i}")).await {
+                    Ok(ack) => {
+                        // Epochs a client sees never go backwards per shard.
+                        let seen = epochs.entry(ack.shard).or_default();
+                        assert!(ack.epoch >= *seen, "epoch went back on shard {}", ack.shard);
+                        *seen = ack.epoch;
+                        acked.push(i);
+                    }
+                    Err(e) if e.is_indeterminate() => indeterminate += 1,
+                    Err(e) => panic!("write {i} failed: {e}"),
+                }
+            }
+            (acked, indeterminate, epochs)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed_at = std::time::Instant::now();
+    tc.cluster.kill(victim).expect("kill -9 the primary");
+
+    // The shard manager replaces the primary of every shard it held.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let map = tc.cluster.shard_map().await.expect("map");
+        let done = victim_shards.iter().all(|(id, epoch)| {
+            let s = map.shards.iter().find(|s| s.shard_id == *id).unwrap();
+            s.primary != victim && s.epoch > *epoch
+        });
+        if done {
+            break map;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no failover: {map:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "failover of {} shards recorded {:?} after kill -9",
+        victim_shards.len(),
+        killed_at.elapsed()
+    );
+    for s in &after.shards {
+        assert!(s.voters.contains(&s.primary), "new primary is a voter: {s:?}");
+    }
+
+    let (acked, indeterminate, epochs) = writer.await.expect("writer");
+    eprintln!(
+        "{} acked, {indeterminate} indeterminate, epochs seen {epochs:?}",
+        acked.len()
+    );
+    assert!(acked.len() > 1000);
+    for i in acked {
+        let v = client
+            .get(format!("key/{i}"))
+            .await
+            .expect("get")
+            .expect("acknowledged write survives");
+        assert_eq!(v.value, format!("v{i}").into_bytes());
+    }
+    // Writes now carry the new epochs.
+    let ack = client.put("after", "x").await.unwrap();
+    let shard = after.shards.iter().find(|s| s.shard_id == ack.shard).unwrap();
+    assert_eq!(ack.epoch, shard.epoch);
+    tc.cluster.stop_all(Duration::from_secs(10));
+}

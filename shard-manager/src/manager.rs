@@ -3,7 +3,7 @@
 //! lock and every change is committed to [`MetaStore`] before it is
 //! visible, so a restart never loses what a caller was told.
 
-use crate::model::{KeyspaceRecord, Liveness, NodeId, NodeIntent, NodeRecord, ShardRecord};
+use crate::model::{KeyspaceRecord, Liveness, NodeId, NodeIntent, NodeRecord, ShardId, ShardRecord};
 use crate::placement::{choose_primary, place_replicas, Candidate, PlacementError};
 use crate::store::{Change, DurableState, MetaStore};
 use std::collections::{BTreeMap, HashMap};
@@ -67,9 +67,29 @@ pub struct Registration {
     pub labels: BTreeMap<String, String>,
 }
 
+/// What a node last said about one of its replicas.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaView {
+    pub shard: ShardId,
+    pub is_leader: bool,
+    pub term: u64,
+    pub applied_index: u64,
+}
+
+/// A primary change made by [`Manager::reconcile_primaries`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrimaryChange {
+    pub shard: ShardId,
+    pub from: Option<NodeId>,
+    pub to: NodeId,
+    pub epoch: u64,
+}
+
 pub struct Manager {
     store: MetaStore,
     liveness: LivenessConfig,
+    /// Latest replica reports per node (not durable: rebuilt by heartbeats).
+    reports: Mutex<HashMap<NodeId, Vec<ReplicaView>>>,
     // One std Mutex: critical sections are short and never await; the
     // synced RocksDB write inside is the price of "durable before visible".
     state: Mutex<DurableState>,
@@ -85,6 +105,7 @@ impl Manager {
         Manager {
             store,
             liveness,
+            reports: Mutex::new(HashMap::new()),
             state: Mutex::new(state),
             heartbeats: Mutex::new(HashMap::new()),
         }
@@ -116,6 +137,14 @@ impl Manager {
                 (liveness, Some(age))
             }
         }
+    }
+
+    /// Nodes whose last heartbeat is recent enough to call them alive.
+    pub fn alive_nodes(&self) -> Vec<NodeId> {
+        let ids: Vec<NodeId> = self.lock_state().nodes.keys().copied().collect();
+        ids.into_iter()
+            .filter(|id| self.liveness_of(*id).0 == Liveness::Alive)
+            .collect()
     }
 
     /// Registers a new node (id 0: allocates a fresh id, never reused) or
@@ -175,8 +204,9 @@ impl Manager {
         Ok(id)
     }
 
-    /// Records a heartbeat; returns the current shard map version.
-    pub fn heartbeat(&self, node: NodeId) -> SmResult<u64> {
+    /// Records a heartbeat and the node's replica reports; returns the
+    /// current shard map version.
+    pub fn heartbeat(&self, node: NodeId, replicas: Vec<ReplicaView>) -> SmResult<u64> {
         let state = self.lock_state();
         match state.nodes.get(&node) {
             None => return Err(SmError::UnknownNode(node)),
@@ -185,6 +215,10 @@ impl Manager {
         }
         let version = state.counters.map_version;
         drop(state);
+        self.reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node, replicas);
         self.heartbeats
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -281,6 +315,83 @@ impl Manager {
         }
         state.counters = counters;
         Ok(keyspace)
+    }
+
+    /// Fails over every shard whose primary is not alive: the new primary is
+    /// an alive voter, preferring the one Raft already elected (highest
+    /// term), then the most applied, then the placement rule; its epoch goes
+    /// up by one. All changes commit in one durable batch.
+    pub fn reconcile_primaries(&self) -> SmResult<Vec<PrimaryChange>> {
+        let mut state = self.lock_state();
+        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let candidates: HashMap<NodeId, Candidate> = self.candidates(&state).into_iter().map(|c| (c.id, c)).collect();
+        let mut changes = Vec::new();
+        let mut updated = Vec::new();
+        for shard in state.shards.values() {
+            if shard.primary.is_some_and(|p| candidates.contains_key(&p)) {
+                continue;
+            }
+            let view = |node: NodeId| {
+                reports
+                    .get(&node)
+                    .and_then(|r| r.iter().find(|v| v.shard == shard.id))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let alive_voters: Vec<NodeId> = shard
+                .voters
+                .iter()
+                .copied()
+                .filter(|v| candidates.contains_key(v))
+                .collect();
+            let raft_leader = alive_voters
+                .iter()
+                .copied()
+                .filter(|v| view(*v).is_leader)
+                .max_by_key(|v| view(*v).term);
+            let most_applied = alive_voters.iter().map(|v| view(*v).applied_index).max();
+            let to = raft_leader.or_else(|| {
+                let up_to_date: Vec<NodeId> = alive_voters
+                    .iter()
+                    .copied()
+                    .filter(|v| Some(view(*v).applied_index) == most_applied)
+                    .collect();
+                let preferred = state
+                    .keyspaces
+                    .get(&shard.keyspace)
+                    .map(|k| k.preferred_region.as_str())
+                    .unwrap_or("");
+                choose_primary(&up_to_date, &candidates, preferred)
+            });
+            let Some(to) = to else {
+                continue; // no alive voter: nothing to promote yet
+            };
+            let mut next = shard.clone();
+            next.primary = Some(to);
+            next.epoch += 1;
+            changes.push(PrimaryChange {
+                shard: shard.id,
+                from: shard.primary,
+                to,
+                epoch: next.epoch,
+            });
+            updated.push(next);
+        }
+        if updated.is_empty() {
+            return Ok(changes);
+        }
+        let mut counters = state.counters.clone();
+        counters.map_version += 1;
+        self.commit(&Change {
+            shards: updated.clone(),
+            counters: Some(counters.clone()),
+            ..Default::default()
+        })?;
+        for shard in updated {
+            state.shards.insert(shard.id, shard);
+        }
+        state.counters = counters;
+        Ok(changes)
     }
 
     /// A copy of the durable state (the shard map).

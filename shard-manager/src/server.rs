@@ -12,6 +12,28 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// How often observed state is compared with intended state.
+const RECONCILE_EVERY: Duration = Duration::from_millis(200);
+
+/// Intended vs observed, forever: today, primaries that stopped
+/// heartbeating are replaced (with a higher epoch).
+async fn reconcile_loop(manager: Arc<Manager>) {
+    let mut tick = tokio::time::interval(RECONCILE_EVERY);
+    loop {
+        tick.tick().await;
+        let m = manager.clone();
+        match tokio::task::spawn_blocking(move || m.reconcile_primaries()).await {
+            Ok(Ok(changes)) => {
+                for c in changes {
+                    tracing::info!(shard_id = c.shard, from = ?c.from, to = c.to, epoch = c.epoch, "primary failover");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "reconciling primaries failed"),
+            Err(e) => tracing::warn!(error = %e, "reconciler task failed"),
+        }
+    }
+}
+
 pub async fn run(
     config: ManagerConfig,
     listener: TcpListener,
@@ -30,10 +52,12 @@ pub async fn run(
         dead_after: Duration::from_millis(config.dead_after_ms),
     };
     let manager = Arc::new(Manager::new(store, state, liveness));
+    let reconciler = tokio::spawn(reconcile_loop(manager.clone()));
     tonic::transport::Server::builder()
         .add_service(ShardManagerServer::new(ShardManagerService::new(manager)))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await
         .context("serving")?;
+    reconciler.abort();
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The `shoal.sm.v1.ShardManager` gRPC service and the one mapping from
 //! [`SmError`] to a status.
 
-use crate::manager::{KeyspaceSpec, Manager, Registration, SmError};
+use crate::manager::{KeyspaceSpec, Manager, Registration, ReplicaView, SmError};
 use crate::model::KeyspaceRecord;
 use shoal_proto::sm::shard_manager_server::ShardManager;
 use shoal_proto::sm::*;
@@ -62,11 +62,23 @@ impl ShardManager for ShardManagerService {
     }
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
-        let map_version = self
-            .manager
-            .heartbeat(request.into_inner().node_id)
-            .map_err(to_status)?;
-        Ok(Response::new(HeartbeatResponse { map_version }))
+        let request = request.into_inner();
+        let views = request
+            .replicas
+            .iter()
+            .map(|r| ReplicaView {
+                shard: r.shard_id,
+                is_leader: r.role == "leader",
+                term: r.term,
+                applied_index: r.applied_index,
+            })
+            .collect();
+        let map_version = self.manager.heartbeat(request.node_id, views).map_err(to_status)?;
+        let alive_nodes = self.manager.alive_nodes();
+        Ok(Response::new(HeartbeatResponse {
+            map_version,
+            alive_nodes,
+        }))
     }
 
     async fn create_keyspace(

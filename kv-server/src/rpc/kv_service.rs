@@ -23,10 +23,13 @@ impl KvService {
         KvService { host }
     }
 
+    /// Names the answering shard, node and the shard's epoch (0 without a
+    /// shard manager).
     fn response_header(&self, shard: ShardId) -> Option<ResponseHeader> {
+        let epoch = self.host.layout().shard(shard).map(|s| s.epoch).unwrap_or(0);
         Some(ResponseHeader {
             shard_id: shard.0,
-            epoch: 0,
+            epoch,
             node_id: self.host.node_id.0,
         })
     }

@@ -13,9 +13,10 @@ use anyhow::Context;
 use openraft::ServerState;
 use shoal_proto::sm::shard_manager_client::ShardManagerClient;
 use shoal_proto::sm::{GetShardMapRequest, HeartbeatRequest, RegisterNodeRequest, ReplicaReport, ShardMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
 pub type SmClient = ShardManagerClient<Channel>;
@@ -112,6 +113,8 @@ pub fn layout_from_map(map: &ShardMap) -> anyhow::Result<ClusterLayout> {
             .map(|s| ShardLayout {
                 id: ShardId(s.shard_id),
                 replicas: s.voters.iter().copied().map(NodeId).collect(),
+                primary: (s.primary != 0).then_some(NodeId(s.primary)),
+                epoch: s.epoch,
             })
             .collect(),
     };
@@ -152,7 +155,8 @@ fn reports(host: &NodeHost) -> Vec<ReplicaReport> {
 }
 
 /// One heartbeat, and a map refresh when the shard manager has a newer one.
-async fn beat(host: &NodeHost, config: &NodeConfig, client: &mut SmClient) -> anyhow::Result<()> {
+/// Returns the nodes the shard manager sees alive.
+async fn beat(host: &NodeHost, config: &NodeConfig, client: &mut SmClient) -> anyhow::Result<Vec<NodeId>> {
     let request = HeartbeatRequest {
         node_id: host.node_id.0,
         replicas: reports(host),
@@ -165,7 +169,38 @@ async fn beat(host: &NodeHost, config: &NodeConfig, client: &mut SmClient) -> an
             host.sync_shards(config).await?;
         }
     }
-    Ok(())
+    Ok(reply.alive_nodes.into_iter().map(NodeId).collect())
+}
+
+/// Least time between two leadership hand-offs of one shard.
+const TRANSFER_COOLDOWN: Duration = Duration::from_secs(3);
+
+/// Hands Raft leadership of the shards this node leads to the primary the
+/// shard manager chose, when that primary is alive. Raft keeps electing on
+/// its own (that is what makes failover fast); this only moves leadership
+/// to where placement wants it, e.g. to balance primaries or to honour a
+/// preferred region.
+async fn align_leaders(host: &NodeHost, alive: &[NodeId], last_transfer: &mut HashMap<ShardId, Instant>) {
+    let layout = host.layout();
+    for replica in host.replicas() {
+        let Some(primary) = layout.shard(replica.id).and_then(|s| s.primary) else {
+            continue;
+        };
+        if primary == host.node_id || !alive.contains(&primary) || replica.metrics().state != ServerState::Leader {
+            continue;
+        }
+        if last_transfer
+            .get(&replica.id)
+            .is_some_and(|at| at.elapsed() < TRANSFER_COOLDOWN)
+        {
+            continue;
+        }
+        last_transfer.insert(replica.id, Instant::now());
+        tracing::info!(shard_id = %replica.id, to = %primary, "handing leadership to the shard manager's primary");
+        if let Err(e) = replica.raft.trigger().transfer_leader(primary.0).await {
+            tracing::warn!(shard_id = %replica.id, error = %e, "leader transfer failed");
+        }
+    }
 }
 
 /// Heartbeats until `stop` says so.
@@ -178,17 +213,20 @@ pub async fn heartbeat_loop(
     let mut tick = tokio::time::interval(Duration::from_millis(config.sm_heartbeat_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut last_transfer = HashMap::new();
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = tick.tick() => {}
         }
         match beat(&host, &config, &mut client).await {
-            Ok(()) if failing => {
-                failing = false;
-                tracing::info!("shard manager reachable again");
+            Ok(alive) => {
+                if failing {
+                    failing = false;
+                    tracing::info!("shard manager reachable again");
+                }
+                align_leaders(&host, &alive, &mut last_transfer).await;
             }
-            Ok(()) => {}
             Err(e) if !failing => {
                 failing = true;
                 tracing::warn!(error = %format!("{e:#}"), "shard manager unreachable; serving with the map we have");
