@@ -5,7 +5,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/shoal-target
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: help deps build run test lint verify doc bench clean-data
+.PHONY: help deps build run test lint verify doc bench failover clean-data
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,6 +37,9 @@ verify: lint test doc ## Everything CI checks (read-only)
 
 bench: build ## Load generator against a fresh local 3-node cluster: put/get at 1 and 64 clients
 	$(BIN)/shoal bench --local --seconds 10
+
+failover: build ## Kill -9 the node of a primary 20 times on a fresh local cluster; print failover times
+	$(BIN)/shoal bench --failover-kills 20
 
 clean-data: ## Remove the playground's data folder
 	rm -rf shoal-data

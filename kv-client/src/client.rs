@@ -36,7 +36,7 @@ impl Default for ClientConfig {
             keyspace: "default".into(),
             timeout: Duration::from_secs(10),
             initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_millis(100),
         }
     }
 }

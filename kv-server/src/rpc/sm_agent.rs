@@ -172,6 +172,10 @@ async fn beat(host: &NodeHost, config: &NodeConfig, client: &mut SmClient) -> an
     Ok(reply.alive_nodes.into_iter().map(NodeId).collect())
 }
 
+/// How recently the target of a leadership hand-off must have acknowledged
+/// this leader's heartbeat.
+const TARGET_FRESHNESS: Duration = Duration::from_millis(300);
+
 /// Least time between two leadership hand-offs of one shard.
 const TRANSFER_COOLDOWN: Duration = Duration::from_secs(3);
 
@@ -186,7 +190,19 @@ async fn align_leaders(host: &NodeHost, alive: &[NodeId], last_transfer: &mut Ha
         let Some(primary) = layout.shard(replica.id).and_then(|s| s.primary) else {
             continue;
         };
-        if primary == host.node_id || !alive.contains(&primary) || replica.metrics().state != ServerState::Leader {
+        if primary == host.node_id || !alive.contains(&primary) {
+            continue;
+        }
+        let metrics = replica.metrics();
+        // A transfer stops this leader from proposing until the target takes
+        // over, so only hand off to a target that answered Raft just now:
+        // the shard manager's "alive" lags a kill -9 by its suspicion time.
+        let target_answering = metrics
+            .heartbeat
+            .as_ref()
+            .and_then(|acks| acks.get(&primary.0).cloned().flatten())
+            .is_some_and(|acked| openraft::Instant::elapsed(&*acked) < TARGET_FRESHNESS);
+        if metrics.state != ServerState::Leader || !target_answering {
             continue;
         }
         if last_transfer

@@ -71,3 +71,89 @@ pub async fn local(duration: Duration, value_bytes: usize, keys: u64) -> anyhow:
     cluster.stop_all(Duration::from_secs(10));
     Ok(())
 }
+
+/// Kills the node holding a primary `kills` times, each time timing how long
+/// until a write to that shard is acknowledged again, and how long until the
+/// shard manager has recorded a new primary. Uses a fresh local cluster with
+/// a shard manager (5 nodes, 2 regions). Prints p50 and max.
+pub async fn failover(kills: usize) -> anyhow::Result<()> {
+    use kv_client::local_cluster::LocalClusterSpec;
+    let dir = tempfile::tempdir()?;
+    let mut spec = LocalClusterSpec::new(dir.path());
+    spec.nodes = 5;
+    spec.shards = 5;
+    spec.shard_manager = true;
+    spec.regions = vec!["east".into(), "west".into()];
+    let mut cluster = LocalCluster::start(spec)?;
+    cluster.ensure_default_keyspace(Duration::from_secs(60)).await?;
+    cluster.wait_for_leaders(Duration::from_secs(60)).await?;
+    let config = ClientConfig {
+        endpoints: cluster.endpoints(),
+        timeout: Duration::from_secs(30),
+        ..ClientConfig::default()
+    };
+    let client = ShoalClient::connect(config).await?;
+    // One key per shard, so "a write to the shard" is a put of its key.
+    let mut key_of_shard = std::collections::HashMap::new();
+    for i in 0..10_000 {
+        let key = format!("probe/{i}");
+        let shard = client.routes().place("default", key.as_bytes(), None)?.shard;
+        key_of_shard.entry(shard).or_insert(key);
+        if key_of_shard.len() == 5 {
+            break;
+        }
+    }
+    let mut write_resume = Vec::new();
+    let mut primary_moved = Vec::new();
+    for round in 0..kills {
+        let map = cluster.shard_map().await?;
+        let shard = &map.shards[round % map.shards.len()];
+        let (victim, old_epoch) = (shard.primary, shard.epoch);
+        let key = key_of_shard[&shard.shard_id].clone();
+        client.put(key.clone(), "warm").await?;
+        let killed = std::time::Instant::now();
+        cluster.kill(victim)?;
+        // Write resumption: retry until acknowledged (indeterminate counts as not yet).
+        loop {
+            if client.put(key.clone(), format!("r{round}")).await.is_ok() {
+                break;
+            }
+        }
+        write_resume.push(killed.elapsed());
+        loop {
+            let now = cluster.shard_map().await?;
+            let s = now.shards.iter().find(|s| s.shard_id == shard.shard_id).expect("shard");
+            if s.primary != victim && s.epoch > old_epoch {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        primary_moved.push(killed.elapsed());
+        println!(
+            "kill {:>2}: node {victim} (shard {}): writes resumed after {:>6.0} ms, new primary after {:>6.0} ms",
+            round + 1,
+            shard.shard_id,
+            write_resume.last().unwrap().as_secs_f64() * 1e3,
+            primary_moved.last().unwrap().as_secs_f64() * 1e3
+        );
+        cluster.start_node(victim)?;
+        cluster.wait_for_leaders(Duration::from_secs(60)).await?;
+        // Let the node rejoin and the shard manager see it alive again.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let summary = |name: &str, mut v: Vec<Duration>| {
+        v.sort();
+        let p50 = v[v.len() / 2];
+        let max = v[v.len() - 1];
+        println!(
+            "{name}: p50 {:.0} ms, max {:.0} ms over {} kills",
+            p50.as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3,
+            v.len()
+        );
+    };
+    summary("writes resumed", write_resume);
+    summary("new primary recorded", primary_moved);
+    cluster.stop_all(Duration::from_secs(10));
+    Ok(())
+}

@@ -121,6 +121,10 @@ enum Commands {
         /// ping, put and get at 1 and 64 clients against it.
         #[arg(long)]
         local: bool,
+        /// Instead: on a fresh local cluster with a shard manager, kill -9 the
+        /// node of a primary this many times and time the failovers.
+        #[arg(long)]
+        failover_kills: Option<usize>,
         #[arg(long, value_enum, default_value = "put")]
         op: BenchOp,
         #[arg(long, default_value_t = 1)]
@@ -265,12 +269,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Commands::Bench {
             local,
+            failover_kills,
             op,
             concurrency,
             seconds,
             value_bytes,
             keys,
         } => {
+            if let Some(kills) = failover_kills {
+                return bench_cmd::failover((*kills).max(1)).await;
+            }
             let duration = Duration::from_secs(*seconds);
             if *local {
                 return bench_cmd::local(duration, *value_bytes, *keys).await;
