@@ -36,24 +36,24 @@ async fn poison_neighbour(engine: &SharedEngine, dir: &TempDir) -> std::io::Resu
     neighbour.save_vote(&vote).await
 }
 
-/// Every RocksDB the suite opened, so the test can wait for background
-/// threads to let go of them: a database closed by a thread racing process
-/// exit makes RocksDB abort.
-static OPENED: std::sync::Mutex<Vec<std::sync::Weak<RocksEngine>>> = std::sync::Mutex::new(Vec::new());
+/// Every RocksDB the suite opened. The test keeps a handle on each and,
+/// at the end, waits until it holds the last one and closes them itself: a
+/// database closed by a background thread racing process exit makes RocksDB
+/// abort ("pthread lock: Invalid argument").
+static OPENED: std::sync::Mutex<Vec<Arc<RocksEngine>>> = std::sync::Mutex::new(Vec::new());
 
-fn must_release_engines() {
+fn must_close_engines() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let alive = OPENED.lock().unwrap().iter().filter(|w| w.strong_count() > 0).count();
-        if alive == 0 {
-            return;
+        let held = OPENED.lock().unwrap().iter().filter(|e| Arc::strong_count(e) > 1).count();
+        if held == 0 {
+            break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{alive} engines still held by background threads"
-        );
+        assert!(std::time::Instant::now() < deadline, "{held} engines still held by background threads");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    let engines = std::mem::take(&mut *OPENED.lock().unwrap());
+    drop(engines);
 }
 
 struct RocksBuilder;
@@ -62,7 +62,7 @@ impl StoreBuilder<TypeConfig, ShardLogStore, ShardStateMachine, TempDir> for Roc
     async fn build(&self) -> Result<(TempDir, ShardLogStore, ShardStateMachine), StorageError<TypeConfig>> {
         let dir = TempDir::new().map_err(storage_error)?;
         let rocks = Arc::new(RocksEngine::open(&dir.path().join("db")).map_err(storage_error)?);
-        OPENED.lock().unwrap().push(Arc::downgrade(&rocks));
+        OPENED.lock().unwrap().push(rocks.clone());
         let engine: SharedEngine = rocks;
         poison_neighbour(&engine, &dir).await.map_err(storage_error)?;
         let (log, sm) = build(engine, &dir, ShardId(7)).map_err(storage_error)?;
@@ -85,7 +85,7 @@ impl StoreBuilder<TypeConfig, ShardLogStore, ShardStateMachine, TempDir> for Mem
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rocksdb_log_store_and_state_machine_pass_openraft_suite() {
     Suite::test_all(RocksBuilder).await.unwrap();
-    tokio::task::spawn_blocking(must_release_engines).await.unwrap();
+    tokio::task::spawn_blocking(must_close_engines).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

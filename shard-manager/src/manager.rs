@@ -94,6 +94,9 @@ pub struct Manager {
     // synced RocksDB write inside is the price of "durable before visible".
     state: Mutex<DurableState>,
     heartbeats: Mutex<HashMap<NodeId, Instant>>,
+    /// Heartbeat times are not durable, so right after a restart every node
+    /// looks dead; no failover is judged before one suspicion period.
+    started: Instant,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -108,6 +111,7 @@ impl Manager {
             reports: Mutex::new(HashMap::new()),
             state: Mutex::new(state),
             heartbeats: Mutex::new(HashMap::new()),
+            started: Instant::now(),
         }
     }
 
@@ -322,6 +326,9 @@ impl Manager {
     /// term), then the most applied, then the placement rule; its epoch goes
     /// up by one. All changes commit in one durable batch.
     pub fn reconcile_primaries(&self) -> SmResult<Vec<PrimaryChange>> {
+        if self.started.elapsed() < self.liveness.suspect_after {
+            return Ok(Vec::new());
+        }
         let mut state = self.lock_state();
         let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let candidates: HashMap<NodeId, Candidate> = self.candidates(&state).into_iter().map(|c| (c.id, c)).collect();

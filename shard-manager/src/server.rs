@@ -58,6 +58,9 @@ pub async fn run(
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await
         .context("serving")?;
+    // Wait for the aborted task to go: it holds the store, whose RocksDB
+    // lock must be free when this returns (a restart reopens it at once).
     reconciler.abort();
+    let _ = reconciler.await;
     Ok(())
 }
