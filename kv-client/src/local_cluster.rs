@@ -343,9 +343,16 @@ impl LocalCluster {
         let deadline = std::time::Instant::now() + timeout;
         while !id_file.exists() {
             if let Some((_, status)) = self.reap_exited().into_iter().find(|(n, _)| *n == id) {
-                let log = self.log_path(id).map(std::fs::read_to_string).transpose()?.unwrap_or_default();
+                let log = self
+                    .log_path(id)
+                    .map(std::fs::read_to_string)
+                    .transpose()?
+                    .unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                bail!("node {id} exited before registering ({status}); its log ends: {:?}", tail);
+                bail!(
+                    "node {id} exited before registering ({status}); its log ends: {:?}",
+                    tail
+                );
             }
             if std::time::Instant::now() >= deadline {
                 bail!("node {id} did not register within {timeout:?}");

@@ -11,6 +11,17 @@ use shoal_proto::sm::CreateKeyspaceRequest;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
+/// Five nodes (three in east, two in west) under a shard manager, with the
+/// default keyspace of four shards placed.
+async fn must_start_two_region_cluster() -> common::TestCluster {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = test_spec(&dir, 5, 4, &[]);
+    spec.shard_manager = true;
+    spec.shard_manager_bin = shard_manager_bin();
+    spec.regions = ["east", "east", "east", "west", "west"].map(String::from).to_vec();
+    must_start_spec(spec, dir).await
+}
+
 /// Shard → the nodes hosting a replica of it, as the nodes report.
 async fn hosted(cluster: &kv_client::local_cluster::LocalCluster, nodes: u64) -> HashMap<u64, BTreeSet<u64>> {
     let mut out: HashMap<u64, BTreeSet<u64>> = HashMap::new();
@@ -26,18 +37,7 @@ async fn hosted(cluster: &kv_client::local_cluster::LocalCluster, nodes: u64) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_host_what_the_shard_manager_places_and_survive_its_outage() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut spec = test_spec(&dir, 5, 4, &[]);
-    spec.shard_manager = true;
-    spec.shard_manager_bin = shard_manager_bin();
-    spec.regions = vec![
-        "east".into(),
-        "east".into(),
-        "east".into(),
-        "west".into(),
-        "west".into(),
-    ];
-    let mut tc = must_start_spec(spec, dir).await;
+    let mut tc = must_start_two_region_cluster().await;
     tc.cluster
         .wait_for_leaders(Duration::from_secs(60))
         .await
@@ -157,18 +157,7 @@ async fn must_align(cluster: &kv_client::local_cluster::LocalCluster) -> shoal_p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_primary_is_replaced_with_a_higher_epoch_and_nothing_acknowledged_is_lost() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut spec = test_spec(&dir, 5, 4, &[]);
-    spec.shard_manager = true;
-    spec.shard_manager_bin = shard_manager_bin();
-    spec.regions = vec![
-        "east".into(),
-        "east".into(),
-        "east".into(),
-        "west".into(),
-        "west".into(),
-    ];
-    let mut tc = must_start_spec(spec, dir).await;
+    let mut tc = must_start_two_region_cluster().await;
 
     // Raft leadership follows the primaries the shard manager balanced.
     let before = must_align(&tc.cluster).await;

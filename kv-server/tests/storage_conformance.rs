@@ -45,11 +45,19 @@ static OPENED: std::sync::Mutex<Vec<Arc<RocksEngine>>> = std::sync::Mutex::new(V
 fn must_close_engines() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let held = OPENED.lock().unwrap().iter().filter(|e| Arc::strong_count(e) > 1).count();
+        let held = OPENED
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| Arc::strong_count(e) > 1)
+            .count();
         if held == 0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "{held} engines still held by background threads");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{held} engines still held by background threads"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let engines = std::mem::take(&mut *OPENED.lock().unwrap());

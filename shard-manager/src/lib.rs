@@ -9,9 +9,9 @@
 //! - [`config`], [`server`]: configuration and the runnable server.
 //!
 //! Built so far: durable state, node registration with ids never reused,
-//! heartbeats and liveness, keyspace creation with placement and primaries
-//! (epoch 1), the shard map. Not yet: kv-servers hosting what it places,
-//! failover, repair, drain, primary moves (see ARCHITECTURE.md).
+//! heartbeats and liveness, keyspace creation with placement and primaries,
+//! the shard map, and primary failover with epochs. Not yet: repair, drain,
+//! remove, primary moves, high availability (see ARCHITECTURE.md).
 
 // tonic::Status is the error type of every gRPC handler.
 #![allow(clippy::result_large_err)]

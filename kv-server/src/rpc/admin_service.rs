@@ -56,7 +56,8 @@ pub fn layout_to_proto(layout: &ClusterLayout) -> Layout {
     }
 }
 
-fn role_name(state: ServerState) -> &'static str {
+/// The wire name of a Raft role.
+pub fn role_name(state: ServerState) -> &'static str {
     match state {
         ServerState::Leader => "leader",
         ServerState::Follower => "follower",

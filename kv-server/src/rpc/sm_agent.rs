@@ -136,13 +136,7 @@ fn reports(host: &NodeHost) -> Vec<ReplicaReport> {
         .iter()
         .map(|replica| {
             let m = replica.metrics();
-            let role = match m.state {
-                ServerState::Leader => "leader",
-                ServerState::Follower => "follower",
-                ServerState::Candidate => "candidate",
-                ServerState::Learner => "learner",
-                ServerState::Shutdown => "shutdown",
-            };
+            let role = crate::rpc::admin_service::role_name(m.state);
             ReplicaReport {
                 shard_id: replica.id.0,
                 role: role.into(),
