@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use shoal_proto::admin::admin_client::AdminClient;
 use shoal_proto::admin::{ReplicaStatusRequest, ReplicaStatusResponse, ShardDigestRequest, ShardDigestResponse};
 use shoal_proto::sm::shard_manager_client::ShardManagerClient;
-use shoal_proto::sm::{CreateKeyspaceRequest, GetShardMapRequest, ShardMap};
+use shoal_proto::sm::{CreateKeyspaceRequest, GetShardMapRequest, MovePrimaryRequest, ShardMap};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -414,6 +414,17 @@ impl LocalCluster {
             .get_shard_map(GetShardMapRequest {})
             .await?
             .into_inner())
+    }
+
+    pub async fn move_primary(&self, shard: u64, node: u64) -> anyhow::Result<()> {
+        self.sm_client()
+            .await?
+            .move_primary(MovePrimaryRequest {
+                shard_id: shard,
+                node_id: node,
+            })
+            .await?;
+        Ok(())
     }
 
     pub async fn create_keyspace(&self, request: CreateKeyspaceRequest) -> anyhow::Result<()> {

@@ -96,6 +96,31 @@ async fn nodes_host_what_the_shard_manager_places_and_survive_its_outage() {
     assert_eq!(users.get("alice").await.unwrap().unwrap().value, b"1");
     assert_eq!(client.get("alice").await.unwrap(), None, "keyspaces are separate");
 
+    // Moving a primary: new epoch, Raft leadership follows, and writes keep
+    // succeeding throughout.
+    let aligned = must_align(&tc.cluster).await;
+    let moved = &aligned.shards[0];
+    let target = *moved.voters.iter().find(|v| **v != moved.primary).unwrap();
+    let writer = {
+        let client = std::sync::Arc::new(must_connect(&tc.cluster).await);
+        tokio::spawn(async move {
+            for i in 0..300 {
+                client
+                    .put(format!("during-move/{i}"), "x")
+                    .await
+                    .expect("no failed request during a primary move");
+            }
+        })
+    };
+    tc.cluster.move_primary(moved.shard_id, target).await.unwrap();
+    let after_move = must_align(&tc.cluster).await;
+    let s = after_move.shards.iter().find(|s| s.shard_id == moved.shard_id).unwrap();
+    assert_eq!((s.primary, s.epoch), (target, moved.epoch + 1));
+    writer.await.unwrap();
+    let not_voter = (1..=5).find(|n| !moved.voters.contains(n)).unwrap();
+    let err = tc.cluster.move_primary(moved.shard_id, not_voter).await.unwrap_err();
+    assert!(format!("{err:#}").contains("not a voter"), "{err:#}");
+
     // The shard manager goes away (kill -9): reads and writes go on.
     let before = tc.cluster.shard_map().await.unwrap();
     tc.cluster.kill_shard_manager().unwrap();

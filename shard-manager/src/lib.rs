@@ -10,8 +10,8 @@
 //!
 //! Built so far: durable state, node registration with ids never reused,
 //! heartbeats and liveness, keyspace creation with placement and primaries,
-//! the shard map, and primary failover with epochs. Not yet: repair, drain,
-//! remove, primary moves, high availability (see ARCHITECTURE.md).
+//! the shard map, primary failover and primary moves with epochs. Not yet:
+//! repair, drain, remove, high availability (see ARCHITECTURE.md).
 
 // tonic::Status is the error type of every gRPC handler.
 #![allow(clippy::result_large_err)]

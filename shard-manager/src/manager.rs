@@ -18,6 +18,8 @@ pub enum SmError {
     AlreadyExists(String),
     #[error("unknown node {0}")]
     UnknownNode(NodeId),
+    #[error("unknown shard {0}")]
+    UnknownShard(ShardId),
     #[error("node {0} was removed; a removed node id is never reused")]
     NodeRemoved(NodeId),
     #[error("cannot place: {0}")]
@@ -399,6 +401,38 @@ impl Manager {
         }
         state.counters = counters;
         Ok(changes)
+    }
+
+    /// Makes `node` the primary of `shard` with a new epoch. The node must
+    /// be an alive, active voter of the shard.
+    pub fn move_primary(&self, shard: ShardId, node: NodeId) -> SmResult<ShardRecord> {
+        let mut state = self.lock_state();
+        let current = state.shards.get(&shard).ok_or(SmError::UnknownShard(shard))?;
+        if !current.voters.contains(&node) {
+            return Err(SmError::InvalidArgument(format!(
+                "node {node} is not a voter of shard {shard}"
+            )));
+        }
+        let active = state.nodes.get(&node).is_some_and(|n| n.intent == NodeIntent::Active);
+        if !active || self.liveness_of(node).0 != Liveness::Alive {
+            return Err(SmError::InvalidArgument(format!("node {node} is not alive and active")));
+        }
+        if current.primary == Some(node) {
+            return Ok(current.clone());
+        }
+        let mut next = current.clone();
+        next.primary = Some(node);
+        next.epoch += 1;
+        let mut counters = state.counters.clone();
+        counters.map_version += 1;
+        self.commit(&Change {
+            shards: vec![next.clone()],
+            counters: Some(counters.clone()),
+            ..Default::default()
+        })?;
+        state.shards.insert(shard, next.clone());
+        state.counters = counters;
+        Ok(next)
     }
 
     /// A copy of the durable state (the shard map).

@@ -2,7 +2,7 @@
 //! [`SmError`] to a status.
 
 use crate::manager::{KeyspaceSpec, Manager, Registration, ReplicaView, SmError};
-use crate::model::KeyspaceRecord;
+use crate::model::{KeyspaceRecord, ShardRecord};
 use shoal_proto::sm::shard_manager_server::ShardManager;
 use shoal_proto::sm::*;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ pub fn to_status(error: SmError) -> Status {
     match &error {
         SmError::InvalidArgument(_) => Status::invalid_argument(error.to_string()),
         SmError::AlreadyExists(_) => Status::already_exists(error.to_string()),
-        SmError::UnknownNode(_) => Status::not_found(error.to_string()),
+        SmError::UnknownNode(_) | SmError::UnknownShard(_) => Status::not_found(error.to_string()),
         SmError::NodeRemoved(_) => Status::failed_precondition(error.to_string()),
         SmError::Placement(_) => Status::failed_precondition(error.to_string()),
         SmError::Storage(_) => Status::internal(error.to_string()),
@@ -38,6 +38,17 @@ fn keyspace_state(k: &KeyspaceRecord) -> KeyspaceState {
         shard_ids: k.shards.clone(),
         regions: k.regions.clone(),
         preferred_region: k.preferred_region.clone(),
+    }
+}
+
+fn shard_state(s: &ShardRecord) -> ShardState {
+    ShardState {
+        shard_id: s.id,
+        keyspace: s.keyspace.clone(),
+        voters: s.voters.clone(),
+        learners: s.learners.clone(),
+        primary: s.primary.unwrap_or(0),
+        epoch: s.epoch,
     }
 }
 
@@ -98,6 +109,12 @@ impl ShardManager for ShardManagerService {
         Ok(Response::new(keyspace_state(&keyspace)))
     }
 
+    async fn move_primary(&self, request: Request<MovePrimaryRequest>) -> Result<Response<ShardState>, Status> {
+        let r = request.into_inner();
+        let shard = self.manager.move_primary(r.shard_id, r.node_id).map_err(to_status)?;
+        Ok(Response::new(shard_state(&shard)))
+    }
+
     async fn get_shard_map(&self, _request: Request<GetShardMapRequest>) -> Result<Response<ShardMap>, Status> {
         let state = self.manager.snapshot();
         let nodes = state
@@ -121,18 +138,7 @@ impl ShardManager for ShardManagerService {
                 }
             })
             .collect();
-        let shards = state
-            .shards
-            .values()
-            .map(|s| ShardState {
-                shard_id: s.id,
-                keyspace: s.keyspace.clone(),
-                voters: s.voters.clone(),
-                learners: s.learners.clone(),
-                primary: s.primary.unwrap_or(0),
-                epoch: s.epoch,
-            })
-            .collect();
+        let shards = state.shards.values().map(shard_state).collect();
         Ok(Response::new(ShardMap {
             version: state.counters.map_version,
             nodes,

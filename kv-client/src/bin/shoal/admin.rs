@@ -6,7 +6,7 @@ use anyhow::Context;
 use shoal_proto::admin::admin_client::AdminClient;
 use shoal_proto::admin::{ReplicaStatusRequest, ReplicaStatusResponse};
 use shoal_proto::sm::shard_manager_client::ShardManagerClient;
-use shoal_proto::sm::{CreateKeyspaceRequest, GetShardMapRequest};
+use shoal_proto::sm::{CreateKeyspaceRequest, GetShardMapRequest, MovePrimaryRequest};
 use std::collections::HashMap;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -138,6 +138,23 @@ pub async fn create_keyspace(cli: &Cli, request: CreateKeyspaceRequest) -> anyho
     println!(
         "created keyspace {} (id {}) with shards {:?}",
         ks.name, ks.keyspace_id, ks.shard_ids
+    );
+    Ok(())
+}
+
+pub async fn move_primary(cli: &Cli, shard: u64, node: u64) -> anyhow::Result<()> {
+    let s = shard_manager(cli)
+        .await?
+        .move_primary(MovePrimaryRequest {
+            shard_id: shard,
+            node_id: node,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    println!(
+        "shard {} primary is now node {} (epoch {})",
+        s.shard_id, s.primary, s.epoch
     );
     Ok(())
 }

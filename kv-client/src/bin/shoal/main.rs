@@ -110,6 +110,11 @@ enum Commands {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Shard administration through the shard manager.
+    Shard {
+        #[command(subcommand)]
+        command: ShardCommand,
+    },
     /// Keyspace administration through the shard manager.
     Keyspace {
         #[command(subcommand)]
@@ -143,6 +148,12 @@ enum Commands {
 enum ClusterCommand {
     /// Nodes with liveness, keyspaces, shards with voters, primary and epoch.
     Status,
+}
+
+#[derive(Subcommand)]
+enum ShardCommand {
+    /// Make NODE the primary of SHARD (epoch + 1); leadership follows.
+    MovePrimary { shard: u64, node: u64 },
 }
 
 #[derive(Subcommand)]
@@ -246,6 +257,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Commands::Cluster {
             command: ClusterCommand::Status,
         } => admin::cluster_status(&cli).await,
+        Commands::Shard {
+            command: ShardCommand::MovePrimary { shard, node },
+        } => admin::move_primary(&cli, *shard, *node).await,
         Commands::Keyspace {
             command:
                 KeyspaceCommand::Create {
