@@ -156,7 +156,8 @@ enum Next {
 
 pub struct ShoalClient {
     config: ClientConfig,
-    routes: RoutingTable,
+    /// Replaced whole when a newer layout is fetched; readers take an Arc.
+    routes: std::sync::RwLock<Arc<RoutingTable>>,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
@@ -221,7 +222,11 @@ fn classify(status: tonic::Status, kind: Kind) -> Next {
             Some(leader) => Next::Redirect(leader),
             None => Next::TryAnother(status.message().to_string()),
         },
-        Some(ErrorCode::Unavailable | ErrorCode::UnknownShard) => Next::TryAnother(status.message().to_string()),
+        // A node that does not know the shard or keyspace the client routed by
+        // lags the shard map (or does not host the shard): ask another.
+        Some(ErrorCode::Unavailable | ErrorCode::UnknownShard | ErrorCode::UnknownKeyspace) => {
+            Next::TryAnother(status.message().to_string())
+        }
         Some(ErrorCode::LeadershipLost) => Next::Fail(ClientError::Indeterminate(status.message().to_string())),
         Some(code) => Next::Fail(ClientError::Rejected {
             code,
@@ -238,14 +243,44 @@ impl ShoalClient {
     pub async fn connect(config: ClientConfig) -> ClientResult<ShoalClient> {
         let layout = fetch_layout(&config.endpoints).await?;
         Ok(ShoalClient {
-            routes: RoutingTable::from_layout(&layout),
+            routes: std::sync::RwLock::new(Arc::new(RoutingTable::from_layout(&layout))),
             config,
             channels: Mutex::new(HashMap::new()),
         })
     }
 
-    pub fn routes(&self) -> &RoutingTable {
-        &self.routes
+    /// The current routing table.
+    pub fn routes(&self) -> Arc<RoutingTable> {
+        self.routes.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Fetches the layout again (from the configured endpoints and every
+    /// node the current layout knows) and adopts it if it is newer.
+    pub async fn refresh(&self) -> ClientResult<()> {
+        let current = self.routes();
+        let mut endpoints = self.config.endpoints.clone();
+        endpoints.extend(
+            current
+                .node_addrs()
+                .into_iter()
+                .filter(|a| !self.config.endpoints.contains(a)),
+        );
+        let layout = fetch_layout(&endpoints).await?;
+        if layout.version > current.version() {
+            *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(RoutingTable::from_layout(&layout));
+        }
+        Ok(())
+    }
+
+    /// Refreshes the layout once when it does not know the keyspace yet
+    /// (it may have been created after this client connected).
+    async fn routes_with_keyspace(&self) -> ClientResult<Arc<RoutingTable>> {
+        let routes = self.routes();
+        if routes.keyspace(&self.config.keyspace).is_ok() {
+            return Ok(routes);
+        }
+        self.refresh().await?;
+        Ok(self.routes())
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -253,8 +288,8 @@ impl ShoalClient {
     }
 
     fn channel(&self, node: u64) -> ClientResult<Channel> {
-        let addr = self
-            .routes
+        let routes = self.routes();
+        let addr = routes
             .addr(node)
             .ok_or_else(|| ClientError::Routing(format!("unknown node {node}")))?;
         let mut channels = self
@@ -279,8 +314,9 @@ impl ShoalClient {
         })
     }
 
-    fn place(&self, key: &Key) -> ClientResult<Placement> {
-        self.routes
+    async fn place(&self, key: &Key) -> ClientResult<Placement> {
+        self.routes_with_keyspace()
+            .await?
             .place(&self.config.keyspace, &key.key, key.routing.as_deref())
     }
 
@@ -292,7 +328,8 @@ impl ShoalClient {
     {
         let deadline = Instant::now() + self.config.timeout;
         let mut backoff = self.config.initial_backoff;
-        let mut candidates = self.routes.candidates(shard);
+        let routes = self.routes();
+        let mut candidates = routes.candidates(shard);
         if candidates.is_empty() {
             return Err(ClientError::Routing(format!("shard {shard} has no replicas")));
         }
@@ -304,7 +341,7 @@ impl ShoalClient {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let next = match tokio::time::timeout(remaining, attempt(client)).await {
                 Ok(Ok(response)) => {
-                    self.routes.set_leader(shard, node);
+                    routes.set_leader(shard, node);
                     return Ok(response.into_inner());
                 }
                 Ok(Err(status)) => classify(status, kind),
@@ -321,14 +358,14 @@ impl ShoalClient {
                 // two nodes with stale hints cannot bounce us in a hot loop.
                 Next::Redirect(leader) if leader != node && redirects == 0 => {
                     redirects += 1;
-                    self.routes.set_leader(shard, leader);
-                    candidates = self.routes.candidates(shard);
+                    routes.set_leader(shard, leader);
+                    candidates = routes.candidates(shard);
                     target = 0;
                     continue;
                 }
                 Next::Redirect(leader) if leader != node => {
-                    self.routes.set_leader(shard, leader);
-                    candidates = self.routes.candidates(shard);
+                    routes.set_leader(shard, leader);
+                    candidates = routes.candidates(shard);
                     // The leader is first in `candidates`; the `+= 1` below
                     // wraps to it.
                     target = candidates.len().saturating_sub(1);
@@ -351,7 +388,7 @@ impl ShoalClient {
     /// layout over the cached connection: the cost floor of any request.
     pub async fn ping(&self) -> ClientResult<()> {
         let node = self
-            .routes
+            .routes()
             .first_node()
             .ok_or_else(|| ClientError::Routing("layout has no nodes".into()))?;
         let mut admin = AdminClient::new(self.channel(node)?);
@@ -364,7 +401,7 @@ impl ShoalClient {
 
     pub async fn get(&self, key: impl Into<Key>) -> ClientResult<Option<Versioned>> {
         let key = key.into();
-        let placement = self.place(&key)?;
+        let placement = self.place(&key).await?;
         let request = GetRequest {
             header: self.header(placement.shard),
             key: Some(KeyRef {
@@ -389,7 +426,7 @@ impl ShoalClient {
     pub async fn multi_get(&self, keys: Vec<Key>) -> ClientResult<Vec<Option<Versioned>>> {
         let mut by_shard: HashMap<u64, Vec<(usize, KeyRef)>> = HashMap::new();
         for (i, key) in keys.into_iter().enumerate() {
-            let placement = self.place(&key)?;
+            let placement = self.place(&key).await?;
             by_shard.entry(placement.shard).or_default().push((
                 i,
                 KeyRef {
@@ -423,7 +460,7 @@ impl ShoalClient {
 
     pub async fn put(&self, key: impl Into<Key>, value: impl Into<Vec<u8>>) -> ClientResult<WriteAck> {
         let key = key.into();
-        let placement = self.place(&key)?;
+        let placement = self.place(&key).await?;
         let request = PutRequest {
             header: self.header(placement.shard),
             key: Some(KeyRef {
@@ -443,7 +480,7 @@ impl ShoalClient {
 
     pub async fn delete(&self, key: impl Into<Key>) -> ClientResult<WriteAck> {
         let key = key.into();
-        let placement = self.place(&key)?;
+        let placement = self.place(&key).await?;
         let request = DeleteRequest {
             header: self.header(placement.shard),
             key: Some(KeyRef {
@@ -469,7 +506,7 @@ impl ShoalClient {
         for mutation in mutations {
             let (key, op) = match mutation {
                 Mutation::Put(key, value) => {
-                    let placement = self.place(&key)?;
+                    let placement = self.place(&key).await?;
                     let op = batch_op::Op::Put(PutOp {
                         key: Some(KeyRef {
                             ushard: placement.ushard,
@@ -480,7 +517,7 @@ impl ShoalClient {
                     (placement, op)
                 }
                 Mutation::Delete(key) => {
-                    let placement = self.place(&key)?;
+                    let placement = self.place(&key).await?;
                     (
                         placement,
                         batch_op::Op::Delete(DeleteOp {
@@ -522,10 +559,20 @@ impl ShoalClient {
     pub async fn scan_page(&self, options: &ScanOptions, cursor: Option<&[u8]>) -> ClientResult<ScanPage> {
         let (shards, ushard) = match &options.routing {
             Some(routing) => {
-                let placement = self.routes.place(&self.config.keyspace, routing, Some(routing))?;
+                let placement =
+                    self.routes_with_keyspace()
+                        .await?
+                        .place(&self.config.keyspace, routing, Some(routing))?;
                 (vec![placement.shard], Some(placement.ushard))
             }
-            None => (self.routes.keyspace(&self.config.keyspace)?.shards.clone(), None),
+            None => (
+                self.routes_with_keyspace()
+                    .await?
+                    .keyspace(&self.config.keyspace)?
+                    .shards
+                    .clone(),
+                None,
+            ),
         };
         let limit = if options.limit == 0 {
             DEFAULT_SCAN_PAGE

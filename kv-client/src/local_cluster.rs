@@ -144,9 +144,29 @@ pub struct LocalCluster {
     shard_manager: Option<ManagedProcess>,
 }
 
+/// Ports handed out by this process, so two clusters of one test binary
+/// never get the same one.
+static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// A port that is free now, picked at random *below* the kernel's ephemeral
+/// range (32768+): a port taken from that range with `bind(0)` can be handed
+/// to some other process's outgoing connection before our server binds it,
+/// which made parallel tests fail with "Address already in use".
 fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..1000 {
+        let port = rng.gen_range(20_000..32_000);
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
+            return Ok(port);
+        }
+    }
+    bail!("found no free port in 20000-32000")
 }
 
 fn layout_toml(spec: &LocalClusterSpec, addrs: &[(String, String)]) -> String {

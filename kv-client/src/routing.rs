@@ -28,6 +28,7 @@ pub struct Placement {
 }
 
 pub struct RoutingTable {
+    version: u64,
     keyspaces: HashMap<String, KeyspaceRoute>,
     replicas: HashMap<u64, Vec<u64>>,
     addrs: HashMap<u64, String>,
@@ -38,6 +39,7 @@ pub struct RoutingTable {
 impl RoutingTable {
     pub fn from_layout(layout: &Layout) -> RoutingTable {
         RoutingTable {
+            version: layout.version,
             keyspaces: layout
                 .keyspaces
                 .iter()
@@ -77,6 +79,16 @@ impl RoutingTable {
             shard: ks.shard_of_ushard(ushard),
             ushard,
         })
+    }
+
+    /// Version of the layout this table was built from.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Client addresses of every node in the layout.
+    pub fn node_addrs(&self) -> Vec<String> {
+        self.addrs.values().cloned().collect()
     }
 
     /// The lowest node id of the layout.

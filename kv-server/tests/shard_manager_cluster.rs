@@ -62,7 +62,16 @@ async fn nodes_host_what_the_shard_manager_places_and_survive_its_outage() {
         client.put(format!("k{i}"), format!("v{i}")).await.expect("put");
     }
 
-    // A keyspace created now reaches the nodes through their heartbeats.
+    // A keyspace created now reaches the nodes through their heartbeats, and
+    // a client that connected before it existed finds it by refreshing.
+    let config = ClientConfig {
+        endpoints: tc.cluster.endpoints(),
+        keyspace: "users".into(),
+        timeout: Duration::from_secs(20),
+        ..ClientConfig::default()
+    };
+    let users = ShoalClient::connect(config).await.expect("connect");
+    assert!(users.routes().keyspace("users").is_err(), "not created yet");
     tc.cluster
         .create_keyspace(CreateKeyspaceRequest {
             name: "users".into(),
@@ -79,20 +88,14 @@ async fn nodes_host_what_the_shard_manager_places_and_survive_its_outage() {
         .await
         .expect("leaders");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let users = loop {
-        let config = ClientConfig {
-            endpoints: tc.cluster.endpoints(),
-            keyspace: "users".into(),
-            timeout: Duration::from_secs(20),
-            ..ClientConfig::default()
-        };
-        match ShoalClient::connect(config).await {
-            Ok(c) if c.routes().keyspace("users").is_ok() => break c,
-            _ if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
-            _ => panic!("keyspace users never reached the nodes"),
-        }
-    };
-    users.put("alice", "1").await.expect("put into the new keyspace");
+    while let Err(e) = users.put("alice", "1").await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "keyspace users never reached the client: {e}"
+        );
+        assert!(e.is_retryable(), "{e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(users.get("alice").await.unwrap().unwrap().value, b"1");
     assert_eq!(client.get("alice").await.unwrap(), None, "keyspaces are separate");
 
