@@ -132,11 +132,9 @@ pub struct ScanPage {
 /// Entries per scan page when the caller gives no limit.
 pub const DEFAULT_SCAN_PAGE: u32 = 100;
 
-/// The resume cursor after `entry`, in the server's format (`ushard:u32be key`).
+/// The resume cursor after `entry`, in the format servers use.
 fn encode_cursor(entry: &Entry) -> Vec<u8> {
-    let mut cursor = entry.ushard.to_be_bytes().to_vec();
-    cursor.extend_from_slice(&entry.key);
-    cursor
+    shoal_proto::scan_cursor::encode(entry.ushard, &entry.key)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

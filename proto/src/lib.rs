@@ -29,6 +29,23 @@ pub const ERROR_CODE_METADATA: &str = "shoal-error";
 /// gRPC metadata key carrying the node id of the current leader, when known.
 pub const LEADER_HINT_METADATA: &str = "shoal-leader";
 
+/// The scan resume cursor, shared by servers (which return it) and clients
+/// (which merge pages across shards and resume after the last entry they
+/// kept): `ushard:u32be` followed by the user key.
+pub mod scan_cursor {
+    pub fn encode(ushard: u32, key: &[u8]) -> Vec<u8> {
+        let mut out = ushard.to_be_bytes().to_vec();
+        out.extend_from_slice(key);
+        out
+    }
+
+    /// `(ushard, key)`, or `None` when the bytes are not a cursor.
+    pub fn decode(bytes: &[u8]) -> Option<(u32, Vec<u8>)> {
+        let ushard = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?);
+        Some((ushard, bytes[4..].to_vec()))
+    }
+}
+
 /// The routing contract shared by clients and servers: which micro-shard a
 /// key belongs to when the application gives no routing key, and which shard
 /// owns a micro-shard under the static (pre-shard-manager) mapping.

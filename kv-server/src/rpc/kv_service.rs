@@ -2,6 +2,7 @@
 
 use crate::error::{KvError, KvResult};
 use crate::keys::ValueRecord;
+use crate::layout::ClusterLayout;
 use crate::raft::types::{Command, WriteOp};
 use crate::rpc::status::to_status;
 use crate::rpc::validate::{check_batch, check_key, check_ushard, check_value, resolve_header};
@@ -25,8 +26,8 @@ impl KvService {
 
     /// Names the answering shard, node and the shard's epoch (0 without a
     /// shard manager).
-    fn response_header(&self, shard: ShardId) -> Option<ResponseHeader> {
-        let epoch = self.host.layout().shard(shard).map(|s| s.epoch).unwrap_or(0);
+    fn response_header(&self, layout: &ClusterLayout, shard: ShardId) -> Option<ResponseHeader> {
+        let epoch = layout.shard(shard).map(|s| s.epoch).unwrap_or(0);
         Some(ResponseHeader {
             shard_id: shard.0,
             epoch,
@@ -50,7 +51,7 @@ impl KvService {
             })
             .await?;
         Ok(WriteResponse {
-            header: self.response_header(shard),
+            header: self.response_header(&layout, shard),
             version: result.version.0,
         })
     }
@@ -85,7 +86,7 @@ impl Kv for KvService {
                 let replica = self.strong_replica(shard).await?;
                 let value = replica.get_local(keyspace.id, ushard, key)?.map(to_value);
                 Ok(GetResponse {
-                    header: self.response_header(shard),
+                    header: self.response_header(&layout, shard),
                     value,
                 })
             }
@@ -117,7 +118,7 @@ impl Kv for KvService {
                     values.push(GetResponse { header: None, value });
                 }
                 Ok(MultiGetResponse {
-                    header: self.response_header(shard),
+                    header: self.response_header(&layout, shard),
                     values,
                 })
             }
@@ -233,7 +234,7 @@ impl Kv for KvService {
                     })
                     .collect();
                 Ok(ScanResponse {
-                    header: self.response_header(shard),
+                    header: self.response_header(&layout, shard),
                     entries,
                     resume_after,
                     more: page.more,

@@ -33,20 +33,14 @@ pub struct Cursor {
 
 impl Cursor {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = self.ushard.0.to_be_bytes().to_vec();
-        out.extend_from_slice(&self.key);
-        out
+        shoal_proto::scan_cursor::encode(self.ushard.0, &self.key)
     }
 
     pub fn decode(bytes: &[u8]) -> KvResult<Cursor> {
-        if bytes.len() < 4 {
-            return Err(KvError::Malformed(
-                "resume_after is not a cursor returned by scan".into(),
-            ));
-        }
-        let ushard = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        let (ushard, key) = shoal_proto::scan_cursor::decode(bytes)
+            .ok_or_else(|| KvError::Malformed("resume_after is not a cursor returned by scan".into()))?;
         Ok(Cursor {
-            key: bytes[4..].to_vec(),
+            key,
             ushard: UshardId(ushard),
         })
     }
