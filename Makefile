@@ -4,8 +4,12 @@
 # the ~20-minute RocksDB build.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/shoal-target
 BIN := $(CARGO_TARGET_DIR)/debug
+# Developer builds carry failpoints (docs/failpoints.md): the fault tests need
+# them, and one feature set for every target avoids rebuilding kv-server when
+# switching between `make run` and `make test`. Release images leave them out.
+FEATURES := --features kv-server/failpoints
 
-.PHONY: help deps build run test lint verify doc bench failover clean-data
+.PHONY: help deps build run test lint verify doc bench failover repair clean-data
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -14,24 +18,24 @@ deps: ## Install system packages the build needs (libclang-dev for RocksDB's bin
 	@./scripts/install-deps.sh
 
 build: deps ## Build the kv-server, shard-manager and shoal binaries
-	cargo build --workspace --bins
+	cargo build --workspace --bins $(FEATURES)
 
 run: build ## Start a local 3-node playground cluster (Ctrl-C stops it)
 	$(BIN)/shoal playground --data-dir shoal-data
 
 test: deps ## Run every test (unit, storage conformance, process clusters)
 	@if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run --workspace --no-fail-fast; \
+		cargo nextest run --workspace $(FEATURES) --no-fail-fast; \
 	else \
-		cargo test --workspace --no-fail-fast; \
+		cargo test --workspace $(FEATURES) --no-fail-fast; \
 	fi
 
 lint: deps ## fmt check and clippy with warnings denied
 	cargo fmt --all --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets $(FEATURES) -- -D warnings
 
 doc: deps ## Build the docs with warnings denied
-	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps $(FEATURES)
 
 verify: lint test doc ## Everything CI checks (read-only)
 
@@ -40,6 +44,9 @@ bench: build ## Load generator against a fresh local 3-node cluster: put/get at 
 
 failover: build ## Kill -9 the node of a primary 20 times on a fresh local cluster; print failover times
 	$(BIN)/shoal bench --failover-kills 20
+
+repair: build ## Kill -9 a loaded node 5 times on a fresh 5-node cluster; print time to full replication
+	$(BIN)/shoal bench --repair-kills 5 --keys 20000 --value-bytes 1024
 
 clean-data: ## Remove the playground's data folder
 	rm -rf shoal-data

@@ -147,6 +147,9 @@ enum Kind {
 enum Next {
     /// Try the hinted leader right away.
     Redirect(u64),
+    /// Our map is behind (stale epoch, wrong or unknown shard): fetch the
+    /// map again, then retry.
+    Refresh(String),
     /// Try the next replica after a backoff.
     TryAnother(String),
     Fail(ClientError),
@@ -220,11 +223,13 @@ fn classify(status: tonic::Status, kind: Kind) -> Next {
             Some(leader) => Next::Redirect(leader),
             None => Next::TryAnother(status.message().to_string()),
         },
-        // A node that does not know the shard or keyspace the client routed by
-        // lags the shard map (or does not host the shard): ask another.
-        Some(ErrorCode::Unavailable | ErrorCode::UnknownShard | ErrorCode::UnknownKeyspace) => {
-            Next::TryAnother(status.message().to_string())
+        // Either side's map may be behind: the replica may have moved away
+        // (or not arrived yet), or the epoch changed. Refresh ours and retry.
+        Some(ErrorCode::UnknownShard | ErrorCode::WrongShard | ErrorCode::StaleEpoch) => {
+            Next::Refresh(status.message().to_string())
         }
+        // A node that does not know the keyspace lags the shard map: ask another.
+        Some(ErrorCode::Unavailable | ErrorCode::UnknownKeyspace) => Next::TryAnother(status.message().to_string()),
         Some(ErrorCode::LeadershipLost) => Next::Fail(ClientError::Indeterminate(status.message().to_string())),
         Some(code) => Next::Fail(ClientError::Rejected {
             code,
@@ -304,11 +309,13 @@ impl ShoalClient {
         Ok(channel)
     }
 
-    fn header(&self, shard: u64) -> Option<RequestHeader> {
+    /// The header of one attempt: the epoch is the one `routes` holds, so
+    /// a node with a newer map answers STALE_EPOCH and we refresh.
+    fn header(&self, routes: &RoutingTable, shard: u64) -> Option<RequestHeader> {
         Some(RequestHeader {
             keyspace: self.config.keyspace.clone(),
             shard_id: shard,
-            epoch: 0,
+            epoch: routes.epoch(shard),
         })
     }
 
@@ -318,26 +325,48 @@ impl ShoalClient {
             .place(&self.config.keyspace, &key.key, key.routing.as_deref())
     }
 
+    /// Fetches the map again and returns the new route to `shard`.
+    async fn refreshed_route(&self, shard: u64) -> ClientResult<(Arc<RoutingTable>, Vec<u64>)> {
+        // A failed refresh keeps the old map; the retry loop goes on with it.
+        let _ = self.refresh().await;
+        let routes = self.routes();
+        let candidates = routes.candidates(shard);
+        if candidates.is_empty() {
+            return Err(ClientError::Routing(format!("shard {shard} has no replicas")));
+        }
+        Ok((routes, candidates))
+    }
+
     /// Runs one request against a shard with leader-following and retries.
+    /// `attempt` gets a connection and the request header to send. The map
+    /// is fetched again (at most once per refresh-worthy answer, and once
+    /// per full round of failed replicas) when it looks stale.
     async fn call<T, F, Fut>(&self, shard: u64, kind: Kind, mut attempt: F) -> ClientResult<T>
     where
-        F: FnMut(KvClient<Channel>) -> Fut,
+        F: FnMut(KvClient<Channel>, Option<RequestHeader>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = Instant::now() + self.config.timeout;
         let mut backoff = self.config.initial_backoff;
-        let routes = self.routes();
+        let mut routes = self.routes();
         let mut candidates = routes.candidates(shard);
         if candidates.is_empty() {
             return Err(ClientError::Routing(format!("shard {shard} has no replicas")));
         }
         let mut target = 0usize;
         let mut redirects = 0u32;
+        let mut refresh_now = false;
         loop {
+            if refresh_now {
+                refresh_now = false;
+                (routes, candidates) = self.refreshed_route(shard).await?;
+                target = 0;
+            }
             let node = candidates[target % candidates.len()];
             let client = KvClient::new(self.channel(node)?).max_decoding_message_size(64 << 20);
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let next = match tokio::time::timeout(remaining, attempt(client)).await {
+            let header = self.header(&routes, shard);
+            let next = match tokio::time::timeout(remaining, attempt(client, header)).await {
                 Ok(Ok(response)) => {
                     routes.set_leader(shard, node);
                     return Ok(response.into_inner());
@@ -354,6 +383,12 @@ impl ShoalClient {
                 Next::Fail(error) => return Err(error),
                 // Follow the first hint at once; after that, back off too, so
                 // two nodes with stale hints cannot bounce us in a hot loop.
+                // A leader our map does not know: the map is behind.
+                Next::Redirect(leader) if routes.addr(leader).is_none() => {
+                    routes.set_leader(shard, leader);
+                    refresh_now = true;
+                    format!("node {node} redirected to {leader}, which our map does not know")
+                }
                 Next::Redirect(leader) if leader != node && redirects == 0 => {
                     redirects += 1;
                     routes.set_leader(shard, leader);
@@ -371,9 +406,17 @@ impl ShoalClient {
                     format!("node {node} redirected to {leader}")
                 }
                 Next::Redirect(_) => format!("node {node} named itself leader but refused"),
+                Next::Refresh(problem) => {
+                    refresh_now = true;
+                    format!("node {node}: {problem}")
+                }
                 Next::TryAnother(problem) => format!("node {node}: {problem}"),
             };
             target += 1;
+            // Every replica failed once: maybe they moved.
+            if target.is_multiple_of(candidates.len()) {
+                refresh_now = true;
+            }
             if Instant::now() + backoff >= deadline {
                 return Err(ClientError::Unavailable(format!("shard {shard}: {last_problem}")));
             }
@@ -401,15 +444,16 @@ impl ShoalClient {
         let key = key.into();
         let placement = self.place(&key).await?;
         let request = GetRequest {
-            header: self.header(placement.shard),
+            header: None, // set per attempt by `call`
             key: Some(KeyRef {
                 ushard: placement.ushard,
                 key: key.key,
             }),
         };
         let response = self
-            .call(placement.shard, Kind::Read, |mut c| {
-                let request = request.clone();
+            .call(placement.shard, Kind::Read, |mut c, header| {
+                let mut request = request.clone();
+                request.header = header;
                 async move { c.get(request).await }
             })
             .await?;
@@ -437,12 +481,13 @@ impl ShoalClient {
         let mut out = vec![None; total];
         for (shard, refs) in by_shard {
             let request = MultiGetRequest {
-                header: self.header(shard),
+                header: None, // set per attempt by `call`
                 keys: refs.iter().map(|(_, k)| k.clone()).collect(),
             };
             let response = self
-                .call(shard, Kind::Read, |mut c| {
-                    let request = request.clone();
+                .call(shard, Kind::Read, |mut c, header| {
+                    let mut request = request.clone();
+                    request.header = header;
                     async move { c.multi_get(request).await }
                 })
                 .await?;
@@ -460,7 +505,7 @@ impl ShoalClient {
         let key = key.into();
         let placement = self.place(&key).await?;
         let request = PutRequest {
-            header: self.header(placement.shard),
+            header: None, // set per attempt by `call`
             key: Some(KeyRef {
                 ushard: placement.ushard,
                 key: key.key,
@@ -468,8 +513,9 @@ impl ShoalClient {
             value: value.into(),
         };
         let response = self
-            .call(placement.shard, Kind::Write, |mut c| {
-                let request = request.clone();
+            .call(placement.shard, Kind::Write, |mut c, header| {
+                let mut request = request.clone();
+                request.header = header;
                 async move { c.put(request).await }
             })
             .await?;
@@ -480,15 +526,16 @@ impl ShoalClient {
         let key = key.into();
         let placement = self.place(&key).await?;
         let request = DeleteRequest {
-            header: self.header(placement.shard),
+            header: None, // set per attempt by `call`
             key: Some(KeyRef {
                 ushard: placement.ushard,
                 key: key.key,
             }),
         };
         let response = self
-            .call(placement.shard, Kind::Write, |mut c| {
-                let request = request.clone();
+            .call(placement.shard, Kind::Write, |mut c, header| {
+                let mut request = request.clone();
+                request.header = header;
                 async move { c.delete(request).await }
             })
             .await?;
@@ -540,12 +587,13 @@ impl ShoalClient {
         }
         let shard = shard.ok_or_else(|| ClientError::InvalidArgument("empty batch".into()))?;
         let request = BatchRequest {
-            header: self.header(shard),
+            header: None, // set per attempt by `call`
             ops,
         };
         let response = self
-            .call(shard, Kind::Write, |mut c| {
-                let request = request.clone();
+            .call(shard, Kind::Write, |mut c, header| {
+                let mut request = request.clone();
+                request.header = header;
                 async move { c.batch(request).await }
             })
             .await?;
@@ -585,7 +633,7 @@ impl ShoalClient {
         let mut frontier: Option<(Vec<u8>, u32)> = None;
         for shard in shards {
             let request = ScanRequest {
-                header: self.header(shard),
+                header: None, // set per attempt by `call`
                 ushard,
                 start: options.start.clone(),
                 end: options.end.clone(),
@@ -596,8 +644,9 @@ impl ShoalClient {
                 resume_after: cursor.map(<[u8]>::to_vec).unwrap_or_default(),
             };
             let response = self
-                .call(shard, Kind::Read, |mut c| {
-                    let request = request.clone();
+                .call(shard, Kind::Read, |mut c, header| {
+                    let mut request = request.clone();
+                    request.header = header;
                     async move { c.scan(request).await }
                 })
                 .await?;

@@ -8,9 +8,11 @@
 
 use anyhow::{bail, Context};
 use shoal_proto::admin::admin_client::AdminClient;
-use shoal_proto::admin::{ReplicaStatusRequest, ReplicaStatusResponse, ShardDigestRequest, ShardDigestResponse};
+use shoal_proto::admin::{
+    ReplicaStatusRequest, ReplicaStatusResponse, SetFailpointRequest, ShardDigestRequest, ShardDigestResponse,
+};
 use shoal_proto::sm::shard_manager_client::ShardManagerClient;
-use shoal_proto::sm::{CreateKeyspaceRequest, GetShardMapRequest, MovePrimaryRequest, ShardMap};
+use shoal_proto::sm::{CreateKeyspaceRequest, GetShardMapRequest, MovePrimaryRequest, NodeRequest, ShardMap};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -43,6 +45,9 @@ pub struct LocalClusterSpec {
     pub regions: Vec<String>,
     /// Replicas per shard of the default keyspace (shard-manager mode).
     pub replicas: u32,
+    /// The shard manager's repair grace period: a node silent this long is
+    /// dead and its replicas are rebuilt elsewhere.
+    pub dead_after: Duration,
 }
 
 impl LocalClusterSpec {
@@ -59,6 +64,7 @@ impl LocalClusterSpec {
             shard_manager_bin: find_binary("shard-manager", "SHOAL_SHARD_MANAGER_BIN"),
             regions: Vec::new(),
             replicas: 3,
+            dead_after: Duration::from_secs(10),
         }
     }
 
@@ -308,8 +314,9 @@ impl LocalCluster {
             (true, Some(addr)) => {
                 let config_path = spec.data_dir.join("shard-manager.toml");
                 let text = format!(
-                    "data_dir = \"{}\"\nlisten = \"{addr}\"\nsuspect_after_ms = 1000\ndead_after_ms = 10000\n",
-                    spec.data_dir.join("shard-manager").display()
+                    "data_dir = \"{}\"\nlisten = \"{addr}\"\nsuspect_after_ms = 1000\ndead_after_ms = {}\n",
+                    spec.data_dir.join("shard-manager").display(),
+                    spec.dead_after.as_millis().max(1001)
                 );
                 std::fs::write(&config_path, text)?;
                 Some(ManagedProcess {
@@ -447,6 +454,22 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Asks the shard manager to drain node `id`.
+    pub async fn drain_node(&self, id: u64) -> anyhow::Result<()> {
+        self.sm_client().await?.drain_node(NodeRequest { node_id: id }).await?;
+        Ok(())
+    }
+
+    /// Asks the shard manager to remove node `id`.
+    pub async fn remove_node(&self, id: u64) -> Result<(), tonic::Status> {
+        let mut client = self
+            .sm_client()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        client.remove_node(NodeRequest { node_id: id }).await?;
+        Ok(())
+    }
+
     pub async fn create_keyspace(&self, request: CreateKeyspaceRequest) -> anyhow::Result<()> {
         self.sm_client().await?.create_keyspace(request).await?;
         Ok(())
@@ -473,6 +496,7 @@ impl LocalCluster {
                             ushards: self.spec.ushards,
                             regions: vec![],
                             preferred_region: String::new(),
+                            learner_regions: vec![],
                         })
                         .await;
                 }
@@ -583,6 +607,19 @@ impl LocalCluster {
             .replica_status(ReplicaStatusRequest {})
             .await?
             .into_inner())
+    }
+
+    /// Sets a failpoint on node `id` (kv-server built with `failpoints`).
+    pub async fn set_failpoint(&self, id: u64, name: &str, actions: &str) -> anyhow::Result<()> {
+        self.admin(id)
+            .await?
+            .set_failpoint(SetFailpointRequest {
+                name: name.into(),
+                actions: actions.into(),
+            })
+            .await
+            .with_context(|| format!("failpoint {name}={actions} on node {id}"))?;
+        Ok(())
     }
 
     pub async fn shard_digest(&self, id: u64, shard: u64) -> anyhow::Result<ShardDigestResponse> {

@@ -27,10 +27,20 @@ pub struct Placement {
     pub ushard: u32,
 }
 
+/// What the table knows of one shard.
+#[derive(Clone, Debug, Default)]
+struct ShardRoute {
+    /// Voters, the only replicas that can lead.
+    replicas: Vec<u64>,
+    /// The shard manager's primary (0 = none) and its epoch.
+    primary: u64,
+    epoch: u64,
+}
+
 pub struct RoutingTable {
     version: u64,
     keyspaces: HashMap<String, KeyspaceRoute>,
-    replicas: HashMap<u64, Vec<u64>>,
+    shards: HashMap<u64, ShardRoute>,
     addrs: HashMap<u64, String>,
     // A plain mutex: held for a map lookup or insert, never across an await.
     leaders: Mutex<HashMap<u64, u64>>,
@@ -52,7 +62,18 @@ impl RoutingTable {
                     (k.name.clone(), route)
                 })
                 .collect(),
-            replicas: layout.shards.iter().map(|s| (s.shard_id, s.replicas.clone())).collect(),
+            shards: layout
+                .shards
+                .iter()
+                .map(|s| {
+                    let route = ShardRoute {
+                        replicas: s.replicas.clone(),
+                        primary: s.primary,
+                        epoch: s.epoch,
+                    };
+                    (s.shard_id, route)
+                })
+                .collect(),
             addrs: layout
                 .nodes
                 .iter()
@@ -100,14 +121,24 @@ impl RoutingTable {
         self.addrs.get(&node).map(String::as_str)
     }
 
-    /// The order in which to try a shard's replicas: the cached leader first.
+    /// The shard's epoch in this table (0 when the layout has none).
+    pub fn epoch(&self, shard: u64) -> u64 {
+        self.shards.get(&shard).map(|s| s.epoch).unwrap_or(0)
+    }
+
+    /// The order in which to try a shard's replicas: the leader last seen
+    /// (even one this table does not list yet, when its address is known),
+    /// else the shard manager's primary, then the other replicas.
     pub fn candidates(&self, shard: u64) -> Vec<u64> {
-        let mut nodes = self.replicas.get(&shard).cloned().unwrap_or_default();
-        if let Some(leader) = self.leader(shard) {
-            if let Some(pos) = nodes.iter().position(|n| *n == leader) {
-                nodes.remove(pos);
-                nodes.insert(0, leader);
-            }
+        let route = self.shards.get(&shard).cloned().unwrap_or_default();
+        let mut nodes = route.replicas;
+        let first = self
+            .leader(shard)
+            .filter(|l| self.addrs.contains_key(l))
+            .or((route.primary != 0).then_some(route.primary));
+        if let Some(first) = first {
+            nodes.retain(|n| *n != first);
+            nodes.insert(0, first);
         }
         nodes
     }

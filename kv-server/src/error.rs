@@ -17,6 +17,12 @@ pub enum KvError {
         ushard: u32,
         shard: ShardId,
     },
+    #[error("shard {shard} is at epoch {current}; the request named epoch {requested}: refresh the shard map")]
+    StaleEpoch {
+        shard: ShardId,
+        requested: u64,
+        current: u64,
+    },
     #[error("key is {len} bytes; the limit is {max}")]
     KeyTooLarge { len: usize, max: usize },
     #[error("value is {len} bytes; the limit is {max}")]

@@ -58,6 +58,11 @@ pub fn shard_range(shard: ShardId) -> (Vec<u8>, Vec<u8>) {
     (start, end)
 }
 
+/// The shard a key of any shard-prefixed cf belongs to.
+pub fn shard_of_key(key: &[u8]) -> Option<ShardId> {
+    Some(ShardId(u64::from_be_bytes(key.get(..8)?.try_into().ok()?)))
+}
+
 pub fn raft_log_key(shard: ShardId, index: u64) -> [u8; 16] {
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&shard_prefix(shard));

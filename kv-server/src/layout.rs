@@ -23,6 +23,17 @@ pub struct NodeLayout {
     pub region: String,
 }
 
+fn first_conf_ver() -> u64 {
+    1
+}
+
+impl ShardLayout {
+    /// Every node hosting this shard.
+    pub fn hosts(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.replicas.iter().chain(&self.learners).chain(&self.leaving).copied()
+    }
+}
+
 fn default_region() -> String {
     "local".to_string()
 }
@@ -58,7 +69,20 @@ impl KeyspaceLayout {
 #[serde(deny_unknown_fields)]
 pub struct ShardLayout {
     pub id: ShardId,
+    /// Voters.
     pub replicas: Vec<NodeId>,
+    /// Non-voting replicas Raft should have: the keyspace's read learners
+    /// and a replica being built to replace another.
+    #[serde(default)]
+    pub learners: Vec<NodeId>,
+    /// Replicas on their way out: still hosted until Raft has committed a
+    /// membership without them.
+    #[serde(default)]
+    pub leaving: Vec<NodeId>,
+    /// Membership version from the shard manager. Only at version 1 does
+    /// the first voter bootstrap the group; later replicas join it.
+    #[serde(default = "first_conf_ver")]
+    pub conf_ver: u64,
     /// The replica the shard manager wants leading; none in a static layout.
     #[serde(default)]
     pub primary: Option<NodeId>,
@@ -102,11 +126,12 @@ impl ClusterLayout {
             if shard.replicas.is_empty() {
                 bail!("layout.shards[{}].replicas: empty", shard.id);
             }
-            let unique: HashSet<_> = shard.replicas.iter().collect();
-            if unique.len() != shard.replicas.len() {
+            let hosts: Vec<NodeId> = shard.hosts().collect();
+            let unique: HashSet<_> = hosts.iter().collect();
+            if unique.len() != hosts.len() {
                 bail!("layout.shards[{}].replicas: a node appears twice", shard.id);
             }
-            if let Some(missing) = shard.replicas.iter().find(|n| !node_ids.contains(n)) {
+            if let Some(missing) = hosts.iter().find(|n| !node_ids.contains(n)) {
                 bail!("layout.shards[{}].replicas: unknown node {missing}", shard.id);
             }
         }
@@ -155,9 +180,9 @@ impl ClusterLayout {
         self.shards.iter().find(|s| s.id == id)
     }
 
-    /// Shards with a replica on `node`.
+    /// Shards with a replica (voter, learner or leaving) on `node`.
     pub fn shards_on(&self, node: NodeId) -> Vec<&ShardLayout> {
-        self.shards.iter().filter(|s| s.replicas.contains(&node)).collect()
+        self.shards.iter().filter(|s| s.hosts().any(|h| h == node)).collect()
     }
 
     /// A layout of `nodes` nodes, one keyspace `default`, `shards` shards each
@@ -173,6 +198,9 @@ impl ClusterLayout {
                 ShardLayout {
                     id: ShardId(id),
                     replicas: r,
+                    learners: vec![],
+                    leaving: vec![],
+                    conf_ver: 1,
                     primary: None,
                     epoch: 0,
                 }

@@ -5,22 +5,11 @@
 
 mod common;
 
-use common::{must_connect, must_start_spec, shard_manager_bin, test_spec};
+use common::{must_align, must_connect, must_start_two_region_cluster};
 use kv_client::{ClientConfig, ShoalClient};
 use shoal_proto::sm::CreateKeyspaceRequest;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
-
-/// Five nodes (three in east, two in west) under a shard manager, with the
-/// default keyspace of four shards placed.
-async fn must_start_two_region_cluster() -> common::TestCluster {
-    let dir = tempfile::tempdir().unwrap();
-    let mut spec = test_spec(&dir, 5, 4, &[]);
-    spec.shard_manager = true;
-    spec.shard_manager_bin = shard_manager_bin();
-    spec.regions = ["east", "east", "east", "west", "west"].map(String::from).to_vec();
-    must_start_spec(spec, dir).await
-}
 
 /// Shard → the nodes hosting a replica of it, as the nodes report.
 async fn hosted(cluster: &kv_client::local_cluster::LocalCluster, nodes: u64) -> HashMap<u64, BTreeSet<u64>> {
@@ -37,7 +26,7 @@ async fn hosted(cluster: &kv_client::local_cluster::LocalCluster, nodes: u64) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_host_what_the_shard_manager_places_and_survive_its_outage() {
-    let mut tc = must_start_two_region_cluster().await;
+    let mut tc = must_start_two_region_cluster(Duration::from_secs(10)).await;
     tc.cluster
         .wait_for_leaders(Duration::from_secs(60))
         .await
@@ -78,8 +67,10 @@ async fn nodes_host_what_the_shard_manager_places_and_survive_its_outage() {
             replicas: 3,
             shards: 2,
             ushards: 16,
-            regions: vec![],
-            preferred_region: "west".into(),
+            // Voters in east, a read learner in west.
+            regions: vec!["east".into()],
+            preferred_region: String::new(),
+            learner_regions: vec!["west".into()],
         })
         .await
         .unwrap();
@@ -98,6 +89,37 @@ async fn nodes_host_what_the_shard_manager_places_and_survive_its_outage() {
     }
     assert_eq!(users.get("alice").await.unwrap().unwrap().value, b"1");
     assert_eq!(client.get("alice").await.unwrap(), None, "keyspaces are separate");
+
+    // Each shard of `users` has a learner in west: a node that is not a
+    // voter hosts it as a Raft learner and receives every write.
+    let map = tc.cluster.shard_map().await.unwrap();
+    for shard in map.shards.iter().filter(|s| s.keyspace == "users") {
+        let learner = *shard.learners.first().expect("a learner");
+        assert!(learner > 3 && !shard.voters.contains(&learner), "{shard:?}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = tc.cluster.replica_status(learner).await.unwrap();
+            let role = status
+                .replicas
+                .iter()
+                .find(|r| r.shard_id == shard.shard_id)
+                .map(|r| r.role.clone());
+            let theirs = tc.cluster.shard_digest(learner, shard.shard_id).await.ok();
+            let primary = tc.cluster.shard_digest(shard.primary, shard.shard_id).await.ok();
+            let same = theirs.is_some()
+                && theirs.as_ref().map(|d| (d.applied_index, d.digest))
+                    == primary.as_ref().map(|d| (d.applied_index, d.digest));
+            if role.as_deref() == Some("learner") && same {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "learner {learner} of shard {}: role {role:?}, digest {theirs:?} vs {primary:?}",
+                shard.shard_id
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
     // Moving a primary: new epoch, Raft leadership follows, and writes keep
     // succeeding throughout.
@@ -120,6 +142,21 @@ async fn nodes_host_what_the_shard_manager_places_and_survive_its_outage() {
     let s = after_move.shards.iter().find(|s| s.shard_id == moved.shard_id).unwrap();
     assert_eq!((s.primary, s.epoch), (target, moved.epoch + 1));
     writer.await.unwrap();
+    // `client` connected before the move, so it names the old epoch. Once
+    // the nodes hold the new map (one heartbeat), they refuse it with
+    // STALE_EPOCH and the client fetches the map again, transparently.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(client.routes().epoch(moved.shard_id), moved.epoch);
+    let on_moved = (0..)
+        .map(|i| format!("moved/{i}"))
+        .find(|k| client.routes().place("default", k.as_bytes(), None).unwrap().shard == moved.shard_id)
+        .unwrap();
+    client.put(on_moved, "x").await.expect("put with a stale epoch");
+    assert_eq!(
+        client.routes().epoch(moved.shard_id),
+        moved.epoch + 1,
+        "the client refreshed its map"
+    );
     let not_voter = (1..=5).find(|n| !moved.voters.contains(n)).unwrap();
     let err = tc.cluster.move_primary(moved.shard_id, not_voter).await.unwrap_err();
     assert!(format!("{err:#}").contains("not a voter"), "{err:#}");
@@ -160,32 +197,9 @@ async fn nodes_host_what_the_shard_manager_places_and_survive_its_outage() {
     tc.cluster.stop_all(Duration::from_secs(10));
 }
 
-/// Polls until every shard's Raft leader is the shard manager's primary.
-async fn must_align(cluster: &kv_client::local_cluster::LocalCluster) -> shoal_proto::sm::ShardMap {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let map = cluster.shard_map().await.expect("shard map");
-        let leaders = cluster.leaders().await;
-        let misaligned: Vec<_> = map
-            .shards
-            .iter()
-            .filter(|s| leaders.get(&s.shard_id) != Some(&s.primary))
-            .map(|s| s.shard_id)
-            .collect();
-        if misaligned.is_empty() {
-            return map;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "leaders never matched primaries: {misaligned:?} {leaders:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_primary_is_replaced_with_a_higher_epoch_and_nothing_acknowledged_is_lost() {
-    let mut tc = must_start_two_region_cluster().await;
+    let mut tc = must_start_two_region_cluster(Duration::from_secs(10)).await;
 
     // Raft leadership follows the primaries the shard manager balanced.
     let before = must_align(&tc.cluster).await;

@@ -15,7 +15,8 @@ pub struct ManagerConfig {
     /// No heartbeat for this long: the node is suspect.
     #[serde(default = "default_suspect_after_ms")]
     pub suspect_after_ms: u64,
-    /// No heartbeat for this long: the node is dead.
+    /// No heartbeat for this long: the node is dead and its replicas are
+    /// rebuilt elsewhere (the repair grace period).
     #[serde(default = "default_dead_after_ms")]
     pub dead_after_ms: u64,
 }

@@ -17,9 +17,11 @@
 #![allow(clippy::result_large_err)]
 
 pub mod config;
+pub mod layout_service;
 pub mod manager;
 pub mod model;
 pub mod placement;
+pub mod repair;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -4,7 +4,8 @@
 //! visible, so a restart never loses what a caller was told.
 
 use crate::model::{KeyspaceRecord, Liveness, NodeId, NodeIntent, NodeRecord, ShardId, ShardRecord};
-use crate::placement::{choose_primary, place_replicas, Candidate, PlacementError};
+use crate::placement::{choose_primary, place_learner, place_replicas, Candidate, PlacementError};
+use crate::repair::{self, KeyspaceRules, LeaderView, NodeView, RepairStep};
 use crate::store::{Change, DurableState, MetaStore};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -22,6 +23,8 @@ pub enum SmError {
     UnknownShard(ShardId),
     #[error("node {0} was removed; a removed node id is never reused")]
     NodeRemoved(NodeId),
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("cannot place: {0}")]
     Placement(#[from] PlacementError),
     #[error("storage: {0}")]
@@ -57,6 +60,7 @@ pub struct KeyspaceSpec {
     pub ushards: u32,
     pub regions: Vec<String>,
     pub preferred_region: String,
+    pub learner_regions: Vec<String>,
 }
 
 /// A node registering (or re-registering).
@@ -76,6 +80,17 @@ pub struct ReplicaView {
     pub is_leader: bool,
     pub term: u64,
     pub applied_index: u64,
+    /// Raft's membership and peer progress, from a leader only (its `node`
+    /// is filled in by the manager).
+    pub raft: Option<LeaderView>,
+}
+
+/// A membership step taken by [`Manager::reconcile_membership`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembershipStep {
+    pub shard: ShardId,
+    pub step: RepairStep,
+    pub conf_ver: u64,
 }
 
 /// A primary change made by [`Manager::reconcile_primaries`].
@@ -125,6 +140,26 @@ impl Manager {
 
     fn commit(&self, change: &Change) -> SmResult<()> {
         self.store.commit(change).map_err(|e| SmError::Storage(e.to_string()))
+    }
+
+    /// Commits new versions of some shards as one new map version, then
+    /// makes them visible. Nothing to commit: no new version.
+    fn commit_shards(&self, state: &mut DurableState, updated: Vec<ShardRecord>) -> SmResult<()> {
+        if updated.is_empty() {
+            return Ok(());
+        }
+        let mut counters = state.counters.clone();
+        counters.map_version += 1;
+        self.commit(&Change {
+            shards: updated.clone(),
+            counters: Some(counters.clone()),
+            ..Default::default()
+        })?;
+        for shard in updated {
+            state.shards.insert(shard.id, shard);
+        }
+        state.counters = counters;
+        Ok(())
     }
 
     pub fn liveness_of(&self, node: NodeId) -> (Liveness, Option<Duration>) {
@@ -241,7 +276,7 @@ impl Manager {
             .map(|n| Candidate {
                 id: n.id,
                 region: n.region.clone(),
-                replicas: state.shards.values().filter(|s| s.voters.contains(&n.id)).count(),
+                replicas: state.shards.values().filter(|s| s.hosts().contains(&n.id)).count(),
                 primaries: state.shards.values().filter(|s| s.primary == Some(n.id)).count(),
             })
             .collect()
@@ -267,6 +302,12 @@ impl Manager {
                 spec.ushards, spec.shards
             )));
         }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(bad) = spec.learner_regions.iter().find(|r| r.is_empty() || !seen.insert(*r)) {
+            return Err(SmError::InvalidArgument(format!(
+                "learner_regions: empty or repeated region {bad:?}"
+            )));
+        }
         let mut state = self.lock_state();
         if state.keyspaces.contains_key(&spec.name) {
             return Err(SmError::AlreadyExists(format!("keyspace {:?}", spec.name)));
@@ -286,15 +327,25 @@ impl Manager {
                     c.primaries += 1;
                 }
             }
+            let mut learners = Vec::new();
+            for region in &spec.learner_regions {
+                let learner = place_learner(&candidates, region, &voters)?;
+                if let Some(c) = candidates.iter_mut().find(|c| c.id == learner) {
+                    c.replicas += 1;
+                }
+                learners.push(learner);
+            }
             let id = counters.next_shard_id;
             counters.next_shard_id += 1;
             shards.push(ShardRecord {
                 id,
                 keyspace: spec.name.clone(),
                 voters,
-                learners: vec![],
+                learners,
                 primary,
                 epoch: 1,
+                conf_ver: 1,
+                change: None,
             });
         }
         let keyspace = KeyspaceRecord {
@@ -305,6 +356,7 @@ impl Manager {
             shards: shards.iter().map(|s| s.id).collect(),
             regions: spec.regions,
             preferred_region: spec.preferred_region,
+            learner_regions: spec.learner_regions,
         };
         counters.next_keyspace_id += 1;
         counters.map_version += 1;
@@ -337,7 +389,10 @@ impl Manager {
         let mut changes = Vec::new();
         let mut updated = Vec::new();
         for shard in state.shards.values() {
-            if shard.primary.is_some_and(|p| candidates.contains_key(&p)) {
+            if shard
+                .primary
+                .is_some_and(|p| candidates.contains_key(&p) && shard.voters.contains(&p))
+            {
                 continue;
             }
             let view = |node: NodeId| {
@@ -386,20 +441,7 @@ impl Manager {
             });
             updated.push(next);
         }
-        if updated.is_empty() {
-            return Ok(changes);
-        }
-        let mut counters = state.counters.clone();
-        counters.map_version += 1;
-        self.commit(&Change {
-            shards: updated.clone(),
-            counters: Some(counters.clone()),
-            ..Default::default()
-        })?;
-        for shard in updated {
-            state.shards.insert(shard.id, shard);
-        }
-        state.counters = counters;
+        self.commit_shards(&mut state, updated)?;
         Ok(changes)
     }
 
@@ -423,16 +465,146 @@ impl Manager {
         let mut next = current.clone();
         next.primary = Some(node);
         next.epoch += 1;
+        self.commit_shards(&mut state, vec![next.clone()])?;
+        Ok(next)
+    }
+
+    /// Marks a node draining: its primaries move (see
+    /// [`Self::reconcile_primaries`]), then its replicas (see
+    /// [`Self::reconcile_membership`]), and it gets no new ones.
+    pub fn drain_node(&self, node: NodeId) -> SmResult<NodeRecord> {
+        self.set_intent(node, NodeIntent::Draining, |_| Ok(()))
+    }
+
+    /// Forgets a node for good. Refused while it is alive and still holds
+    /// replicas (drain it first); a dead node's replicas are rebuilt at once.
+    pub fn remove_node(&self, node: NodeId) -> SmResult<NodeRecord> {
+        self.set_intent(node, NodeIntent::Removed, |state| {
+            let held = state.shards.values().filter(|s| s.hosts().contains(&node)).count();
+            let liveness = self.liveness_of(node).0;
+            if held > 0 && liveness != Liveness::Dead {
+                return Err(SmError::FailedPrecondition(format!(
+                    "node {node} is {} and holds {held} replicas; drain it first",
+                    liveness.name()
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn set_intent(
+        &self,
+        node: NodeId,
+        intent: NodeIntent,
+        allowed: impl FnOnce(&DurableState) -> SmResult<()>,
+    ) -> SmResult<NodeRecord> {
+        let mut state = self.lock_state();
+        let current = state.nodes.get(&node).ok_or(SmError::UnknownNode(node))?;
+        if current.intent == NodeIntent::Removed {
+            return Err(SmError::NodeRemoved(node));
+        }
+        if current.intent == intent {
+            return Ok(current.clone());
+        }
+        allowed(&state)?;
+        let mut record = current.clone();
+        record.intent = intent;
         let mut counters = state.counters.clone();
         counters.map_version += 1;
         self.commit(&Change {
-            shards: vec![next.clone()],
+            nodes: vec![record.clone()],
             counters: Some(counters.clone()),
             ..Default::default()
         })?;
-        state.shards.insert(shard, next.clone());
+        state.nodes.insert(node, record.clone());
         state.counters = counters;
-        Ok(next)
+        Ok(record)
+    }
+
+    /// How repair sees every node right now.
+    fn node_views(&self, state: &DurableState) -> BTreeMap<NodeId, NodeView> {
+        state
+            .nodes
+            .values()
+            .map(|n| {
+                let liveness = self.liveness_of(n.id).0;
+                let view = NodeView {
+                    region: n.region.clone(),
+                    usable: n.intent == NodeIntent::Active && liveness == Liveness::Alive,
+                    gone: n.intent == NodeIntent::Removed || liveness == Liveness::Dead,
+                    draining: n.intent == NodeIntent::Draining,
+                };
+                (n.id, view)
+            })
+            .collect()
+    }
+
+    /// The freshest report of `shard`'s Raft leader among alive nodes.
+    fn leader_view(&self, shard: ShardId, reports: &HashMap<NodeId, Vec<ReplicaView>>) -> Option<LeaderView> {
+        reports
+            .iter()
+            .filter(|(node, _)| self.liveness_of(**node).0 == Liveness::Alive)
+            .filter_map(|(node, views)| {
+                let view = views.iter().find(|v| v.shard == shard && v.is_leader)?;
+                let mut raft = view.raft.clone()?;
+                raft.node = *node;
+                Some((view.term, raft))
+            })
+            .max_by_key(|(term, _)| *term)
+            .map(|(_, raft)| raft)
+    }
+
+    /// Moves every shard one repair step further (see [`crate::repair`]):
+    /// replicas on nodes dead past the grace period, removed or draining
+    /// are rebuilt elsewhere, one membership change at a time per shard.
+    /// Nothing is judged before one grace period after start: heartbeat
+    /// times are not durable, so every node looks dead until then.
+    pub fn reconcile_membership(&self) -> SmResult<Vec<MembershipStep>> {
+        if self.started.elapsed() < self.liveness.dead_after {
+            return Ok(Vec::new());
+        }
+        let mut state = self.lock_state();
+        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let nodes = self.node_views(&state);
+        let mut candidates = self.candidates(&state);
+        let mut steps = Vec::new();
+        let mut updated = Vec::new();
+        for shard in state.shards.values() {
+            let rules = KeyspaceRules {
+                regions: state
+                    .keyspaces
+                    .get(&shard.keyspace)
+                    .map(|k| k.regions.clone())
+                    .unwrap_or_default(),
+            };
+            let leader = self.leader_view(shard.id, &reports);
+            let Some(step) = repair::next_step(shard, &nodes, leader.as_ref(), &candidates, &rules) else {
+                continue;
+            };
+            if let RepairStep::Start(change) = &step {
+                // Later shards in this pass see the new load.
+                if let Some(c) = candidates.iter_mut().find(|c| c.id == change.adding) {
+                    c.replicas += 1;
+                }
+            }
+            let next = repair::apply(shard, &step);
+            steps.push(MembershipStep {
+                shard: shard.id,
+                step,
+                conf_ver: next.conf_ver,
+            });
+            updated.push(next);
+        }
+        self.commit_shards(&mut state, updated)?;
+        Ok(steps)
+    }
+
+    /// Replicas and primaries per node, from the current map.
+    pub fn node_load(&self, node: NodeId) -> (u32, u32) {
+        let state = self.lock_state();
+        let replicas = state.shards.values().filter(|s| s.hosts().contains(&node)).count();
+        let primaries = state.shards.values().filter(|s| s.primary == Some(node)).count();
+        (replicas as u32, primaries as u32)
     }
 
     /// A copy of the durable state (the shard map).

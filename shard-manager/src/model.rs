@@ -41,6 +41,9 @@ pub struct KeyspaceRecord {
     pub regions: Vec<String>,
     /// Where primaries should sit when possible; empty = no preference.
     pub preferred_region: String,
+    /// One learner (non-voting replica) per listed region.
+    #[serde(default)]
+    pub learner_regions: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +55,64 @@ pub struct ShardRecord {
     pub primary: Option<NodeId>,
     /// Strictly increases every time the primary changes.
     pub epoch: u64,
+    /// Bumped by every change of `voters`, `learners` or `change`. A node
+    /// bootstraps a shard's Raft group only at version 1: a replica added
+    /// later joins the existing group instead.
+    #[serde(default = "first_conf_ver")]
+    pub conf_ver: u64,
+    /// The replica replacement in progress, if any: at most one per shard,
+    /// so Raft sees one membership change at a time.
+    #[serde(default)]
+    pub change: Option<ReplicaChange>,
+}
+
+fn first_conf_ver() -> u64 {
+    1
+}
+
+impl ShardRecord {
+    /// Every node that hosts (or is about to host, or still hosts) this
+    /// shard: voters, learners and both ends of a change.
+    pub fn hosts(&self) -> Vec<NodeId> {
+        let mut hosts: Vec<NodeId> = self.voters.iter().chain(&self.learners).copied().collect();
+        if let Some(change) = &self.change {
+            hosts.extend([change.adding, change.removing]);
+        }
+        hosts.sort_unstable();
+        hosts.dedup();
+        hosts
+    }
+}
+
+/// Replacing one replica of a shard by a new one on another node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaChange {
+    /// The node being added. While catching up it is a Raft learner.
+    pub adding: NodeId,
+    /// The node being replaced; it keeps its replica until Raft has
+    /// committed a membership without it.
+    pub removing: NodeId,
+    /// Whether the replaced replica is a voter (else a learner).
+    pub voter: bool,
+    pub phase: ChangePhase,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangePhase {
+    /// `adding` is a learner receiving the log (or a snapshot).
+    CatchingUp,
+    /// `adding` has replaced `removing` in the record; waiting for Raft to
+    /// commit that membership.
+    Promoting,
+}
+
+impl ChangePhase {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChangePhase::CatchingUp => "catching-up",
+            ChangePhase::Promoting => "promoting",
+        }
+    }
 }
 
 /// Observed liveness of a node.
@@ -71,6 +132,16 @@ impl Liveness {
             Liveness::Alive => "alive",
             Liveness::Suspect => "suspect",
             Liveness::Dead => "dead",
+        }
+    }
+}
+
+impl NodeIntent {
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeIntent::Active => "active",
+            NodeIntent::Draining => "draining",
+            NodeIntent::Removed => "removed",
         }
     }
 }

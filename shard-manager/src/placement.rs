@@ -71,6 +71,21 @@ pub fn place_replicas(
     Ok(chosen.iter().map(|c| c.id).collect())
 }
 
+/// Picks the node for a shard's learner in `region`: not one of its
+/// `voters`, least loaded, lowest id.
+pub fn place_learner(candidates: &[Candidate], region: &str, voters: &[NodeId]) -> Result<NodeId, PlacementError> {
+    candidates
+        .iter()
+        .filter(|c| c.region == region && !voters.contains(&c.id))
+        .min_by_key(|c| (c.replicas, c.id))
+        .map(|c| c.id)
+        .ok_or_else(|| PlacementError::NotEnoughNodes {
+            wanted: 1,
+            available: 0,
+            regions: vec![region.to_string()],
+        })
+}
+
 /// Picks a shard's primary among `voters`: in the preferred region when one
 /// is there, then the fewest primaries, then the lowest id. `eligible`
 /// excludes voters that must not lead (dead, draining).

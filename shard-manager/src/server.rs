@@ -2,10 +2,12 @@
 //! resolves (tests bind port 0).
 
 use crate::config::ManagerConfig;
+use crate::layout_service::LayoutService;
 use crate::manager::{LivenessConfig, Manager};
 use crate::service::ShardManagerService;
 use crate::store::MetaStore;
 use anyhow::Context;
+use shoal_proto::admin::admin_server::AdminServer;
 use shoal_proto::sm::shard_manager_server::ShardManagerServer;
 use std::future::Future;
 use std::sync::Arc;
@@ -15,21 +17,43 @@ use tokio::net::TcpListener;
 /// How often observed state is compared with intended state.
 const RECONCILE_EVERY: Duration = Duration::from_millis(200);
 
-/// Intended vs observed, forever: today, primaries that stopped
-/// heartbeating are replaced (with a higher epoch).
+/// Intended vs observed, forever: primaries on nodes that stopped
+/// heartbeating or are draining are replaced (with a higher epoch), then
+/// replicas on nodes dead past the grace period, draining or removed are
+/// rebuilt elsewhere.
 async fn reconcile_loop(manager: Arc<Manager>) {
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
     loop {
         tick.tick().await;
         let m = manager.clone();
-        match tokio::task::spawn_blocking(move || m.reconcile_primaries()).await {
-            Ok(Ok(changes)) => {
+        let result = tokio::task::spawn_blocking(move || {
+            let primaries = m.reconcile_primaries();
+            let membership = m.reconcile_membership();
+            (primaries, membership)
+        })
+        .await;
+        let (primaries, membership) = match result {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciler task failed");
+                continue;
+            }
+        };
+        match primaries {
+            Ok(changes) => {
                 for c in changes {
-                    tracing::info!(shard_id = c.shard, from = ?c.from, to = c.to, epoch = c.epoch, "primary failover");
+                    tracing::info!(shard_id = c.shard, from = ?c.from, to = c.to, epoch = c.epoch, "primary moved");
                 }
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "reconciling primaries failed"),
-            Err(e) => tracing::warn!(error = %e, "reconciler task failed"),
+            Err(e) => tracing::warn!(error = %e, "reconciling primaries failed"),
+        }
+        match membership {
+            Ok(steps) => {
+                for s in steps {
+                    tracing::info!(shard_id = s.shard, step = ?s.step, conf_ver = s.conf_ver, "replica repair");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reconciling membership failed"),
         }
     }
 }
@@ -54,7 +78,8 @@ pub async fn run(
     let manager = Arc::new(Manager::new(store, state, liveness));
     let reconciler = tokio::spawn(reconcile_loop(manager.clone()));
     tonic::transport::Server::builder()
-        .add_service(ShardManagerServer::new(ShardManagerService::new(manager)))
+        .add_service(ShardManagerServer::new(ShardManagerService::new(manager.clone())))
+        .add_service(AdminServer::new(LayoutService::new(manager)))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await
         .context("serving")?;

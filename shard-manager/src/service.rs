@@ -2,7 +2,8 @@
 //! [`SmError`] to a status.
 
 use crate::manager::{KeyspaceSpec, Manager, Registration, ReplicaView, SmError};
-use crate::model::{KeyspaceRecord, ShardRecord};
+use crate::model::{KeyspaceRecord, NodeRecord, ShardRecord};
+use crate::repair::LeaderView;
 use shoal_proto::sm::shard_manager_server::ShardManager;
 use shoal_proto::sm::*;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ pub fn to_status(error: SmError) -> Status {
         SmError::InvalidArgument(_) => Status::invalid_argument(error.to_string()),
         SmError::AlreadyExists(_) => Status::already_exists(error.to_string()),
         SmError::UnknownNode(_) | SmError::UnknownShard(_) => Status::not_found(error.to_string()),
-        SmError::NodeRemoved(_) => Status::failed_precondition(error.to_string()),
+        SmError::NodeRemoved(_) | SmError::FailedPrecondition(_) => Status::failed_precondition(error.to_string()),
         SmError::Placement(_) => Status::failed_precondition(error.to_string()),
         SmError::Storage(_) => Status::internal(error.to_string()),
     }
@@ -38,6 +39,7 @@ fn keyspace_state(k: &KeyspaceRecord) -> KeyspaceState {
         shard_ids: k.shards.clone(),
         regions: k.regions.clone(),
         preferred_region: k.preferred_region.clone(),
+        learner_regions: k.learner_regions.clone(),
     }
 }
 
@@ -49,7 +51,46 @@ fn shard_state(s: &ShardRecord) -> ShardState {
         learners: s.learners.clone(),
         primary: s.primary.unwrap_or(0),
         epoch: s.epoch,
+        conf_ver: s.conf_ver,
+        adding: s.change.as_ref().map(|c| c.adding).unwrap_or(0),
+        removing: s.change.as_ref().map(|c| c.removing).unwrap_or(0),
+        change_phase: s
+            .change
+            .as_ref()
+            .map(|c| c.phase.name().to_string())
+            .unwrap_or_default(),
     }
+}
+
+impl ShardManagerService {
+    fn node_state(&self, n: &NodeRecord) -> NodeState {
+        let (liveness, age) = self.manager.liveness_of(n.id);
+        let (replica_count, primary_count) = self.manager.node_load(n.id);
+        NodeState {
+            node_id: n.id,
+            client_addr: n.client_addr.clone(),
+            raft_addr: n.raft_addr.clone(),
+            region: n.region.clone(),
+            labels: n.labels.clone().into_iter().collect(),
+            liveness: liveness.name().to_string(),
+            ms_since_heartbeat: age.map(|a| a.as_millis() as u64).unwrap_or(u64::MAX),
+            intent: n.intent.name().to_string(),
+            replica_count,
+            primary_count,
+        }
+    }
+}
+
+/// What a leader's report says about its Raft group.
+fn leader_view(r: &ReplicaReport) -> Option<LeaderView> {
+    (r.role == "leader").then(|| LeaderView {
+        node: 0,
+        voters: r.voters.iter().copied().collect(),
+        learners: r.learners.iter().copied().collect(),
+        joint: r.joint,
+        last_log_index: r.last_log_index,
+        matched_index: r.matched_index.iter().map(|(k, v)| (*k, *v)).collect(),
+    })
 }
 
 #[tonic::async_trait]
@@ -82,6 +123,7 @@ impl ShardManager for ShardManagerService {
                 is_leader: r.role == "leader",
                 term: r.term,
                 applied_index: r.applied_index,
+                raft: leader_view(r),
             })
             .collect();
         let map_version = self.manager.heartbeat(request.node_id, views).map_err(to_status)?;
@@ -104,6 +146,7 @@ impl ShardManager for ShardManagerService {
             ushards: r.ushards,
             regions: r.regions,
             preferred_region: r.preferred_region,
+            learner_regions: r.learner_regions,
         };
         let keyspace = self.manager.create_keyspace(spec).map_err(to_status)?;
         Ok(Response::new(keyspace_state(&keyspace)))
@@ -115,29 +158,25 @@ impl ShardManager for ShardManagerService {
         Ok(Response::new(shard_state(&shard)))
     }
 
+    async fn drain_node(&self, request: Request<NodeRequest>) -> Result<Response<NodeState>, Status> {
+        let node = self
+            .manager
+            .drain_node(request.into_inner().node_id)
+            .map_err(to_status)?;
+        Ok(Response::new(self.node_state(&node)))
+    }
+
+    async fn remove_node(&self, request: Request<NodeRequest>) -> Result<Response<NodeState>, Status> {
+        let node = self
+            .manager
+            .remove_node(request.into_inner().node_id)
+            .map_err(to_status)?;
+        Ok(Response::new(self.node_state(&node)))
+    }
+
     async fn get_shard_map(&self, _request: Request<GetShardMapRequest>) -> Result<Response<ShardMap>, Status> {
         let state = self.manager.snapshot();
-        let nodes = state
-            .nodes
-            .values()
-            .map(|n| {
-                let (liveness, age) = self.manager.liveness_of(n.id);
-                let liveness = match n.intent {
-                    crate::model::NodeIntent::Removed => "removed",
-                    crate::model::NodeIntent::Draining => "draining",
-                    crate::model::NodeIntent::Active => liveness.name(),
-                };
-                NodeState {
-                    node_id: n.id,
-                    client_addr: n.client_addr.clone(),
-                    raft_addr: n.raft_addr.clone(),
-                    region: n.region.clone(),
-                    labels: n.labels.clone().into_iter().collect(),
-                    liveness: liveness.to_string(),
-                    ms_since_heartbeat: age.map(|a| a.as_millis() as u64).unwrap_or(u64::MAX),
-                }
-            })
-            .collect();
+        let nodes = state.nodes.values().map(|n| self.node_state(n)).collect();
         let shards = state.shards.values().map(shard_state).collect();
         Ok(Response::new(ShardMap {
             version: state.counters.map_version,

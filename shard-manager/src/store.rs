@@ -144,7 +144,14 @@ impl MetaStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::NodeIntent;
+    use crate::model::{ChangePhase, NodeIntent, ReplicaChange};
+
+    #[test]
+    fn a_shard_record_from_before_membership_changes_loads_with_defaults() {
+        let old = r#"{"id":1,"keyspace":"k","voters":[1,2,3],"learners":[],"primary":1,"epoch":2}"#;
+        let shard: ShardRecord = serde_json::from_str(old).unwrap();
+        assert_eq!((shard.conf_ver, shard.change), (1, None));
+    }
 
     #[test]
     fn committed_state_survives_reopen() {
@@ -164,6 +171,13 @@ mod tests {
             learners: vec![],
             primary: Some(7),
             epoch: 4,
+            conf_ver: 3,
+            change: Some(ReplicaChange {
+                adding: 9,
+                removing: 7,
+                voter: true,
+                phase: ChangePhase::CatchingUp,
+            }),
         };
         let counters = Counters {
             next_node_id: 8,

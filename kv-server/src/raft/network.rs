@@ -111,6 +111,7 @@ fn decode_reply<T: DeserializeOwned>(reply: RaftReply) -> Result<T, RpcError> {
 
 impl ShardPeer {
     fn client(&self) -> Result<RaftTransportClient<Channel>, RpcError> {
+        fail::fail_point!("raft-send", |_| Err(unreachable("failpoint raft-send")));
         let channel = self.peers.channel(&self.addr).map_err(|e| unreachable(&e))?;
         Ok(RaftTransportClient::new(channel)
             .max_decoding_message_size(64 << 20)

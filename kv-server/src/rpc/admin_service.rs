@@ -51,6 +51,9 @@ pub fn layout_to_proto(layout: &ClusterLayout) -> Layout {
             .map(|s| ShardInfo {
                 shard_id: s.id.0,
                 replicas: s.replicas.iter().map(|n| n.0).collect(),
+                primary: s.primary.map(|p| p.0).unwrap_or(0),
+                epoch: s.epoch,
+                learners: s.learners.iter().map(|n| n.0).collect(),
             })
             .collect(),
     }
@@ -115,4 +118,25 @@ impl Admin for AdminService {
             digest: d.digest,
         }))
     }
+
+    async fn set_failpoint(
+        &self,
+        request: Request<SetFailpointRequest>,
+    ) -> Result<Response<SetFailpointResponse>, Status> {
+        set_failpoint(request.into_inner())?;
+        Ok(Response::new(SetFailpointResponse {}))
+    }
+}
+
+#[cfg(feature = "failpoints")]
+fn set_failpoint(request: SetFailpointRequest) -> Result<(), Status> {
+    tracing::warn!(name = %request.name, actions = %request.actions, "failpoint set");
+    fail::cfg(&request.name, &request.actions).map_err(Status::invalid_argument)
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn set_failpoint(_request: SetFailpointRequest) -> Result<(), Status> {
+    Err(Status::unimplemented(
+        "this kv-server was built without the `failpoints` feature",
+    ))
 }

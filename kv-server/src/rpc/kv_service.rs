@@ -24,6 +24,22 @@ impl KvService {
         KvService { host }
     }
 
+    /// Checks the header against this node's map. A client that names a
+    /// newer epoch than ours has seen a newer map: ours is behind, so the
+    /// heartbeat loop is asked to fetch it now rather than at its next tick.
+    fn resolve<'a>(
+        &self,
+        layout: &'a ClusterLayout,
+        header: Option<&RequestHeader>,
+    ) -> KvResult<(&'a crate::layout::KeyspaceLayout, ShardId)> {
+        let (keyspace, shard) = resolve_header(layout, header)?;
+        let ours = layout.shard(shard).map(|s| s.epoch).unwrap_or(0);
+        if header.is_some_and(|h| h.epoch > ours) {
+            self.host.request_map_refresh();
+        }
+        Ok((keyspace, shard))
+    }
+
     /// Names the answering shard, node and the shard's epoch (0 without a
     /// shard manager).
     fn response_header(&self, layout: &ClusterLayout, shard: ShardId) -> Option<ResponseHeader> {
@@ -41,7 +57,7 @@ impl KvService {
         build: impl FnOnce(&crate::layout::KeyspaceLayout, ShardId) -> KvResult<Vec<WriteOp>>,
     ) -> KvResult<WriteResponse> {
         let layout = self.host.layout();
-        let (keyspace, shard) = resolve_header(&layout, header)?;
+        let (keyspace, shard) = self.resolve(&layout, header)?;
         let ops = build(keyspace, shard)?;
         let replica = self.host.shard(shard)?;
         let result = replica
@@ -81,7 +97,7 @@ impl Kv for KvService {
         reply(
             async {
                 let layout = self.host.layout();
-                let (keyspace, shard) = resolve_header(&layout, req.header.as_ref())?;
+                let (keyspace, shard) = self.resolve(&layout, req.header.as_ref())?;
                 let (ushard, key) = check_key(&self.host.limits, keyspace, shard, req.key.as_ref())?;
                 let replica = self.strong_replica(shard).await?;
                 let value = replica.get_local(keyspace.id, ushard, key)?.map(to_value);
@@ -99,7 +115,7 @@ impl Kv for KvService {
         reply(
             async {
                 let layout = self.host.layout();
-                let (keyspace, shard) = resolve_header(&layout, req.header.as_ref())?;
+                let (keyspace, shard) = self.resolve(&layout, req.header.as_ref())?;
                 if req.keys.len() > self.host.limits.max_batch_ops {
                     return Err(KvError::BatchTooLarge(format!(
                         "{} keys; the limit is {}",
@@ -175,7 +191,7 @@ impl Kv for KvService {
             async {
                 let limits = &self.host.limits;
                 let layout = self.host.layout();
-                let (keyspace, shard) = resolve_header(&layout, req.header.as_ref())?;
+                let (keyspace, shard) = self.resolve(&layout, req.header.as_ref())?;
                 let ushards = match req.ushard {
                     Some(u) => vec![check_ushard(keyspace, shard, u)?.0],
                     None => keyspace.ushards_of(shard),

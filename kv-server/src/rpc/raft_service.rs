@@ -31,6 +31,13 @@ impl RaftService {
     }
 }
 
+/// The `raft-receive` failpoint: with `raft-send` it cuts a node off from
+/// its peers in both directions.
+fn receive_failpoint() -> Result<(), Status> {
+    fail::fail_point!("raft-receive", |_| Err(Status::unavailable("failpoint raft-receive")));
+    Ok(())
+}
+
 fn bad_payload(e: std::io::Error) -> Status {
     Status::invalid_argument(format!("undecodable raft payload: {e}"))
 }
@@ -46,6 +53,7 @@ fn encode_reply<T: serde::Serialize>(result: &T) -> Result<Response<RaftReply>, 
 #[tonic::async_trait]
 impl RaftTransport for RaftService {
     async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        receive_failpoint()?;
         let req = request.into_inner();
         let Ok(replica) = self.host.shard(ShardId(req.shard_id)) else {
             return Ok(Self::not_hosted(ShardId(req.shard_id)));
@@ -55,6 +63,7 @@ impl RaftTransport for RaftService {
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        receive_failpoint()?;
         let req = request.into_inner();
         let Ok(replica) = self.host.shard(ShardId(req.shard_id)) else {
             return Ok(Self::not_hosted(ShardId(req.shard_id)));
@@ -64,6 +73,7 @@ impl RaftTransport for RaftService {
     }
 
     async fn transfer_leader(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        receive_failpoint()?;
         let req = request.into_inner();
         let Ok(replica) = self.host.shard(ShardId(req.shard_id)) else {
             return Ok(Self::not_hosted(ShardId(req.shard_id)));
@@ -77,6 +87,7 @@ impl RaftTransport for RaftService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftReply>, Status> {
+        receive_failpoint()?;
         let mut stream = request.into_inner();
         let first = stream
             .next()

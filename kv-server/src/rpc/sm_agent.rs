@@ -1,6 +1,8 @@
 //! This node's side of the shard manager: register (once, keeping the id it
 //! is given), fetch the shard map as a [`ClusterLayout`], and heartbeat with
-//! per-replica status, refreshing the map whenever its version moves.
+//! per-replica status, refreshing the map whenever its version moves. After
+//! each heartbeat, the shards this node leads are moved toward the map:
+//! leadership to the chosen primary, Raft membership to the listed replicas.
 //!
 //! While the shard manager is unreachable the node keeps serving with the
 //! map it has; heartbeats simply fail and are retried.
@@ -8,6 +10,7 @@
 use crate::config::NodeConfig;
 use crate::layout::{ClusterLayout, KeyspaceLayout, NodeLayout, ShardLayout};
 use crate::shard::host::NodeHost;
+use crate::shard::membership::MembershipDriver;
 use crate::types::{KeyspaceId, NodeId, ShardId};
 use anyhow::Context;
 use openraft::ServerState;
@@ -86,10 +89,11 @@ pub async fn register(config: &NodeConfig, client: &mut SmClient, patience: Dura
 pub fn layout_from_map(map: &ShardMap) -> anyhow::Result<ClusterLayout> {
     let layout = ClusterLayout {
         version: map.version,
+        // Removed nodes stay: one may still be listed until its replicas
+        // are rebuilt elsewhere.
         nodes: map
             .nodes
             .iter()
-            .filter(|n| n.liveness != "removed")
             .map(|n| NodeLayout {
                 id: NodeId(n.node_id),
                 client_addr: n.client_addr.clone(),
@@ -110,11 +114,25 @@ pub fn layout_from_map(map: &ShardMap) -> anyhow::Result<ClusterLayout> {
         shards: map
             .shards
             .iter()
-            .map(|s| ShardLayout {
-                id: ShardId(s.shard_id),
-                replicas: s.voters.iter().copied().map(NodeId).collect(),
-                primary: (s.primary != 0).then_some(NodeId(s.primary)),
-                epoch: s.epoch,
+            .map(|s| {
+                // While catching up, the added replica is a learner; while
+                // promoting, the removed one is still hosted.
+                let mut learners: Vec<NodeId> = s.learners.iter().copied().map(NodeId).collect();
+                let mut leaving = Vec::new();
+                match s.change_phase.as_str() {
+                    "catching-up" => learners.push(NodeId(s.adding)),
+                    "promoting" => leaving.push(NodeId(s.removing)),
+                    _ => {}
+                }
+                ShardLayout {
+                    id: ShardId(s.shard_id),
+                    replicas: s.voters.iter().copied().map(NodeId).collect(),
+                    learners,
+                    leaving,
+                    conf_ver: s.conf_ver,
+                    primary: (s.primary != 0).then_some(NodeId(s.primary)),
+                    epoch: s.epoch,
+                }
             })
             .collect(),
     };
@@ -137,13 +155,32 @@ fn reports(host: &NodeHost) -> Vec<ReplicaReport> {
         .map(|replica| {
             let m = replica.metrics();
             let role = crate::rpc::admin_service::role_name(m.state);
-            ReplicaReport {
+            let mut report = ReplicaReport {
                 shard_id: replica.id.0,
                 role: role.into(),
                 term: m.current_term,
                 applied_index: m.last_applied.map(|id| id.index()).unwrap_or(0),
                 leader_id: m.current_leader.unwrap_or(0),
+                ..Default::default()
+            };
+            // The shard manager drives repair from the leader's view of the
+            // group: its *committed* membership (a replica may only be
+            // deleted once a membership without it is committed) and each
+            // peer's progress.
+            if m.state == ServerState::Leader {
+                let membership = m.committed_membership_config.membership();
+                report.voters = membership.voter_ids().collect();
+                report.learners = membership.learner_ids().collect();
+                report.joint = membership.get_joint_config().len() > 1;
+                report.last_log_index = m.last_log_index.unwrap_or(0);
+                report.matched_index = m
+                    .replication
+                    .iter()
+                    .flatten()
+                    .map(|(node, matched)| (*node, matched.as_ref().map(|id| id.index()).unwrap_or(0)))
+                    .collect();
             }
+            report
         })
         .collect()
 }
@@ -151,6 +188,7 @@ fn reports(host: &NodeHost) -> Vec<ReplicaReport> {
 /// One heartbeat, and a map refresh when the shard manager has a newer one.
 /// Returns the nodes the shard manager sees alive.
 async fn beat(host: &NodeHost, config: &NodeConfig, client: &mut SmClient) -> anyhow::Result<Vec<NodeId>> {
+    fail::fail_point!("sm-heartbeat", |_| Err(anyhow::anyhow!("failpoint sm-heartbeat")));
     let request = HeartbeatRequest {
         node_id: host.node_id.0,
         replicas: reports(host),
@@ -224,10 +262,12 @@ pub async fn heartbeat_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     let mut last_transfer = HashMap::new();
+    let membership = MembershipDriver::default();
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = tick.tick() => {}
+            _ = host.map_refresh_requested() => {}
         }
         match beat(&host, &config, &mut client).await {
             Ok(alive) => {
@@ -236,6 +276,9 @@ pub async fn heartbeat_loop(
                     tracing::info!("shard manager reachable again");
                 }
                 align_leaders(&host, &alive, &mut last_transfer).await;
+                // Right after a successful beat the map is the shard
+                // manager's latest, which is when acting on it is safest.
+                membership.drive(&host);
             }
             Err(e) if !failing => {
                 failing = true;

@@ -12,6 +12,7 @@ pub fn error_code(error: &KvError) -> ErrorCode {
         KvError::UnknownKeyspace(_) => ErrorCode::UnknownKeyspace,
         KvError::UnknownShard(_) => ErrorCode::UnknownShard,
         KvError::WrongShard { .. } => ErrorCode::WrongShard,
+        KvError::StaleEpoch { .. } => ErrorCode::StaleEpoch,
         KvError::KeyTooLarge { .. } => ErrorCode::KeyTooLarge,
         KvError::ValueTooLarge { .. } => ErrorCode::ValueTooLarge,
         KvError::BatchTooLarge(_) => ErrorCode::BatchTooLarge,
@@ -27,7 +28,7 @@ fn grpc_code(code: ErrorCode) -> Code {
     match code {
         ErrorCode::NotLeader | ErrorCode::Unavailable => Code::Unavailable,
         ErrorCode::UnknownKeyspace | ErrorCode::UnknownShard => Code::NotFound,
-        ErrorCode::WrongShard => Code::FailedPrecondition,
+        ErrorCode::WrongShard | ErrorCode::StaleEpoch => Code::FailedPrecondition,
         ErrorCode::KeyTooLarge | ErrorCode::ValueTooLarge | ErrorCode::BatchTooLarge | ErrorCode::EmptyKey => {
             Code::InvalidArgument
         }

@@ -24,6 +24,14 @@ pub fn resolve_header<'a>(
     if !keyspace.shards.contains(&shard) {
         return Err(KvError::UnknownShard(shard));
     }
+    let current = layout.shard(shard).map(|s| s.epoch).unwrap_or(0);
+    if header.epoch != 0 && header.epoch < current {
+        return Err(KvError::StaleEpoch {
+            shard,
+            requested: header.epoch,
+            current,
+        });
+    }
     Ok((keyspace, shard))
 }
 

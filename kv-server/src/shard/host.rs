@@ -3,7 +3,9 @@
 
 use crate::config::{Limits, NodeConfig};
 use crate::engine::SharedEngine;
+use crate::engine::{Direction, Visit, WriteBatch};
 use crate::error::{KvError, KvResult};
+use crate::keys;
 use crate::layout::ClusterLayout;
 use crate::raft::log_store::ShardLogStore;
 use crate::raft::network::{PeerChannels, ShardNetworkFactory};
@@ -15,7 +17,7 @@ use crate::types::{NodeId, ShardId};
 use anyhow::Context;
 use dashmap::DashMap;
 use openraft::BasicNode;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 pub struct NodeHost {
@@ -30,6 +32,8 @@ pub struct NodeHost {
     syncer: WalSyncer,
     peers: Arc<PeerChannels>,
     shards: DashMap<ShardId, Arc<ShardReplica>>,
+    /// Wakes the shard-manager agent to fetch the map before its next tick.
+    map_refresh: tokio::sync::Notify,
 }
 
 impl NodeHost {
@@ -53,7 +57,18 @@ impl NodeHost {
             syncer,
             peers: PeerChannels::new(),
             shards: DashMap::new(),
+            map_refresh: tokio::sync::Notify::new(),
         }))
+    }
+
+    /// Asks for an early map refresh (requests coalesce).
+    pub fn request_map_refresh(&self) {
+        self.map_refresh.notify_one();
+    }
+
+    /// Resolves when an early map refresh was asked for.
+    pub async fn map_refresh_requested(&self) {
+        self.map_refresh.notified().await
     }
 
     /// The current cluster layout.
@@ -73,13 +88,21 @@ impl NodeHost {
     }
 
     /// Opens every replica the layout places on this node that is not open
-    /// yet. A shard whose first listed replica is this node and that has
-    /// never been initialized is bootstrapped with the layout's replicas as
-    /// voters.
+    /// yet. A shard at membership version 1 whose first listed replica is
+    /// this node and that has never been initialized is bootstrapped with
+    /// the layout's replicas as voters; replicas added later wait for the
+    /// leader to add them.
+    ///
+    /// With a shard manager, a replica of a shard the map knows but no
+    /// longer places here (it was moved away while this node was down or
+    /// draining) is shut down and its data deleted.
     pub async fn sync_shards(&self, config: &NodeConfig) -> anyhow::Result<()> {
         let _serial = self.sync_lock.lock().await;
         let raft_config = Arc::new(config.openraft_config()?);
         let layout = self.layout();
+        if config.shard_manager.is_some() {
+            self.remove_unowned(&layout, config).await?;
+        }
         for shard in layout.shards_on(self.node_id) {
             if self.shards.contains_key(&shard.id) {
                 continue;
@@ -93,7 +116,7 @@ impl NodeHost {
             let raft = openraft::Raft::new(self.node_id.0, raft_config.clone(), network, log, sm)
                 .await
                 .with_context(|| format!("starting raft of shard {}", shard.id))?;
-            if shard.replicas.first() == Some(&self.node_id) && !raft.is_initialized().await? {
+            if shard.conf_ver == 1 && shard.replicas.first() == Some(&self.node_id) && !raft.is_initialized().await? {
                 let members: BTreeMap<u64, BasicNode> = shard
                     .replicas
                     .iter()
@@ -117,6 +140,42 @@ impl NodeHost {
                 shard.id,
                 Arc::new(ShardReplica::new(shard.id, raft, self.engine.clone())),
             );
+        }
+        Ok(())
+    }
+
+    /// Shuts down and deletes every replica (open, or only on disk) of a
+    /// shard that `layout` knows but does not place on this node.
+    async fn remove_unowned(&self, layout: &ClusterLayout, config: &NodeConfig) -> anyhow::Result<()> {
+        let owned: HashSet<ShardId> = layout.shards_on(self.node_id).iter().map(|s| s.id).collect();
+        let mut present: HashSet<ShardId> = self.shards.iter().map(|r| r.id).collect();
+        present.extend(stored_shards(&self.engine)?);
+        for shard in present {
+            // A shard the map does not know is left alone: deleting data
+            // takes a map that positively places the shard elsewhere.
+            if owned.contains(&shard) || layout.shard(shard).is_none() {
+                continue;
+            }
+            if let Some((_, replica)) = self.shards.remove(&shard) {
+                if let Err(e) = replica.raft.shutdown().await {
+                    tracing::warn!(shard_id = %shard, error = %e, "raft shutdown failed");
+                }
+            }
+            let mut batch = WriteBatch::default();
+            for cf in keys::ALL_CFS {
+                let (start, end) = keys::shard_range(shard);
+                batch.delete_range(cf, start, end);
+            }
+            self.engine
+                .write(batch)
+                .with_context(|| format!("deleting shard {shard}"))?;
+            let snapshots = config.data_dir.join("snapshots").join(format!("shard-{shard}"));
+            match std::fs::remove_dir_all(&snapshots) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", snapshots.display())),
+            }
+            tracing::info!(shard_id = %shard, "removed a replica this node no longer owns");
         }
         Ok(())
     }
@@ -148,4 +207,24 @@ impl NodeHost {
         let syncer = self.syncer.clone();
         let _ = tokio::task::spawn_blocking(move || syncer.stop()).await;
     }
+}
+
+/// Shards with Raft state in this node's database.
+fn stored_shards(engine: &SharedEngine) -> std::io::Result<Vec<ShardId>> {
+    let mut shards: Vec<ShardId> = Vec::new();
+    engine.scan(
+        keys::CF_RAFT_META,
+        &[],
+        &[0xFF; 9],
+        Direction::Forward,
+        &mut |key, _| {
+            if let Some(shard) = keys::shard_of_key(key) {
+                if shards.last() != Some(&shard) {
+                    shards.push(shard);
+                }
+            }
+            Ok(Visit::Continue)
+        },
+    )?;
+    Ok(shards)
 }

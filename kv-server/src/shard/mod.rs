@@ -2,5 +2,6 @@
 
 pub mod digest;
 pub mod host;
+pub mod membership;
 pub mod replica;
 pub mod scan;

@@ -84,3 +84,69 @@ pub async fn must_connect(cluster: &LocalCluster) -> ShoalClient {
     };
     ShoalClient::connect(config).await.expect("connect client")
 }
+
+/// Five nodes (three in east, two in west) under a shard manager whose
+/// repair grace period is `dead_after`, with the default keyspace of four
+/// shards placed.
+pub async fn must_start_two_region_cluster(dead_after: Duration) -> TestCluster {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = test_spec(&dir, 5, 4, &[]);
+    spec.shard_manager = true;
+    spec.shard_manager_bin = shard_manager_bin();
+    spec.regions = ["east", "east", "east", "west", "west"].map(String::from).to_vec();
+    spec.dead_after = dead_after;
+    must_start_spec(spec, dir).await
+}
+
+/// Polls the shard map until `done` holds, or panics after `timeout`.
+pub async fn must_wait_for_map(
+    cluster: &LocalCluster,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&shoal_proto::sm::ShardMap) -> bool,
+) -> shoal_proto::sm::ShardMap {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Ok(map) = cluster.shard_map().await {
+            if done(&map) {
+                return map;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("{what}: not reached within {timeout:?}; map: {map:#?}");
+            }
+        } else if tokio::time::Instant::now() >= deadline {
+            panic!("{what}: shard manager unreachable for {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every node a shard's record names: voters, learners, both ends of a change.
+pub fn shard_hosts(shard: &shoal_proto::sm::ShardState) -> Vec<u64> {
+    let mut hosts: Vec<u64> = shard.voters.iter().chain(&shard.learners).copied().collect();
+    hosts.extend([shard.adding, shard.removing].into_iter().filter(|n| *n != 0));
+    hosts
+}
+
+/// Polls until every shard's Raft leader is the shard manager's primary.
+pub async fn must_align(cluster: &LocalCluster) -> shoal_proto::sm::ShardMap {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let map = cluster.shard_map().await.expect("shard map");
+        let leaders = cluster.leaders().await;
+        let misaligned: Vec<_> = map
+            .shards
+            .iter()
+            .filter(|s| leaders.get(&s.shard_id) != Some(&s.primary))
+            .map(|s| s.shard_id)
+            .collect();
+        if misaligned.is_empty() {
+            return map;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "leaders never matched primaries: {misaligned:?} {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

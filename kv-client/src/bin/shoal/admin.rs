@@ -6,7 +6,7 @@ use anyhow::Context;
 use shoal_proto::admin::admin_client::AdminClient;
 use shoal_proto::admin::{ReplicaStatusRequest, ReplicaStatusResponse};
 use shoal_proto::sm::shard_manager_client::ShardManagerClient;
-use shoal_proto::sm::{CreateKeyspaceRequest, GetShardMapRequest, MovePrimaryRequest};
+use shoal_proto::sm::{CreateKeyspaceRequest, GetShardMapRequest, MovePrimaryRequest, NodeRequest, NodeState};
 use std::collections::HashMap;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -81,8 +81,8 @@ pub async fn cluster_status(cli: &Cli) -> anyhow::Result<()> {
         .into_inner();
     println!("shard map version {}", map.version);
     println!(
-        "{:<6} {:<22} {:<10} {:<9} {:>12}",
-        "node", "address", "region", "liveness", "last_hb_ms"
+        "{:<6} {:<22} {:<10} {:<9} {:<9} {:>8} {:>9} {:>12}",
+        "node", "address", "region", "liveness", "intent", "replicas", "primaries", "last_hb_ms"
     );
     // Who actually leads each shard, as the live nodes see it.
     let mut raft_leaders: HashMap<u64, u64> = HashMap::new();
@@ -93,8 +93,15 @@ pub async fn cluster_status(cli: &Cli) -> anyhow::Result<()> {
             node.ms_since_heartbeat.to_string()
         };
         println!(
-            "{:<6} {:<22} {:<10} {:<9} {:>12}",
-            node.node_id, node.client_addr, node.region, node.liveness, age
+            "{:<6} {:<22} {:<10} {:<9} {:<9} {:>8} {:>9} {:>12}",
+            node.node_id,
+            node.client_addr,
+            node.region,
+            node.liveness,
+            node.intent,
+            node.replica_count,
+            node.primary_count,
+            age
         );
         if node.liveness == "alive" {
             if let Ok(status) = replica_status(&node.client_addr).await {
@@ -106,25 +113,73 @@ pub async fn cluster_status(cli: &Cli) -> anyhow::Result<()> {
     }
     for ks in &map.keyspaces {
         println!(
-            "keyspace {} (id {}): {} replicas, {} ushards, regions {:?}, preferred {:?}",
-            ks.name, ks.keyspace_id, ks.replicas, ks.ushard_count, ks.regions, ks.preferred_region
+            "keyspace {} (id {}): {} replicas, {} ushards, regions {:?}, preferred {:?}, learner regions {:?}",
+            ks.name, ks.keyspace_id, ks.replicas, ks.ushard_count, ks.regions, ks.preferred_region, ks.learner_regions
         );
     }
     println!(
-        "{:<7} {:<12} {:<14} {:<8} {:<6} {:<12}",
-        "shard", "keyspace", "voters", "primary", "epoch", "raft_leader"
+        "{:<7} {:<12} {:<14} {:<10} {:<8} {:<6} {:<5} {:<12} {:<24}",
+        "shard", "keyspace", "voters", "learners", "primary", "epoch", "conf", "raft_leader", "change"
     );
+    let list = |ids: &[u64]| {
+        if ids.is_empty() {
+            "-".to_string()
+        } else {
+            ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+        }
+    };
     for s in &map.shards {
-        let voters = s.voters.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
         let leader = raft_leaders
             .get(&s.shard_id)
             .map(u64::to_string)
             .unwrap_or_else(|| "-".into());
+        let change = if s.change_phase.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{} -> {} ({})", s.removing, s.adding, s.change_phase)
+        };
         println!(
-            "{:<7} {:<12} {:<14} {:<8} {:<6} {:<12}",
-            s.shard_id, s.keyspace, voters, s.primary, s.epoch, leader
+            "{:<7} {:<12} {:<14} {:<10} {:<8} {:<6} {:<5} {:<12} {:<24}",
+            s.shard_id,
+            s.keyspace,
+            list(&s.voters),
+            list(&s.learners),
+            s.primary,
+            s.epoch,
+            s.conf_ver,
+            leader,
+            change
         );
     }
+    Ok(())
+}
+
+fn print_node(verb: &str, n: &NodeState) {
+    println!(
+        "node {} {verb}: {} ({}), holds {} replicas and {} primaries",
+        n.node_id, n.intent, n.liveness, n.replica_count, n.primary_count
+    );
+}
+
+pub async fn drain_node(cli: &Cli, id: u64) -> anyhow::Result<()> {
+    let n = shard_manager(cli)
+        .await?
+        .drain_node(NodeRequest { node_id: id })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    print_node("draining", &n);
+    Ok(())
+}
+
+pub async fn remove_node(cli: &Cli, id: u64) -> anyhow::Result<()> {
+    let n = shard_manager(cli)
+        .await?
+        .remove_node(NodeRequest { node_id: id })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    print_node("removed", &n);
     Ok(())
 }
 

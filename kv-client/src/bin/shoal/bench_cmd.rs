@@ -72,19 +72,17 @@ pub async fn local(duration: Duration, value_bytes: usize, keys: u64) -> anyhow:
     Ok(())
 }
 
-/// Kills the node holding a primary `kills` times, each time timing how long
-/// until a write to that shard is acknowledged again, and how long until the
-/// shard manager has recorded a new primary. Uses a fresh local cluster with
-/// a shard manager (5 nodes, 2 regions). Prints p50 and max.
-pub async fn failover(kills: usize) -> anyhow::Result<()> {
+/// A fresh cluster for the fault measurements: a shard manager with repair
+/// grace period `grace`, 5 nodes in 2 regions, 5 shards; and a client.
+async fn start_five_nodes(dir: &std::path::Path, grace: Duration) -> anyhow::Result<(LocalCluster, ShoalClient)> {
     use kv_client::local_cluster::LocalClusterSpec;
-    let dir = tempfile::tempdir()?;
-    let mut spec = LocalClusterSpec::new(dir.path());
+    let mut spec = LocalClusterSpec::new(dir);
     spec.nodes = 5;
     spec.shards = 5;
     spec.shard_manager = true;
     spec.regions = vec!["east".into(), "west".into()];
-    let mut cluster = LocalCluster::start(spec)?;
+    spec.dead_after = grace;
+    let cluster = LocalCluster::start(spec)?;
     cluster.ensure_default_keyspace(Duration::from_secs(60)).await?;
     cluster.wait_for_leaders(Duration::from_secs(60)).await?;
     let config = ClientConfig {
@@ -93,6 +91,16 @@ pub async fn failover(kills: usize) -> anyhow::Result<()> {
         ..ClientConfig::default()
     };
     let client = ShoalClient::connect(config).await?;
+    Ok((cluster, client))
+}
+
+/// Kills the node holding a primary `kills` times, each time timing how long
+/// until a write to that shard is acknowledged again, and how long until the
+/// shard manager has recorded a new primary. Uses a fresh local cluster with
+/// a shard manager (5 nodes, 2 regions). Prints p50 and max.
+pub async fn failover(kills: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (mut cluster, client) = start_five_nodes(dir.path(), Duration::from_secs(10)).await?;
     // One key per shard, so "a write to the shard" is a put of its key.
     let mut key_of_shard = std::collections::HashMap::new();
     for i in 0..10_000 {
@@ -141,19 +149,112 @@ pub async fn failover(kills: usize) -> anyhow::Result<()> {
         // Let the node rejoin and the shard manager see it alive again.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let summary = |name: &str, mut v: Vec<Duration>| {
-        v.sort();
-        let p50 = v[v.len() / 2];
-        let max = v[v.len() - 1];
+    print_summary("writes resumed", write_resume);
+    print_summary("new primary recorded", primary_moved);
+    cluster.stop_all(Duration::from_secs(10));
+    Ok(())
+}
+
+fn print_summary(name: &str, mut v: Vec<Duration>) {
+    v.sort();
+    println!(
+        "{name}: p50 {:.2} s, max {:.2} s over {} runs",
+        v[v.len() / 2].as_secs_f64(),
+        v[v.len() - 1].as_secs_f64(),
+        v.len()
+    );
+}
+
+/// Every shard has its full voter count, none on `gone`, no change in flight.
+fn fully_replicated_without(map: &shoal_proto::sm::ShardMap, gone: u64, replicas: usize) -> bool {
+    map.shards.iter().all(|s| {
+        s.voters.len() == replicas
+            && s.change_phase.is_empty()
+            && !s.voters.contains(&gone)
+            && !s.learners.contains(&gone)
+    })
+}
+
+/// Loads `keys` values of `value_bytes`, then `kills` times kill -9s the
+/// node holding the most replicas and times how long until every shard is
+/// fully replicated again without it: in all, and from the first rebuild
+/// step (after the grace period) on. The killed node then restarts, deletes
+/// what it no longer owns, and is the spare for the next round.
+pub async fn repair(kills: usize, keys: u64, value_bytes: usize, grace: Duration) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (mut cluster, client) = start_five_nodes(dir.path(), grace).await?;
+    let client = std::sync::Arc::new(client);
+    let value = vec![b'x'; value_bytes];
+    let loaders: Vec<_> = (0..16u64)
+        .map(|t| {
+            let (client, value) = (client.clone(), value.clone());
+            tokio::spawn(async move {
+                for i in (t..keys).step_by(16) {
+                    client.put(format!("repair/{i:08}"), value.clone()).await?;
+                }
+                Ok::<_, kv_client::ClientError>(())
+            })
+        })
+        .collect();
+    for loader in loaders {
+        loader.await??;
+    }
+    println!(
+        "loaded {keys} keys of {value_bytes} bytes ({:.1} MiB); grace period {grace:?}",
+        (keys as f64 * value_bytes as f64) / (1 << 20) as f64
+    );
+    let mut total = Vec::new();
+    let mut rebuild = Vec::new();
+    for round in 0..kills {
+        let map = cluster.shard_map().await?;
+        let victim = (1..=5u64)
+            .max_by_key(|n| map.shards.iter().filter(|s| s.voters.contains(n)).count())
+            .expect("nodes");
+        let held = map.shards.iter().filter(|s| s.voters.contains(&victim)).count();
+        let killed = std::time::Instant::now();
+        cluster.kill(victim)?;
+        let mut first_step = None;
+        loop {
+            let now = cluster.shard_map().await?;
+            if first_step.is_none() && now.shards.iter().any(|s| s.removing == victim) {
+                first_step = Some(killed.elapsed());
+            }
+            if fully_replicated_without(&now, victim, 3) {
+                break;
+            }
+            anyhow::ensure!(
+                killed.elapsed() < Duration::from_secs(600),
+                "no full replication in 10 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = killed.elapsed();
+        let started = first_step.unwrap_or(took);
+        total.push(took);
+        rebuild.push(took - started);
         println!(
-            "{name}: p50 {:.0} ms, max {:.0} ms over {} kills",
-            p50.as_secs_f64() * 1e3,
-            max.as_secs_f64() * 1e3,
-            v.len()
+            "kill {:>2}: node {victim} held {held} replicas: first rebuild step after {:.2} s, full replication after {:.2} s",
+            round + 1,
+            started.as_secs_f64(),
+            took.as_secs_f64()
         );
-    };
-    summary("writes resumed", write_resume);
-    summary("new primary recorded", primary_moved);
+        cluster.start_node(victim)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while cluster
+            .replica_status(victim)
+            .await
+            .map(|s| !s.replicas.is_empty())
+            .unwrap_or(true)
+        {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "node {victim} kept its old replicas"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    print_summary("full replication after kill -9", total);
+    print_summary("rebuild, first step to full replication", rebuild);
     cluster.stop_all(Duration::from_secs(10));
     Ok(())
 }

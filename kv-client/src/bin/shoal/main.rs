@@ -16,8 +16,10 @@ use kv_client::ClientConfig;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The playground's client ports, so commands work in a second terminal with no flags.
-pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103";
+/// The playground's shard manager and client ports, so commands work in a
+/// second terminal with no flags. The map is fetched from the first that
+/// answers: the shard manager, or a node while it is down.
+pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7100,127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103";
 /// The playground's shard manager.
 pub const DEFAULT_SHARD_MANAGER: &str = "127.0.0.1:7100";
 
@@ -28,7 +30,8 @@ pub const DEFAULT_SHARD_MANAGER: &str = "127.0.0.1:7100";
     version
 )]
 pub struct Cli {
-    /// Comma-separated kv-server client addresses.
+    /// Comma-separated addresses to fetch the shard map from: the shard
+    /// manager and/or kv-server client ports.
     #[arg(long, env = "SHOAL_ENDPOINTS", default_value = DEFAULT_ENDPOINTS, global = true)]
     endpoints: String,
     /// Shard manager address (admin commands).
@@ -110,6 +113,11 @@ enum Commands {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Node administration through the shard manager.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
     /// Shard administration through the shard manager.
     Shard {
         #[command(subcommand)]
@@ -130,6 +138,14 @@ enum Commands {
         /// node of a primary this many times and time the failovers.
         #[arg(long)]
         failover_kills: Option<usize>,
+        /// Instead: on a fresh 5-node cluster loaded with --keys values of
+        /// --value-bytes, kill -9 the node with the most replicas this many
+        /// times and time how long until full replication is back.
+        #[arg(long)]
+        repair_kills: Option<usize>,
+        /// Repair grace period for --repair-kills, in seconds.
+        #[arg(long, default_value_t = 5)]
+        grace_seconds: u64,
         #[arg(long, value_enum, default_value = "put")]
         op: BenchOp,
         #[arg(long, default_value_t = 1)]
@@ -148,6 +164,16 @@ enum Commands {
 enum ClusterCommand {
     /// Nodes with liveness, keyspaces, shards with voters, primary and epoch.
     Status,
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Move every primary and replica off node ID (it gets no new ones).
+    /// Returns at once; `shoal cluster status` shows the progress.
+    Drain { id: u64 },
+    /// Forget node ID for good. Refused while it is alive and holds
+    /// replicas; a dead node's replicas are rebuilt elsewhere at once.
+    Remove { id: u64 },
 }
 
 #[derive(Subcommand)]
@@ -173,6 +199,9 @@ enum KeyspaceCommand {
         /// Region primaries should sit in when possible.
         #[arg(long, default_value = "")]
         preferred_region: String,
+        /// Put one learner (non-voting replica) in this region (repeat the flag).
+        #[arg(long = "learner-region")]
+        learner_regions: Vec<String>,
     },
 }
 
@@ -257,6 +286,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Commands::Cluster {
             command: ClusterCommand::Status,
         } => admin::cluster_status(&cli).await,
+        Commands::Node {
+            command: NodeCommand::Drain { id },
+        } => admin::drain_node(&cli, *id).await,
+        Commands::Node {
+            command: NodeCommand::Remove { id },
+        } => admin::remove_node(&cli, *id).await,
         Commands::Shard {
             command: ShardCommand::MovePrimary { shard, node },
         } => admin::move_primary(&cli, *shard, *node).await,
@@ -269,6 +304,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ushards,
                     regions,
                     preferred_region,
+                    learner_regions,
                 },
         } => {
             let request = shoal_proto::sm::CreateKeyspaceRequest {
@@ -278,12 +314,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ushards: *ushards,
                 regions: regions.clone(),
                 preferred_region: preferred_region.clone(),
+                learner_regions: learner_regions.clone(),
             };
             admin::create_keyspace(&cli, request).await
         }
         Commands::Bench {
             local,
             failover_kills,
+            repair_kills,
+            grace_seconds,
             op,
             concurrency,
             seconds,
@@ -292,6 +331,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             if let Some(kills) = failover_kills {
                 return bench_cmd::failover((*kills).max(1)).await;
+            }
+            if let Some(kills) = repair_kills {
+                let grace = Duration::from_secs((*grace_seconds).max(2));
+                return bench_cmd::repair((*kills).max(1), *keys, *value_bytes, grace).await;
             }
             let duration = Duration::from_secs(*seconds);
             if *local {

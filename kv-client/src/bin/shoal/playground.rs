@@ -36,8 +36,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .wait_for_leaders(Duration::from_secs(60))
         .await
         .context("waiting for the cluster to elect leaders")?;
-    let endpoints = cluster.endpoints().join(",");
     let sm = cluster.shard_manager_addr().unwrap_or_default().to_string();
+    let endpoints = std::iter::once(sm.clone())
+        .chain(cluster.endpoints())
+        .collect::<Vec<_>>()
+        .join(",");
     println!(
         "Shoal playground is up: a shard manager, {} nodes, {} shards.",
         cluster.endpoints().len(),

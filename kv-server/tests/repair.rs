@@ -1,0 +1,242 @@
+//! Replica repair and node drain on five nodes in two regions: a node dead
+//! past the grace period has its replicas rebuilt elsewhere (learner, catch
+//! up, promote, remove) and deletes its stale copies when it comes back; a
+//! drained node gives up every primary and replica while clients see no
+//! failed request.
+
+mod common;
+
+use common::{must_connect, must_start_two_region_cluster, must_wait_for_map, shard_hosts};
+use kv_client::local_cluster::LocalCluster;
+use kv_client::ShoalClient;
+use shoal_proto::sm::ShardMap;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Every shard has three voters, none on `gone`, and no change in flight.
+fn fully_replicated_without(map: &ShardMap, gone: u64) -> bool {
+    map.shards
+        .iter()
+        .all(|s| s.voters.len() == 3 && s.change_phase.is_empty() && !shard_hosts(s).contains(&gone))
+}
+
+/// Waits until, for every shard, exactly its voters host it and they all
+/// applied the same index with the same data digest.
+async fn must_converge(cluster: &LocalCluster, map: &ShardMap) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    'retry: loop {
+        assert!(tokio::time::Instant::now() < deadline, "replicas never converged");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for shard in &map.shards {
+            let mut digests = BTreeSet::new();
+            for node in &shard.voters {
+                match cluster.shard_digest(*node, shard.shard_id).await {
+                    Ok(d) => digests.insert((d.applied_index, d.key_count, d.digest)),
+                    Err(_) => continue 'retry,
+                };
+            }
+            if digests.len() != 1 {
+                continue 'retry;
+            }
+        }
+        return;
+    }
+}
+
+/// Writes distinct keys until stopped; returns what was acknowledged and
+/// every error seen.
+fn spawn_writer(
+    client: Arc<ShoalClient>,
+    stop: Arc<AtomicBool>,
+    from: u32,
+) -> tokio::task::JoinHandle<(Vec<u32>, Vec<String>)> {
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut errors = Vec::new();
+        let mut i = from;
+        while !stop.load(Ordering::Relaxed) {
+            match client.put(format!("key/{i}"), format!("v{i}")).await {
+                Ok(_) => acked.push(i),
+                Err(e) => errors.push(format!("put key/{i}: {e}")),
+            }
+            i += 1;
+        }
+        (acked, errors)
+    })
+}
+
+/// A client, after writing `key/0..n`.
+async fn must_load(cluster: &LocalCluster, n: u32) -> Arc<ShoalClient> {
+    let client = Arc::new(must_connect(cluster).await);
+    for i in 0..n {
+        client
+            .put(format!("key/{i}"), format!("v{i}"))
+            .await
+            .expect("initial write");
+    }
+    client
+}
+
+async fn must_read_back(client: &ShoalClient, keys: impl IntoIterator<Item = u32>) {
+    for i in keys {
+        let v = client
+            .get(format!("key/{i}"))
+            .await
+            .unwrap_or_else(|e| panic!("get key/{i}: {e}"))
+            .unwrap_or_else(|| panic!("acknowledged key/{i} lost"));
+        assert_eq!(v.value, format!("v{i}").into_bytes());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_node_is_rebuilt_elsewhere_and_cleans_up_when_it_returns() {
+    let grace = Duration::from_secs(4);
+    let mut tc = must_start_two_region_cluster(grace).await;
+    let client = must_load(&tc.cluster, 500).await;
+    let map = tc.cluster.shard_map().await.unwrap();
+    // The node holding the most replicas.
+    let victim = (1..=5u64)
+        .max_by_key(|n| map.shards.iter().filter(|s| s.voters.contains(n)).count())
+        .unwrap();
+    let victim_shards = map.shards.iter().filter(|s| s.voters.contains(&victim)).count();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = spawn_writer(client.clone(), stop.clone(), 500);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed_at = Instant::now();
+    tc.cluster.kill(victim).expect("kill -9");
+
+    let repaired = must_wait_for_map(&tc.cluster, Duration::from_secs(120), "full replication", |m| {
+        fully_replicated_without(m, victim)
+    })
+    .await;
+    let took = killed_at.elapsed();
+    eprintln!(
+        "{victim_shards} replicas of node {victim} rebuilt; full replication {took:?} after kill -9 (grace {grace:?})"
+    );
+    assert!(took >= grace, "repair must wait for the grace period");
+    for s in &repaired.shards {
+        let regions: BTreeSet<bool> = s.voters.iter().map(|v| *v <= 3).collect();
+        assert_eq!(regions.len(), 2, "still spread over both regions: {s:?}");
+        let had_victim = map
+            .shards
+            .iter()
+            .any(|o| o.shard_id == s.shard_id && o.voters.contains(&victim));
+        if had_victim {
+            // Start, promote, finish: three membership versions.
+            assert!(s.conf_ver >= 4, "{s:?}");
+        }
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    let (acked, errors) = writer.await.unwrap();
+    eprintln!(
+        "{} writes acknowledged during the repair; errors: {errors:?}",
+        acked.len()
+    );
+    assert!(errors.iter().all(|e| e.contains("indeterminate")), "{errors:?}");
+    must_converge(&tc.cluster, &repaired).await;
+    must_read_back(&client, (0..500).chain(acked)).await;
+
+    // The victim comes back: the map no longer places it anywhere, so it
+    // deletes what it still holds.
+    tc.cluster.restart(victim).expect("restart");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(status) = tc.cluster.replica_status(victim).await {
+            if status.replicas.is_empty() {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {victim} kept replicas it no longer owns"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = std::fs::read_to_string(tc.cluster.log_path(victim).unwrap()).unwrap();
+    assert_eq!(
+        log.matches("removed a replica this node no longer owns").count(),
+        victim_shards,
+        "every stale replica deleted"
+    );
+    tc.cluster.stop_all(Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_moves_every_replica_and_primary_off_a_node_with_no_failed_requests() {
+    let mut tc = must_start_two_region_cluster(Duration::from_secs(10)).await;
+    let client = must_load(&tc.cluster, 200).await;
+    let map = tc.cluster.shard_map().await.unwrap();
+    let victim = (1..=5u64)
+        .max_by_key(|n| (map.shards.iter().filter(|s| s.primary == *n).count(), *n))
+        .unwrap();
+    assert!(map.shards.iter().any(|s| s.primary == victim));
+
+    // Writes and strong reads run through the whole drain.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = spawn_writer(client.clone(), stop.clone(), 200);
+    let read_errors = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let (client, stop, read_errors) = (client.clone(), stop.clone(), read_errors.clone());
+        tokio::spawn(async move {
+            let mut reads = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let i = reads % 200;
+                match client.get(format!("key/{i}")).await {
+                    Ok(Some(v)) if v.value == format!("v{i}").into_bytes() => {}
+                    other => read_errors.lock().unwrap().push(format!("get key/{i}: {other:?}")),
+                }
+                reads += 1;
+            }
+            reads
+        })
+    };
+
+    // Refused while the node holds replicas.
+    let refused = tc.cluster.remove_node(victim).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+
+    let started = Instant::now();
+    tc.cluster.drain_node(victim).await.expect("drain");
+    let drained = must_wait_for_map(&tc.cluster, Duration::from_secs(120), "drain", |m| {
+        let node = m.nodes.iter().find(|n| n.node_id == victim).unwrap();
+        node.replica_count == 0 && node.primary_count == 0 && fully_replicated_without(m, victim)
+    })
+    .await;
+    eprintln!("node {victim} drained in {:?}", started.elapsed());
+    assert_eq!(
+        drained.nodes.iter().find(|n| n.node_id == victim).unwrap().intent,
+        "draining"
+    );
+
+    // The drained node deletes its copies while still running.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !tc.cluster.replica_status(victim).await.unwrap().replicas.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "drained node kept replicas");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let the load run a little past the end of the drain.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (acked, write_errors) = writer.await.unwrap();
+    let reads = reader.await.unwrap();
+    let read_errors = read_errors.lock().unwrap().clone();
+    eprintln!("during the drain: {} writes, {reads} reads", acked.len());
+    assert!(write_errors.is_empty(), "failed writes: {write_errors:?}");
+    assert!(read_errors.is_empty(), "failed reads: {read_errors:?}");
+    assert!(!acked.is_empty() && reads > 0);
+    must_converge(&tc.cluster, &drained).await;
+    must_read_back(&client, (0..200).chain(acked)).await;
+
+    // Now it may go; its id is never reused.
+    tc.cluster.remove_node(victim).await.expect("remove a drained node");
+    let map = tc.cluster.shard_map().await.unwrap();
+    assert_eq!(
+        map.nodes.iter().find(|n| n.node_id == victim).unwrap().intent,
+        "removed"
+    );
+    tc.cluster.stop_all(Duration::from_secs(10));
+}

@@ -1,0 +1,95 @@
+//! The shard manager's side of `shoal.admin.v1.Admin`: clients fetch the
+//! shard map here (`GetLayout`) in the same shape nodes serve it, so a
+//! client may be pointed at the shard manager, at any node, or both — and
+//! keeps working from the nodes while the shard manager is down. The
+//! per-replica RPCs belong to nodes and are refused here.
+
+use crate::manager::Manager;
+use crate::model::NodeIntent;
+use crate::store::DurableState;
+use shoal_proto::admin::admin_server::Admin;
+use shoal_proto::admin::*;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct LayoutService {
+    manager: Arc<Manager>,
+}
+
+impl LayoutService {
+    pub fn new(manager: Arc<Manager>) -> LayoutService {
+        LayoutService { manager }
+    }
+}
+
+/// The map as clients see it: voters, learners, primaries and epochs; no
+/// Raft addresses and no removed nodes.
+pub fn client_layout(state: &DurableState) -> Layout {
+    Layout {
+        version: state.counters.map_version,
+        nodes: state
+            .nodes
+            .values()
+            .filter(|n| n.intent != NodeIntent::Removed)
+            .map(|n| NodeInfo {
+                node_id: n.id,
+                client_addr: n.client_addr.clone(),
+                raft_addr: String::new(),
+                region: n.region.clone(),
+            })
+            .collect(),
+        keyspaces: state
+            .keyspaces
+            .values()
+            .map(|k| KeyspaceInfo {
+                name: k.name.clone(),
+                keyspace_id: k.id,
+                ushard_count: k.ushard_count,
+                shard_ids: k.shards.clone(),
+            })
+            .collect(),
+        shards: state
+            .shards
+            .values()
+            .map(|s| ShardInfo {
+                shard_id: s.id,
+                replicas: s.voters.clone(),
+                primary: s.primary.unwrap_or(0),
+                epoch: s.epoch,
+                learners: s.learners.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn node_only(rpc: &str) -> Status {
+    Status::unimplemented(format!("{rpc} is served by kv-server nodes, not the shard manager"))
+}
+
+#[tonic::async_trait]
+impl Admin for LayoutService {
+    async fn get_layout(&self, _request: Request<GetLayoutRequest>) -> Result<Response<Layout>, Status> {
+        Ok(Response::new(client_layout(&self.manager.snapshot())))
+    }
+
+    async fn replica_status(
+        &self,
+        _request: Request<ReplicaStatusRequest>,
+    ) -> Result<Response<ReplicaStatusResponse>, Status> {
+        Err(node_only("ReplicaStatus"))
+    }
+
+    async fn shard_digest(
+        &self,
+        _request: Request<ShardDigestRequest>,
+    ) -> Result<Response<ShardDigestResponse>, Status> {
+        Err(node_only("ShardDigest"))
+    }
+
+    async fn set_failpoint(
+        &self,
+        _request: Request<SetFailpointRequest>,
+    ) -> Result<Response<SetFailpointResponse>, Status> {
+        Err(node_only("SetFailpoint"))
+    }
+}
