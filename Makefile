@@ -9,7 +9,7 @@ BIN := $(CARGO_TARGET_DIR)/debug
 # switching between `make run` and `make test`. Release images leave them out.
 FEATURES := --features kv-server/failpoints
 
-.PHONY: help deps build run test lint verify doc bench failover repair clean-data
+.PHONY: help deps build run test lint verify doc bench failover repair image jepsen clean-data
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -47,6 +47,19 @@ failover: build ## Kill -9 the node of a primary 20 times on a fresh local clust
 
 repair: build ## Kill -9 a loaded node 5 times on a fresh 5-node cluster; print time to full replication
 	$(BIN)/shoal bench --repair-kills 5 --keys 20000 --value-bytes 1024
+
+image: build ## Build the shoal:dev image (FROM scratch) from the binaries built here
+	./scripts/image-rootfs.sh $(BIN) docker/rootfs
+	docker build -t shoal:dev -f docker/Dockerfile docker
+
+# `make jepsen` options; e.g. make jepsen NEMESIS=partition DURATION=300 SEED=7
+WORKLOAD ?= register
+NEMESIS ?= kill,partition
+DURATION ?= 120
+SEED ?= 1
+CLUSTER ?= local
+jepsen: build ## Fault-injection run with a verdict (WORKLOAD, NEMESIS, DURATION, SEED, CLUSTER=local|compose)
+	$(BIN)/jepsen --cluster $(CLUSTER) --workload $(WORKLOAD) --nemesis $(NEMESIS) --duration $(DURATION) --seed $(SEED) --out jepsen-out
 
 clean-data: ## Remove the playground's data folder
 	rm -rf shoal-data

@@ -1,6 +1,17 @@
-//! jepsen-tests: the black-box fault-injection suite (not built yet).
+//! jepsen-tests: a black-box fault-injection suite in the manner of Jepsen.
 //!
-//! It will drive real clusters (docker-compose, or local processes through
-//! `kv_client::local_cluster`), inject faults, record histories and check
-//! them for linearizability. Today the process-level fault tests live in
-//! `kv-server/tests/` (kill -9 of a leader, restart, snapshot catch-up).
+//! A run starts a local cluster or attaches to the docker-compose one
+//! ([`target`], [`compose`]), has concurrent
+//! clients record a history ([`history`]) of a workload ([`workload`])
+//! while nemeses inject faults on a seeded schedule ([`nemesis`]), then
+//! checks the history ([`checker`]) and prints a verdict: valid, invalid,
+//! or unknown when the checker ran out of time. `make jepsen` runs it; see
+//! `jepsen-tests/README.md`.
+
+pub mod checker;
+pub mod compose;
+pub mod history;
+pub mod nemesis;
+pub mod run;
+pub mod target;
+pub mod workload;

@@ -460,6 +460,15 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Asks the shard manager to make node `id` active again (ends a drain).
+    pub async fn activate_node(&self, id: u64) -> anyhow::Result<()> {
+        self.sm_client()
+            .await?
+            .activate_node(NodeRequest { node_id: id })
+            .await?;
+        Ok(())
+    }
+
     /// Asks the shard manager to remove node `id`.
     pub async fn remove_node(&self, id: u64) -> Result<(), tonic::Status> {
         let mut client = self

@@ -23,6 +23,7 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod failpoints;
 pub mod keys;
 pub mod layout;
 pub mod raft;

@@ -476,6 +476,11 @@ impl Manager {
         self.set_intent(node, NodeIntent::Draining, |_| Ok(()))
     }
 
+    /// Ends a drain: the node may receive replicas and primaries again.
+    pub fn activate_node(&self, node: NodeId) -> SmResult<NodeRecord> {
+        self.set_intent(node, NodeIntent::Active, |_| Ok(()))
+    }
+
     /// Forgets a node for good. Refused while it is alive and still holds
     /// replicas (drain it first); a dead node's replicas are rebuilt at once.
     pub fn remove_node(&self, node: NodeId) -> SmResult<NodeRecord> {
@@ -521,8 +526,11 @@ impl Manager {
         Ok(record)
     }
 
-    /// How repair sees every node right now.
+    /// How repair sees every node right now. Heartbeat times are not
+    /// durable, so for one grace period after a start no node is judged
+    /// dead; draining and removed nodes are acted on at once.
     fn node_views(&self, state: &DurableState) -> BTreeMap<NodeId, NodeView> {
+        let judge_death = self.started.elapsed() >= self.liveness.dead_after;
         state
             .nodes
             .values()
@@ -531,7 +539,7 @@ impl Manager {
                 let view = NodeView {
                     region: n.region.clone(),
                     usable: n.intent == NodeIntent::Active && liveness == Liveness::Alive,
-                    gone: n.intent == NodeIntent::Removed || liveness == Liveness::Dead,
+                    gone: n.intent == NodeIntent::Removed || (judge_death && liveness == Liveness::Dead),
                     draining: n.intent == NodeIntent::Draining,
                 };
                 (n.id, view)
@@ -557,12 +565,7 @@ impl Manager {
     /// Moves every shard one repair step further (see [`crate::repair`]):
     /// replicas on nodes dead past the grace period, removed or draining
     /// are rebuilt elsewhere, one membership change at a time per shard.
-    /// Nothing is judged before one grace period after start: heartbeat
-    /// times are not durable, so every node looks dead until then.
     pub fn reconcile_membership(&self) -> SmResult<Vec<MembershipStep>> {
-        if self.started.elapsed() < self.liveness.dead_after {
-            return Ok(Vec::new());
-        }
         let mut state = self.lock_state();
         let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let nodes = self.node_views(&state);

@@ -90,7 +90,10 @@ pub fn next_step(
     let view = |id: NodeId| nodes.get(&id);
     match &shard.change {
         Some(change) if change.phase == ChangePhase::CatchingUp => {
-            if !view(change.adding).is_some_and(|n| n.usable) {
+            // Only a node that is gone or draining is given up on; one that
+            // is merely late with a heartbeat (or not yet heard from since
+            // a shard-manager restart) is waited for.
+            if view(change.adding).is_none_or(|n| n.gone || n.draining) {
                 return Some(RepairStep::Abort);
             }
             let leader = leader?;

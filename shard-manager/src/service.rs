@@ -166,6 +166,14 @@ impl ShardManager for ShardManagerService {
         Ok(Response::new(self.node_state(&node)))
     }
 
+    async fn activate_node(&self, request: Request<NodeRequest>) -> Result<Response<NodeState>, Status> {
+        let node = self
+            .manager
+            .activate_node(request.into_inner().node_id)
+            .map_err(to_status)?;
+        Ok(Response::new(self.node_state(&node)))
+    }
+
     async fn remove_node(&self, request: Request<NodeRequest>) -> Result<Response<NodeState>, Status> {
         let node = self
             .manager

@@ -67,9 +67,10 @@ impl ShardNetworkFactory {
 impl RaftNetworkFactory<TypeConfig> for ShardNetworkFactory {
     type Network = ShardPeer;
 
-    async fn new_client(&mut self, _target: u64, node: &BasicNode) -> Self::Network {
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
         ShardPeer {
             shard: self.shard,
+            target,
             addr: node.addr.clone(),
             peers: self.peers.clone(),
         }
@@ -79,6 +80,8 @@ impl RaftNetworkFactory<TypeConfig> for ShardNetworkFactory {
 /// One shard's view of one peer.
 pub struct ShardPeer {
     shard: ShardId,
+    /// The peer's node id.
+    target: u64,
     addr: String,
     peers: Arc<PeerChannels>,
 }
@@ -111,7 +114,9 @@ fn decode_reply<T: DeserializeOwned>(reply: RaftReply) -> Result<T, RpcError> {
 
 impl ShardPeer {
     fn client(&self) -> Result<RaftTransportClient<Channel>, RpcError> {
-        fail::fail_point!("raft-send", |_| Err(unreachable("failpoint raft-send")));
+        if crate::failpoints::blocks_peer("raft-send", self.target) {
+            return Err(unreachable("failpoint raft-send"));
+        }
         let channel = self.peers.channel(&self.addr).map_err(|e| unreachable(&e))?;
         Ok(RaftTransportClient::new(channel)
             .max_decoding_message_size(64 << 20)

@@ -60,12 +60,20 @@ impl KvService {
         let (keyspace, shard) = self.resolve(&layout, header)?;
         let ops = build(keyspace, shard)?;
         let replica = self.host.shard(shard)?;
-        let result = replica
-            .propose(Command::Write {
-                keyspace: keyspace.id,
-                ops,
-            })
-            .await?;
+        let command = Command::Write {
+            keyspace: keyspace.id,
+            ops,
+        };
+        // A deliberate bug for proving the fault-injection suite can fail:
+        // acknowledge before the write is committed (docs/failpoints.md).
+        if crate::failpoints::is_on("ack-before-commit") {
+            tokio::spawn(async move { replica.propose(command).await });
+            return Ok(WriteResponse {
+                header: self.response_header(&layout, shard),
+                version: 0,
+            });
+        }
+        let result = replica.propose(command).await?;
         Ok(WriteResponse {
             header: self.response_header(&layout, shard),
             version: result.version.0,

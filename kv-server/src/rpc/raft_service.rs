@@ -34,7 +34,9 @@ impl RaftService {
 /// The `raft-receive` failpoint: with `raft-send` it cuts a node off from
 /// its peers in both directions.
 fn receive_failpoint() -> Result<(), Status> {
-    fail::fail_point!("raft-receive", |_| Err(Status::unavailable("failpoint raft-receive")));
+    if crate::failpoints::is_on("raft-receive") {
+        return Err(Status::unavailable("failpoint raft-receive"));
+    }
     Ok(())
 }
 

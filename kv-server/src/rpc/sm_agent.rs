@@ -188,7 +188,9 @@ fn reports(host: &NodeHost) -> Vec<ReplicaReport> {
 /// One heartbeat, and a map refresh when the shard manager has a newer one.
 /// Returns the nodes the shard manager sees alive.
 async fn beat(host: &NodeHost, config: &NodeConfig, client: &mut SmClient) -> anyhow::Result<Vec<NodeId>> {
-    fail::fail_point!("sm-heartbeat", |_| Err(anyhow::anyhow!("failpoint sm-heartbeat")));
+    if crate::failpoints::is_on("sm-heartbeat") {
+        anyhow::bail!("failpoint sm-heartbeat");
+    }
     let request = HeartbeatRequest {
         node_id: host.node_id.0,
         replicas: reports(host),

@@ -161,35 +161,48 @@ fn print_node(verb: &str, n: &NodeState) {
     );
 }
 
-pub async fn drain_node(cli: &Cli, id: u64) -> anyhow::Result<()> {
-    let n = shard_manager(cli)
-        .await?
-        .drain_node(NodeRequest { node_id: id })
-        .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-        .into_inner();
-    print_node("draining", &n);
+/// What `shoal node ...` asks of the shard manager.
+#[derive(Clone, Copy)]
+pub enum NodeAction {
+    Drain,
+    Activate,
+    Remove,
+}
+
+pub async fn node_action(cli: &Cli, id: u64, action: NodeAction) -> anyhow::Result<()> {
+    let mut sm = shard_manager(cli).await?;
+    let request = NodeRequest { node_id: id };
+    let (reply, verb) = match action {
+        NodeAction::Drain => (sm.drain_node(request).await, "draining"),
+        NodeAction::Activate => (sm.activate_node(request).await, "activated"),
+        NodeAction::Remove => (sm.remove_node(request).await, "removed"),
+    };
+    let n = reply.map_err(|s| anyhow::anyhow!("{}", s.message()))?.into_inner();
+    print_node(verb, &n);
     Ok(())
 }
 
-pub async fn remove_node(cli: &Cli, id: u64) -> anyhow::Result<()> {
-    let n = shard_manager(cli)
-        .await?
-        .remove_node(NodeRequest { node_id: id })
+/// Asks `addr` (a node or the shard manager) for the layout.
+pub async fn health(addr: &str) -> anyhow::Result<()> {
+    let layout = AdminClient::new(channel(addr).await?)
+        .get_layout(shoal_proto::admin::GetLayoutRequest {})
         .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .map_err(|s| anyhow::anyhow!("{addr}: {}", s.message()))?
         .into_inner();
-    print_node("removed", &n);
+    println!("{addr} answers (map version {})", layout.version);
     Ok(())
 }
 
-pub async fn create_keyspace(cli: &Cli, request: CreateKeyspaceRequest) -> anyhow::Result<()> {
-    let ks = shard_manager(cli)
-        .await?
-        .create_keyspace(request)
-        .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-        .into_inner();
+pub async fn create_keyspace(cli: &Cli, request: CreateKeyspaceRequest, if_not_exists: bool) -> anyhow::Result<()> {
+    let name = request.name.clone();
+    let ks = match shard_manager(cli).await?.create_keyspace(request).await {
+        Ok(reply) => reply.into_inner(),
+        Err(s) if if_not_exists && s.code() == tonic::Code::AlreadyExists => {
+            println!("keyspace {name} exists");
+            return Ok(());
+        }
+        Err(s) => anyhow::bail!("{}", s.message()),
+    };
     println!(
         "created keyspace {} (id {}) with shards {:?}",
         ks.name, ks.keyspace_id, ks.shard_ids

@@ -108,6 +108,8 @@ enum Commands {
     },
     /// Show every node's replicas: role, term, leader, progress (asks the nodes).
     Status,
+    /// Exit 0 when the node or shard manager at ADDR answers (health checks).
+    Health { addr: String },
     /// Cluster administration through the shard manager.
     Cluster {
         #[command(subcommand)]
@@ -171,6 +173,8 @@ enum NodeCommand {
     /// Move every primary and replica off node ID (it gets no new ones).
     /// Returns at once; `shoal cluster status` shows the progress.
     Drain { id: u64 },
+    /// End a drain: node ID may receive replicas and primaries again.
+    Activate { id: u64 },
     /// Forget node ID for good. Refused while it is alive and holds
     /// replicas; a dead node's replicas are rebuilt elsewhere at once.
     Remove { id: u64 },
@@ -202,6 +206,9 @@ enum KeyspaceCommand {
         /// Put one learner (non-voting replica) in this region (repeat the flag).
         #[arg(long = "learner-region")]
         learner_regions: Vec<String>,
+        /// Succeed without changing anything when the keyspace exists.
+        #[arg(long)]
+        if_not_exists: bool,
     },
 }
 
@@ -283,15 +290,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             limit,
         } => data::scan(&cli, prefix, start, end, *reverse, *limit).await,
         Commands::Status => admin::node_status(&cli).await,
+        Commands::Health { addr } => admin::health(addr).await,
         Commands::Cluster {
             command: ClusterCommand::Status,
         } => admin::cluster_status(&cli).await,
         Commands::Node {
             command: NodeCommand::Drain { id },
-        } => admin::drain_node(&cli, *id).await,
+        } => admin::node_action(&cli, *id, admin::NodeAction::Drain).await,
         Commands::Node {
             command: NodeCommand::Remove { id },
-        } => admin::remove_node(&cli, *id).await,
+        } => admin::node_action(&cli, *id, admin::NodeAction::Remove).await,
+        Commands::Node {
+            command: NodeCommand::Activate { id },
+        } => admin::node_action(&cli, *id, admin::NodeAction::Activate).await,
         Commands::Shard {
             command: ShardCommand::MovePrimary { shard, node },
         } => admin::move_primary(&cli, *shard, *node).await,
@@ -305,6 +316,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     regions,
                     preferred_region,
                     learner_regions,
+                    if_not_exists,
                 },
         } => {
             let request = shoal_proto::sm::CreateKeyspaceRequest {
@@ -316,7 +328,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 preferred_region: preferred_region.clone(),
                 learner_regions: learner_regions.clone(),
             };
-            admin::create_keyspace(&cli, request).await
+            admin::create_keyspace(&cli, request, *if_not_exists).await
         }
         Commands::Bench {
             local,

@@ -1,0 +1,268 @@
+//! Checkers: a history in, a verdict out. The register checker tests each
+//! key's history for linearizability (Wing & Gong, via `todc-utils`); the
+//! set checker looks for acknowledged elements that were lost and for
+//! elements nobody added.
+
+use crate::history::{Op, OpKind, Outcome};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use todc_utils::linearizability::history::{Action, History};
+use todc_utils::linearizability::WGLChecker;
+use todc_utils::specifications::Specification;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", content = "why", rename_all = "lowercase")]
+pub enum Verdict {
+    Valid,
+    Invalid(Vec<String>),
+    /// The checker ran out of time before it could decide.
+    Unknown(String),
+}
+
+impl Verdict {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Valid => "valid",
+            Verdict::Invalid(_) => "invalid",
+            Verdict::Unknown(_) => "unknown",
+        }
+    }
+}
+
+/// A register of u64 values; 0 means "no value yet".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RegisterOp {
+    /// `None` at the call (not known yet), the value seen at the response.
+    Read(Option<u64>),
+    Write(u64),
+}
+
+pub struct RegisterSpec;
+
+impl Specification for RegisterSpec {
+    type State = u64;
+    type Operation = RegisterOp;
+
+    fn init() -> u64 {
+        0
+    }
+
+    fn apply(op: &RegisterOp, state: &u64) -> (bool, u64) {
+        match op {
+            RegisterOp::Read(seen) => (*seen == Some(*state), *state),
+            RegisterOp::Write(value) => (true, *value),
+        }
+    }
+}
+
+/// The WGL history of one key. Failed operations took no effect and are
+/// left out, as are reads that returned nothing. An indeterminate write may
+/// take effect at any point after its call, so its response goes after
+/// everything else. Every operation gets its own process id: the library
+/// pairs calls and responses per process in order, which an indeterminate
+/// write (answered "at the end") would otherwise scramble.
+fn key_history(ops: &[&Op]) -> Option<History<RegisterOp>> {
+    let mut events: Vec<(u64, u8, usize, Action<RegisterOp>)> = Vec::new();
+    for (process, op) in ops.iter().enumerate() {
+        let (call, response, end) = match (&op.kind, op.outcome) {
+            (OpKind::Write { value }, Outcome::Ok) => {
+                (RegisterOp::Write(*value), RegisterOp::Write(*value), op.complete_ns)
+            }
+            (OpKind::Write { value }, Outcome::Info) => {
+                (RegisterOp::Write(*value), RegisterOp::Write(*value), u64::MAX)
+            }
+            (OpKind::Read { value: Some(v) }, Outcome::Ok) => {
+                (RegisterOp::Read(None), RegisterOp::Read(Some(*v)), op.complete_ns)
+            }
+            _ => continue,
+        };
+        // At equal times calls sort first: overlap is the weaker claim.
+        events.push((op.invoke_ns, 0, process, Action::Call(call)));
+        events.push((end, 1, process, Action::Response(response)));
+    }
+    if events.is_empty() {
+        return None;
+    }
+    events.sort_by_key(|(t, order, process, _)| (*t, *order, *process));
+    Some(History::from_actions(
+        events
+            .into_iter()
+            .map(|(_, _, process, action)| (process, action))
+            .collect(),
+    ))
+}
+
+/// Checks every key's register history for linearizability within `budget`.
+pub fn check_register(ops: &[Op], budget: Duration) -> Verdict {
+    let mut by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    for op in ops
+        .iter()
+        .filter(|o| matches!(o.kind, OpKind::Read { .. } | OpKind::Write { .. }))
+    {
+        by_key.entry(&op.key).or_default().push(op);
+    }
+    let histories: Vec<(String, History<RegisterOp>)> = by_key
+        .into_iter()
+        .filter_map(|(key, ops)| key_history(&ops).map(|h| (key.to_string(), h)))
+        .collect();
+    let total = histories.len();
+    let (tx, rx) = mpsc::channel();
+    // The search runs on its own thread so a hard history cannot hold the
+    // run hostage: past the budget the verdict is "unknown".
+    std::thread::spawn(move || {
+        for (key, history) in histories {
+            let linearizable = WGLChecker::<RegisterSpec>::is_linearizable(history);
+            if tx.send((key, linearizable)).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + budget;
+    let mut bad = Vec::new();
+    for checked in 0..total {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((key, true)) => drop(key),
+            Ok((key, false)) => bad.push(format!("key {key}: not linearizable")),
+            Err(_) => {
+                return Verdict::Unknown(format!(
+                    "checked {checked} of {total} keys within {budget:?}; {} not linearizable so far",
+                    bad.len()
+                ))
+            }
+        }
+    }
+    if bad.is_empty() {
+        Verdict::Valid
+    } else {
+        let count = bad.len();
+        bad.truncate(10);
+        if count > bad.len() {
+            bad.push(format!("... {count} keys in all"));
+        }
+        Verdict::Invalid(bad)
+    }
+}
+
+/// Checks the set: every acknowledged element is in `final_elements`, and
+/// every element there was added by someone (acknowledged or not).
+pub fn check_set(ops: &[Op], final_elements: &BTreeSet<u64>) -> Verdict {
+    let mut acked = BTreeSet::new();
+    let mut attempted = BTreeSet::new();
+    for op in ops {
+        if let OpKind::Add { element } = op.kind {
+            if op.outcome != Outcome::Fail {
+                attempted.insert(element);
+            }
+            if op.outcome == Outcome::Ok {
+                acked.insert(element);
+            }
+        }
+    }
+    let lost: Vec<u64> = acked.difference(final_elements).copied().collect();
+    let unexpected: Vec<u64> = final_elements.difference(&attempted).copied().collect();
+    let mut problems = Vec::new();
+    if !lost.is_empty() {
+        problems.push(format!("{} acknowledged elements lost: {:?}", lost.len(), first(&lost)));
+    }
+    if !unexpected.is_empty() {
+        problems.push(format!(
+            "{} elements nobody added (or whose add failed): {:?}",
+            unexpected.len(),
+            first(&unexpected)
+        ));
+    }
+    if problems.is_empty() {
+        Verdict::Valid
+    } else {
+        Verdict::Invalid(problems)
+    }
+}
+
+fn first(v: &[u64]) -> &[u64] {
+    &v[..v.len().min(20)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(process: usize, kind: OpKind, outcome: Outcome, invoke: u64, complete: u64) -> Op {
+        Op {
+            process,
+            key: "k".into(),
+            kind,
+            outcome,
+            invoke_ns: invoke,
+            complete_ns: complete,
+            error: None,
+        }
+    }
+
+    fn write(v: u64, outcome: Outcome, invoke: u64, complete: u64) -> Op {
+        op(0, OpKind::Write { value: v }, outcome, invoke, complete)
+    }
+
+    fn read(v: u64, invoke: u64, complete: u64) -> Op {
+        op(1, OpKind::Read { value: Some(v) }, Outcome::Ok, invoke, complete)
+    }
+
+    const BUDGET: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn sequential_and_overlapping_histories_are_valid() {
+        let ops = vec![
+            write(1, Outcome::Ok, 0, 10),
+            read(1, 20, 30),
+            write(2, Outcome::Ok, 40, 60),
+            read(1, 45, 50),
+        ];
+        assert_eq!(check_register(&ops, BUDGET), Verdict::Valid);
+    }
+
+    #[test]
+    fn a_stale_read_is_invalid() {
+        let ops = vec![
+            write(1, Outcome::Ok, 0, 10),
+            write(2, Outcome::Ok, 20, 30),
+            read(1, 40, 50),
+        ];
+        assert!(matches!(check_register(&ops, BUDGET), Verdict::Invalid(_)));
+    }
+
+    #[test]
+    fn a_read_of_a_value_nobody_wrote_is_invalid() {
+        let ops = vec![write(1, Outcome::Ok, 0, 10), read(7, 20, 30)];
+        assert!(matches!(check_register(&ops, BUDGET), Verdict::Invalid(_)));
+    }
+
+    #[test]
+    fn an_indeterminate_write_may_land_late_but_a_failed_one_never() {
+        // Write 2 timed out; a read much later may still see it...
+        let late = vec![
+            write(1, Outcome::Ok, 0, 10),
+            write(2, Outcome::Info, 20, 30),
+            read(1, 40, 50),
+            read(2, 60, 70),
+        ];
+        assert_eq!(check_register(&late, BUDGET), Verdict::Valid);
+        // ...but a failed write must never be seen.
+        let failed = vec![
+            write(1, Outcome::Ok, 0, 10),
+            write(2, Outcome::Fail, 20, 30),
+            read(2, 40, 50),
+        ];
+        assert!(matches!(check_register(&failed, BUDGET), Verdict::Invalid(_)));
+    }
+
+    #[test]
+    fn set_finds_lost_and_unexpected_elements() {
+        let add = |e, outcome| op(0, OpKind::Add { element: e }, outcome, 0, 1);
+        let ops = vec![add(1, Outcome::Ok), add(2, Outcome::Info), add(3, Outcome::Fail)];
+        assert_eq!(check_set(&ops, &BTreeSet::from([1])), Verdict::Valid);
+        assert_eq!(check_set(&ops, &BTreeSet::from([1, 2])), Verdict::Valid);
+        assert!(matches!(check_set(&ops, &BTreeSet::from([2])), Verdict::Invalid(_)));
+        assert!(matches!(check_set(&ops, &BTreeSet::from([1, 3])), Verdict::Invalid(_)));
+    }
+}

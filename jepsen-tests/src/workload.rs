@@ -1,0 +1,122 @@
+//! Workloads: what the clients do while the nemesis works.
+//!
+//! - **register**: strong reads and writes of unique values on a key; every
+//!   100 operations the clients move to a fresh key, so each key's history
+//!   stays small enough for the linearizability search.
+//! - **set**: each add writes a key of its own (`set/<element>`); at the end
+//!   one strong scan reads back what the set holds.
+
+use crate::history::{Op, OpKind, Outcome, Recorder};
+use kv_client::{ClientError, ShoalClient};
+use rand::{Rng, SeedableRng};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Operations per register key before the clients move on.
+pub const OPS_PER_KEY: u64 = 100;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    Register,
+    Set,
+}
+
+impl Workload {
+    pub fn parse(name: &str) -> anyhow::Result<Workload> {
+        match name {
+            "register" => Ok(Workload::Register),
+            "set" => Ok(Workload::Set),
+            other => anyhow::bail!("unknown workload {other:?}; known: register, set"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Register => "register",
+            Workload::Set => "set",
+        }
+    }
+}
+
+/// A write's outcome: indeterminate errors are `Info`, never failures.
+fn write_outcome(result: &Result<(), ClientError>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Ok,
+        Err(e) if e.is_indeterminate() => Outcome::Info,
+        Err(_) => Outcome::Fail,
+    }
+}
+
+/// Runs one client until `stop`.
+pub async fn client_loop(
+    workload: Workload,
+    process: usize,
+    seed: u64,
+    client: Arc<ShoalClient>,
+    counter: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    recorder: Recorder,
+) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ process as u64);
+    while !stop.load(Ordering::Relaxed) {
+        let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let invoke_ns = recorder.now();
+        let (key, kind, outcome, error) = match workload {
+            Workload::Register => {
+                let key = format!("reg/{}", n / OPS_PER_KEY);
+                if rng.gen_bool(0.5) {
+                    let result = client.get(key.clone()).await;
+                    let (value, outcome, error) = match result {
+                        Ok(v) => (Some(v.map(|v| parse_value(&v.value)).unwrap_or(0)), Outcome::Ok, None),
+                        // A read has no effect; whatever went wrong, it tells nothing.
+                        Err(e) => (None, Outcome::Info, Some(e.to_string())),
+                    };
+                    (key, OpKind::Read { value }, outcome, error)
+                } else {
+                    let result = client.put(key.clone(), n.to_string()).await.map(|_| ());
+                    let outcome = write_outcome(&result);
+                    (
+                        key,
+                        OpKind::Write { value: n },
+                        outcome,
+                        result.err().map(|e| e.to_string()),
+                    )
+                }
+            }
+            Workload::Set => {
+                let key = set_key(n);
+                let result = client.put(key.clone(), n.to_string()).await.map(|_| ());
+                let outcome = write_outcome(&result);
+                (
+                    key,
+                    OpKind::Add { element: n },
+                    outcome,
+                    result.err().map(|e| e.to_string()),
+                )
+            }
+        };
+        recorder.record(Op {
+            process,
+            key,
+            kind,
+            outcome,
+            invoke_ns,
+            complete_ns: recorder.now(),
+            error,
+        });
+    }
+}
+
+/// The key of set element `n`.
+pub fn set_key(n: u64) -> String {
+    format!("set/{n:012}")
+}
+
+/// Values are decimal numbers; anything else is a value nobody wrote, which
+/// the checkers then flag (u64::MAX is never written).
+pub fn parse_value(bytes: &[u8]) -> u64 {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(u64::MAX)
+}

@@ -1,0 +1,63 @@
+//! The CI slice of the fault-injection suite: short runs on a fresh local
+//! cluster (5 kv-server processes and a shard manager) that must be valid,
+//! and a run with a deliberate bug that must be invalid — proof that the
+//! checker can fail. Longer runs: `make jepsen`.
+
+use jepsen_tests::checker::Verdict;
+use jepsen_tests::nemesis::Nemesis;
+use jepsen_tests::run::{run, RunConfig};
+use jepsen_tests::target::{LocalTarget, Target};
+use jepsen_tests::workload::Workload;
+use std::time::Duration;
+
+async fn must_run(mut config: RunConfig) -> jepsen_tests::run::RunReport {
+    let out = tempfile::tempdir().unwrap();
+    config.out_dir = out.path().to_path_buf();
+    let mut target = LocalTarget::start().await.expect("start a local cluster");
+    let report = run(&mut target, &config).await;
+    target.stop();
+    let report = report.expect("run");
+    println!("{report}");
+    report
+}
+
+fn config(workload: Workload, nemeses: &[Nemesis], seconds: u64, seed: u64, bug: bool) -> RunConfig {
+    RunConfig {
+        workload,
+        nemeses: nemeses.to_vec(),
+        duration: Duration::from_secs(seconds),
+        seed,
+        clients: 5,
+        out_dir: std::path::PathBuf::new(), // set by must_run
+        bug,
+        check_budget: Duration::from_secs(60),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_is_linearizable_under_kill_partition_and_pause() {
+    let nemeses = [Nemesis::Kill, Nemesis::Partition, Nemesis::Pause];
+    let report = must_run(config(Workload::Register, &nemeses, 45, 11, false)).await;
+    assert_eq!(report.verdict, Verdict::Valid, "{report}");
+    assert!(report.nemesis_events >= 4, "faults were injected: {report}");
+    assert!(report.counts.ok > 1000, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_loses_nothing_under_kill_partition_shard_manager_kill_and_drain() {
+    let nemeses = [
+        Nemesis::Kill,
+        Nemesis::Partition,
+        Nemesis::ShardManagerKill,
+        Nemesis::Drain,
+    ];
+    let report = must_run(config(Workload::Set, &nemeses, 30, 12, false)).await;
+    assert_eq!(report.verdict, Verdict::Valid, "{report}");
+    assert!(report.nemesis_events >= 2, "faults were injected: {report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acking_writes_before_commit_is_reported_invalid() {
+    let report = must_run(config(Workload::Register, &[], 10, 13, true)).await;
+    assert!(matches!(report.verdict, Verdict::Invalid(_)), "{report}");
+}
