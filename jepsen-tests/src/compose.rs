@@ -224,13 +224,20 @@ impl Target for ComposeTarget {
         Ok(())
     }
 
-    /// Leaves the cluster whole (running, unpaused, unfiltered); taking it
-    /// down is docker-compose's job.
-    fn stop(&mut self) {
+    /// Leaves the cluster whole; taking it down is docker-compose's job.
+    /// Every step is tried even when an earlier one fails.
+    async fn stop(&mut self) {
+        let _ = run("docker", &["start", SHARD_MANAGER_CONTAINER]);
         for (container, _, _) in self.nodes.values() {
             let _ = run("docker", &["unpause", container]);
             let _ = run("docker", &["start", container]);
         }
-        let _ = run("docker", &["start", SHARD_MANAGER_CONTAINER]);
+        let _ = self.heal_network().await;
+        // Give restarted containers a moment to listen before the RPCs.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for node in self.nodes() {
+            let _ = self.activate(node).await;
+            let _ = self.set_failpoint(node, "ack-before-commit", "off").await;
+        }
     }
 }

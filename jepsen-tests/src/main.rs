@@ -73,7 +73,7 @@ fn config(args: &Args) -> anyhow::Result<RunConfig> {
 /// Runs, then leaves the target whole (or gone, for a local cluster).
 async fn run_on<T: Target>(mut target: T, config: &RunConfig) -> anyhow::Result<RunReport> {
     let report = run(&mut target, config).await;
-    target.stop();
+    target.stop().await;
     report
 }
 

@@ -5,7 +5,7 @@ use crate::checker::{check_register, check_set, Verdict};
 use crate::history::{Counts, Recorder};
 use crate::nemesis::{run_schedule, Nemesis};
 use crate::target::Target;
-use crate::workload::{client_loop, parse_value, set_key, Workload};
+use crate::workload::{client_loop, parse_value, set_key, ClientContext, Workload};
 use kv_client::{ClientConfig, ScanOptions, ShoalClient};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -64,9 +64,9 @@ impl std::fmt::Display for RunReport {
 
 /// Reads every set element back with strong scans, retrying until the
 /// cluster answers (it has just been healed).
-async fn read_set(client: &ShoalClient) -> anyhow::Result<BTreeSet<u64>> {
+async fn read_set(client: &ShoalClient, prefix: &str) -> anyhow::Result<BTreeSet<u64>> {
     let options = ScanOptions {
-        prefix: b"set/".to_vec(),
+        prefix: format!("{prefix}/set/").into_bytes(),
         limit: 1000,
         ..ScanOptions::default()
     };
@@ -80,7 +80,7 @@ async fn read_set(client: &ShoalClient) -> anyhow::Result<BTreeSet<u64>> {
                         let element = parse_value(&e.value);
                         // A value that does not match its key is corrupt: report
                         // it as an element nobody added.
-                        if e.key == set_key(element).into_bytes() {
+                        if e.key == set_key(prefix, element).into_bytes() {
                             element
                         } else {
                             u64::MAX
@@ -113,32 +113,37 @@ pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Resul
         .await?,
     );
     let recorder = Recorder::default();
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let prefix: Arc<str> = format!("run-{}-{unix}", config.seed).into();
     let stop = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicU64::new(0));
+    let ctx = ClientContext {
+        workload: config.workload,
+        seed: config.seed,
+        prefix: prefix.clone(),
+        client: client.clone(),
+        counter,
+        stop: stop.clone(),
+        recorder: recorder.clone(),
+    };
     let clients: Vec<_> = (0..config.clients)
-        .map(|process| {
-            tokio::spawn(client_loop(
-                config.workload,
-                process,
-                config.seed,
-                client.clone(),
-                counter.clone(),
-                stop.clone(),
-                recorder.clone(),
-            ))
-        })
+        .map(|process| tokio::spawn(client_loop(ctx.clone(), process)))
         .collect();
     let schedule = run_schedule(target, &config.nemeses, config.seed, config.duration, &recorder).await;
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await?;
     }
-    // Heal whatever a failed schedule left behind before judging.
+    // A schedule that failed half-way through a fault is reported as a
+    // failed run; the caller's `Target::stop` heals what it left behind.
     schedule?;
     let ops = recorder.ops();
     let verdict = match config.workload {
         Workload::Register => check_register(&ops, config.check_budget),
-        Workload::Set => check_set(&ops, &read_set(&client).await?),
+        Workload::Set => check_set(&ops, &read_set(&client, &prefix).await?),
     };
     recorder.write(&config.out_dir.join("history.jsonl"))?;
     let report = RunReport {

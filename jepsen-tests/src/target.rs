@@ -31,7 +31,10 @@ pub trait Target {
     async fn drain(&self, node: u64) -> anyhow::Result<()>;
     /// Ends a drain.
     async fn activate(&self, node: u64) -> anyhow::Result<()>;
-    fn stop(&mut self);
+    /// Ends the run: a local cluster is stopped; a compose cluster is left
+    /// whole (running, unpaused, unfiltered, nothing draining, no failpoint
+    /// on), even after a run that failed half-way through a fault.
+    async fn stop(&mut self);
 }
 
 /// kv-server processes and a shard manager on 127.0.0.1, started in a
@@ -164,7 +167,7 @@ impl Target for LocalTarget {
         self.cluster.activate_node(node).await
     }
 
-    fn stop(&mut self) {
+    async fn stop(&mut self) {
         for node in self.nodes() {
             let _ = self.resume(node);
         }

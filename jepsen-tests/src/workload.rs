@@ -1,5 +1,9 @@
 //! Workloads: what the clients do while the nemesis works.
 //!
+//! Every run writes under a prefix of its own (`run-<seed>-<unix time>`), so
+//! a cluster that outlives a run (compose) never shows one run's values to
+//! the next.
+//!
 //! - **register**: strong reads and writes of unique values on a key; every
 //!   100 operations the clients move to a fresh key, so each key's history
 //!   stays small enough for the linearizability search.
@@ -47,23 +51,38 @@ fn write_outcome(result: &Result<(), ClientError>) -> Outcome {
     }
 }
 
-/// Runs one client until `stop`.
-pub async fn client_loop(
-    workload: Workload,
-    process: usize,
-    seed: u64,
-    client: Arc<ShoalClient>,
-    counter: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    recorder: Recorder,
-) {
+/// What every client of a run shares.
+#[derive(Clone)]
+pub struct ClientContext {
+    pub workload: Workload,
+    pub seed: u64,
+    /// Every key of the run starts with this.
+    pub prefix: Arc<str>,
+    pub client: Arc<ShoalClient>,
+    /// Hands out unique values (and register key generations).
+    pub counter: Arc<AtomicU64>,
+    pub stop: Arc<AtomicBool>,
+    pub recorder: Recorder,
+}
+
+/// Runs client `process` until `ctx.stop`.
+pub async fn client_loop(ctx: ClientContext, process: usize) {
+    let ClientContext {
+        workload,
+        seed,
+        prefix,
+        client,
+        counter,
+        stop,
+        recorder,
+    } = ctx;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ process as u64);
     while !stop.load(Ordering::Relaxed) {
         let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
         let invoke_ns = recorder.now();
         let (key, kind, outcome, error) = match workload {
             Workload::Register => {
-                let key = format!("reg/{}", n / OPS_PER_KEY);
+                let key = format!("{prefix}/reg/{}", n / OPS_PER_KEY);
                 if rng.gen_bool(0.5) {
                     let result = client.get(key.clone()).await;
                     let (value, outcome, error) = match result {
@@ -84,7 +103,7 @@ pub async fn client_loop(
                 }
             }
             Workload::Set => {
-                let key = set_key(n);
+                let key = set_key(&prefix, n);
                 let result = client.put(key.clone(), n.to_string()).await.map(|_| ());
                 let outcome = write_outcome(&result);
                 (
@@ -107,9 +126,9 @@ pub async fn client_loop(
     }
 }
 
-/// The key of set element `n`.
-pub fn set_key(n: u64) -> String {
-    format!("set/{n:012}")
+/// The key of set element `n` in the run whose keys start with `prefix`.
+pub fn set_key(prefix: &str, n: u64) -> String {
+    format!("{prefix}/set/{n:012}")
 }
 
 /// Values are decimal numbers; anything else is a value nobody wrote, which

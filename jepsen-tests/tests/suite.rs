@@ -15,7 +15,7 @@ async fn must_run(mut config: RunConfig) -> jepsen_tests::run::RunReport {
     config.out_dir = out.path().to_path_buf();
     let mut target = LocalTarget::start().await.expect("start a local cluster");
     let report = run(&mut target, &config).await;
-    target.stop();
+    target.stop().await;
     let report = report.expect("run");
     println!("{report}");
     report

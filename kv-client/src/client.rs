@@ -168,10 +168,11 @@ fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
         .tcp_nodelay(true))
 }
 
-/// Fetches the layout from the first endpoint that answers.
+/// Asks every endpoint at once and keeps the newest layout: one endpoint
+/// may lag (a node cut off from the shard manager), and a down one costs
+/// no more than the 2 s timeout.
 pub async fn fetch_layout(endpoints: &[String]) -> ClientResult<Layout> {
-    let mut last_error = String::from("no endpoints given");
-    for addr in endpoints {
+    let attempts = endpoints.iter().map(|addr| async move {
         let attempt = async {
             let channel = endpoint(addr)
                 .map_err(|e| e.to_string())?
@@ -182,15 +183,24 @@ pub async fn fetch_layout(endpoints: &[String]) -> ClientResult<Layout> {
             admin
                 .get_layout(GetLayoutRequest {})
                 .await
+                .map(tonic::Response::into_inner)
                 .map_err(|s| s.message().to_string())
         };
         match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-            Ok(Ok(layout)) => return Ok(layout.into_inner()),
-            Ok(Err(e)) => last_error = format!("{addr}: {e}"),
-            Err(_) => last_error = format!("{addr}: timed out"),
+            Ok(result) => result.map_err(|e| format!("{addr}: {e}")),
+            Err(_) => Err(format!("{addr}: timed out")),
+        }
+    });
+    let mut newest: Option<Layout> = None;
+    let mut last_error = String::from("no endpoints given");
+    for result in futures::future::join_all(attempts).await {
+        match result {
+            Ok(layout) if newest.as_ref().is_none_or(|n| layout.version > n.version) => newest = Some(layout),
+            Ok(_) => {}
+            Err(e) => last_error = e,
         }
     }
-    Err(ClientError::Routing(format!("no endpoint answered ({last_error})")))
+    newest.ok_or_else(|| ClientError::Routing(format!("no endpoint answered ({last_error})")))
 }
 
 fn error_code_of(status: &tonic::Status) -> Option<ErrorCode> {
@@ -290,8 +300,8 @@ impl ShoalClient {
         &self.config
     }
 
-    fn channel(&self, node: u64) -> ClientResult<Channel> {
-        let routes = self.routes();
+    /// A connection to `node` at its address in `routes`.
+    fn channel(&self, routes: &RoutingTable, node: u64) -> ClientResult<Channel> {
         let addr = routes
             .addr(node)
             .ok_or_else(|| ClientError::Routing(format!("unknown node {node}")))?;
@@ -363,21 +373,28 @@ impl ShoalClient {
                 target = 0;
             }
             let node = candidates[target % candidates.len()];
-            let client = KvClient::new(self.channel(node)?).max_decoding_message_size(64 << 20);
             let remaining = deadline.saturating_duration_since(Instant::now());
             let header = self.header(&routes, shard);
-            let next = match tokio::time::timeout(remaining, attempt(client, header)).await {
-                Ok(Ok(response)) => {
-                    routes.set_leader(shard, node);
-                    return Ok(response.into_inner());
+            let next = match self.channel(&routes, node) {
+                // A replica on a node our map has no address for: the map
+                // is behind; nothing was sent.
+                Err(e) => Next::Refresh(e.to_string()),
+                Ok(channel) => {
+                    let client = KvClient::new(channel).max_decoding_message_size(64 << 20);
+                    match tokio::time::timeout(remaining, attempt(client, header)).await {
+                        Ok(Ok(response)) => {
+                            routes.set_leader(shard, node);
+                            return Ok(response.into_inner());
+                        }
+                        Ok(Err(status)) => classify(status, kind),
+                        Err(_) if kind == Kind::Write => {
+                            return Err(ClientError::Indeterminate(format!(
+                                "no answer from node {node} before the deadline"
+                            )))
+                        }
+                        Err(_) => Next::TryAnother("deadline".into()),
+                    }
                 }
-                Ok(Err(status)) => classify(status, kind),
-                Err(_) if kind == Kind::Write => {
-                    return Err(ClientError::Indeterminate(format!(
-                        "no answer from node {node} before the deadline"
-                    )))
-                }
-                Err(_) => Next::TryAnother("deadline".into()),
             };
             let last_problem = match next {
                 Next::Fail(error) => return Err(error),
@@ -432,7 +449,7 @@ impl ShoalClient {
             .routes()
             .first_node()
             .ok_or_else(|| ClientError::Routing("layout has no nodes".into()))?;
-        let mut admin = AdminClient::new(self.channel(node)?);
+        let mut admin = AdminClient::new(self.channel(&self.routes(), node)?);
         admin
             .get_layout(GetLayoutRequest {})
             .await

@@ -5,7 +5,6 @@
 //! per-replica RPCs belong to nodes and are refused here.
 
 use crate::manager::Manager;
-use crate::model::NodeIntent;
 use crate::store::DurableState;
 use shoal_proto::admin::admin_server::Admin;
 use shoal_proto::admin::*;
@@ -23,14 +22,14 @@ impl LayoutService {
 }
 
 /// The map as clients see it: voters, learners, primaries and epochs; no
-/// Raft addresses and no removed nodes.
+/// Raft addresses. Removed nodes stay listed: a shard may name one until
+/// its replica is rebuilt elsewhere.
 pub fn client_layout(state: &DurableState) -> Layout {
     Layout {
         version: state.counters.map_version,
         nodes: state
             .nodes
             .values()
-            .filter(|n| n.intent != NodeIntent::Removed)
             .map(|n| NodeInfo {
                 node_id: n.id,
                 client_addr: n.client_addr.clone(),

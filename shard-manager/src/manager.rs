@@ -486,11 +486,10 @@ impl Manager {
     pub fn remove_node(&self, node: NodeId) -> SmResult<NodeRecord> {
         self.set_intent(node, NodeIntent::Removed, |state| {
             let held = state.shards.values().filter(|s| s.hosts().contains(&node)).count();
-            let liveness = self.liveness_of(node).0;
-            if held > 0 && liveness != Liveness::Dead {
+            if held > 0 && !self.judged_dead(node) {
                 return Err(SmError::FailedPrecondition(format!(
                     "node {node} is {} and holds {held} replicas; drain it first",
-                    liveness.name()
+                    self.liveness_of(node).0.name()
                 )));
             }
             Ok(())
@@ -526,11 +525,16 @@ impl Manager {
         Ok(record)
     }
 
-    /// How repair sees every node right now. Heartbeat times are not
-    /// durable, so for one grace period after a start no node is judged
-    /// dead; draining and removed nodes are acted on at once.
+    /// Dead past the grace period. Heartbeat times are not durable, so for
+    /// one grace period after a start no node is judged dead.
+    fn judged_dead(&self, node: NodeId) -> bool {
+        self.started.elapsed() >= self.liveness.dead_after && self.liveness_of(node).0 == Liveness::Dead
+    }
+
+    /// How repair sees every node right now: a dead node's replicas are
+    /// rebuilt only once it is judged dead; draining and removed nodes are
+    /// acted on at once.
     fn node_views(&self, state: &DurableState) -> BTreeMap<NodeId, NodeView> {
-        let judge_death = self.started.elapsed() >= self.liveness.dead_after;
         state
             .nodes
             .values()
@@ -539,7 +543,7 @@ impl Manager {
                 let view = NodeView {
                     region: n.region.clone(),
                     usable: n.intent == NodeIntent::Active && liveness == Liveness::Alive,
-                    gone: n.intent == NodeIntent::Removed || (judge_death && liveness == Liveness::Dead),
+                    gone: n.intent == NodeIntent::Removed || self.judged_dead(n.id),
                     draining: n.intent == NodeIntent::Draining,
                 };
                 (n.id, view)

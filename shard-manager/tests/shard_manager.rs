@@ -174,6 +174,10 @@ async fn keyspace_creation_spreads_replicas_and_primaries_and_survives_restart()
     assert_eq!(after.keyspaces, before_restart.keyspaces);
     assert_eq!(after.shards, before_restart.shards);
     assert!(after.nodes.iter().all(|n| n.liveness == "dead"));
+    // "Dead" here only means "not heard from since the restart": within the
+    // grace period, a node holding replicas cannot be removed.
+    let err = sm.client.remove_node(NodeRequest { node_id: 1 }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     // A known node keeps its id; a new node never gets an old one.
     assert_eq!(must_register(&mut sm.client, 2, 7102, "east").await, 2);
     assert_eq!(must_register(&mut sm.client, 0, 7106, "west").await, 6);

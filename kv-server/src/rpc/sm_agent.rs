@@ -200,8 +200,11 @@ async fn beat(host: &NodeHost, config: &NodeConfig, client: &mut SmClient) -> an
         let layout = fetch_layout(client).await?;
         if host.set_layout(layout) {
             tracing::info!(version = reply.map_version, "installed a new shard map");
-            host.sync_shards(config).await?;
         }
+    }
+    // Also after a sync that failed: it is retried every beat until it works.
+    if host.needs_sync() {
+        host.sync_shards(config).await?;
     }
     Ok(reply.alive_nodes.into_iter().map(NodeId).collect())
 }

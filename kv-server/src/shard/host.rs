@@ -34,6 +34,9 @@ pub struct NodeHost {
     shards: DashMap<ShardId, Arc<ShardReplica>>,
     /// Wakes the shard-manager agent to fetch the map before its next tick.
     map_refresh: tokio::sync::Notify,
+    /// The layout changed (or a sync failed) since the last successful
+    /// [`NodeHost::sync_shards`].
+    sync_pending: std::sync::atomic::AtomicBool,
 }
 
 impl NodeHost {
@@ -58,6 +61,7 @@ impl NodeHost {
             peers: PeerChannels::new(),
             shards: DashMap::new(),
             map_refresh: tokio::sync::Notify::new(),
+            sync_pending: std::sync::atomic::AtomicBool::new(true),
         }))
     }
 
@@ -84,7 +88,13 @@ impl NodeHost {
             return false;
         }
         *current = Arc::new(layout);
+        self.sync_pending.store(true, std::sync::atomic::Ordering::SeqCst);
         true
+    }
+
+    /// Whether replicas may not match the layout yet.
+    pub fn needs_sync(&self) -> bool {
+        self.sync_pending.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Opens every replica the layout places on this node that is not open
@@ -98,6 +108,16 @@ impl NodeHost {
     /// draining) is shut down and its data deleted.
     pub async fn sync_shards(&self, config: &NodeConfig) -> anyhow::Result<()> {
         let _serial = self.sync_lock.lock().await;
+        // Cleared first: a layout installed while this runs sets it again.
+        self.sync_pending.store(false, std::sync::atomic::Ordering::SeqCst);
+        let result = self.sync_to_layout(config).await;
+        if result.is_err() {
+            self.sync_pending.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        result
+    }
+
+    async fn sync_to_layout(&self, config: &NodeConfig) -> anyhow::Result<()> {
         let raft_config = Arc::new(config.openraft_config()?);
         let layout = self.layout();
         if config.shard_manager.is_some() {
