@@ -7,7 +7,7 @@ BIN := $(CARGO_TARGET_DIR)/debug
 # Developer builds carry failpoints (docs/failpoints.md): the fault tests need
 # them, and one feature set for every target avoids rebuilding kv-server when
 # switching between `make run` and `make test`. Release images leave them out.
-FEATURES := --features kv-server/failpoints
+FEATURES := --features kv-server/failpoints,shard-manager/failpoints
 
 .PHONY: help deps build run test lint verify doc bench failover repair image jepsen clean-data
 

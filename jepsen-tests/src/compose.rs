@@ -8,7 +8,7 @@ use crate::target::Target;
 use shoal_proto::admin::admin_client::AdminClient;
 use shoal_proto::admin::SetFailpointRequest;
 use shoal_proto::sm::shard_manager_client::ShardManagerClient;
-use shoal_proto::sm::{GetShardMapRequest, MovePrimaryRequest, NodeRequest, ShardMap};
+use shoal_proto::sm::{ClockOffset, GetShardMapRequest, MovePrimaryRequest, NodeRequest, ShardMap};
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
@@ -224,6 +224,12 @@ impl Target for ComposeTarget {
         Ok(())
     }
 
+    async fn set_shard_manager_clock(&self, offset_ms: i64) -> anyhow::Result<()> {
+        let mut sm = ShardManagerClient::new(channel(SHARD_MANAGER).await?);
+        sm.set_clock_offset(ClockOffset { offset_ms }).await?;
+        Ok(())
+    }
+
     /// Leaves the cluster whole; taking it down is docker-compose's job.
     /// Every step is tried even when an earlier one fails.
     async fn stop(&mut self) {
@@ -233,6 +239,7 @@ impl Target for ComposeTarget {
             let _ = run("docker", &["start", container]);
         }
         let _ = self.heal_network().await;
+        let _ = self.set_shard_manager_clock(0).await;
         // Give restarted containers a moment to listen before the RPCs.
         tokio::time::sleep(Duration::from_secs(2)).await;
         for node in self.nodes() {

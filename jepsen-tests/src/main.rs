@@ -24,7 +24,7 @@ struct Args {
     /// register (linearizability per key) or set (lost / unexpected elements).
     #[arg(long, default_value = "register")]
     workload: String,
-    /// Comma-separated: kill, pause, partition, sm-kill, move-primary, drain; or "none".
+    /// Comma-separated: kill, pause, partition, sm-kill, move-primary, drain, clock; or "none".
     #[arg(long, default_value = "kill,partition")]
     nemesis: String,
     /// Seconds of load and faults.

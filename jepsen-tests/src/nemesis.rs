@@ -25,16 +25,24 @@ pub enum Nemesis {
     /// Drain a node (its primaries and replicas move away), then make it
     /// active again when healing, possibly mid-drain.
     Drain,
+    /// Make the shard manager's clock jump forward or back by up to 90 s,
+    /// then back to true time: its failure detector sees nodes go suspect
+    /// or dead (primaries move, replicas may be rebuilt) or stay alive
+    /// when they are not. It is the only component whose decisions depend
+    /// on elapsed time today; a skew of the nodes' clocks comes with lease
+    /// reads.
+    Clock,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 6] = [
+    pub const ALL: [Nemesis; 7] = [
         Nemesis::Kill,
         Nemesis::Pause,
         Nemesis::Partition,
         Nemesis::ShardManagerKill,
         Nemesis::MovePrimary,
         Nemesis::Drain,
+        Nemesis::Clock,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +53,7 @@ impl Nemesis {
             Nemesis::ShardManagerKill => "sm-kill",
             Nemesis::MovePrimary => "move-primary",
             Nemesis::Drain => "drain",
+            Nemesis::Clock => "clock",
         }
     }
 
@@ -63,7 +72,21 @@ enum Heal {
     Network,
     ShardManager,
     Activate(u64),
+    /// With the shards' epochs and membership versions summed before the jump.
+    Clock {
+        epochs: u64,
+        conf_vers: u64,
+    },
     Nothing,
+}
+
+/// Sums of the shards' epochs and membership versions: how much the
+/// control plane changed between two looks.
+fn churn(map: &shoal_proto::sm::ShardMap) -> (u64, u64) {
+    (
+        map.shards.iter().map(|s| s.epoch).sum(),
+        map.shards.iter().map(|s| s.conf_ver).sum(),
+    )
 }
 
 /// Applies one `nemesis` fault, chosen with `rng`.
@@ -136,6 +159,14 @@ async fn inject<T: Target>(
             target.drain(victim).await?;
             Heal::Activate(victim)
         }
+        Nemesis::Clock => {
+            let magnitude = rng.gen_range(1_000..90_000i64);
+            let offset = if rng.gen_bool(0.5) { magnitude } else { -magnitude };
+            let (epochs, conf_vers) = churn(&target.shard_map().await?);
+            recorder.nemesis(format!("shard-manager clock jumps {:+.1} s", offset as f64 / 1e3));
+            target.set_shard_manager_clock(offset).await?;
+            Heal::Clock { epochs, conf_vers }
+        }
     })
 }
 
@@ -167,6 +198,15 @@ async fn heal<T: Target>(target: &mut T, heal: Heal, recorder: &Recorder) -> any
                 held.unwrap_or(0)
             ));
             target.activate(node).await
+        }
+        Heal::Clock { epochs, conf_vers } => {
+            let (now_epochs, now_conf_vers) = churn(&target.shard_map().await?);
+            recorder.nemesis(format!(
+                "shard-manager clock back to true time (meanwhile: {} primary changes, {} membership steps)",
+                now_epochs - epochs,
+                now_conf_vers - conf_vers
+            ));
+            target.set_shard_manager_clock(0).await
         }
         Heal::Nothing => Ok(()),
     }

@@ -31,6 +31,8 @@ pub trait Target {
     async fn drain(&self, node: u64) -> anyhow::Result<()>;
     /// Ends a drain.
     async fn activate(&self, node: u64) -> anyhow::Result<()>;
+    /// Shifts the shard manager's clock (shard-manager `failpoints` feature).
+    async fn set_shard_manager_clock(&self, offset_ms: i64) -> anyhow::Result<()>;
     /// Ends the run: a local cluster is stopped; a compose cluster is left
     /// whole (running, unpaused, unfiltered, nothing draining, no failpoint
     /// on), even after a run that failed half-way through a fault.
@@ -165,6 +167,10 @@ impl Target for LocalTarget {
 
     async fn activate(&self, node: u64) -> anyhow::Result<()> {
         self.cluster.activate_node(node).await
+    }
+
+    async fn set_shard_manager_clock(&self, offset_ms: i64) -> anyhow::Result<()> {
+        self.cluster.set_shard_manager_clock(offset_ms).await
     }
 
     async fn stop(&mut self) {

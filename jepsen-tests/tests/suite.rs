@@ -44,14 +44,15 @@ async fn register_is_linearizable_under_kill_partition_and_pause() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn set_loses_nothing_under_kill_partition_shard_manager_kill_and_drain() {
+async fn set_loses_nothing_under_kill_partition_shard_manager_kill_drain_and_clock() {
     let nemeses = [
         Nemesis::Kill,
         Nemesis::Partition,
         Nemesis::ShardManagerKill,
         Nemesis::Drain,
+        Nemesis::Clock,
     ];
-    let report = must_run(config(Workload::Set, &nemeses, 30, 12, false)).await;
+    let report = must_run(config(Workload::Set, &nemeses, 40, 12, false)).await;
     assert_eq!(report.verdict, Verdict::Valid, "{report}");
     assert!(report.nemesis_events >= 2, "faults were injected: {report}");
 }

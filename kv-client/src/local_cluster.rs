@@ -12,7 +12,9 @@ use shoal_proto::admin::{
     ReplicaStatusRequest, ReplicaStatusResponse, SetFailpointRequest, ShardDigestRequest, ShardDigestResponse,
 };
 use shoal_proto::sm::shard_manager_client::ShardManagerClient;
-use shoal_proto::sm::{CreateKeyspaceRequest, GetShardMapRequest, MovePrimaryRequest, NodeRequest, ShardMap};
+use shoal_proto::sm::{
+    ClockOffset, CreateKeyspaceRequest, GetShardMapRequest, MovePrimaryRequest, NodeRequest, ShardMap,
+};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -466,6 +468,17 @@ impl LocalCluster {
             .await?
             .activate_node(NodeRequest { node_id: id })
             .await?;
+        Ok(())
+    }
+
+    /// Shifts the shard manager's clock by `offset_ms` (a shard-manager
+    /// built with `failpoints`).
+    pub async fn set_shard_manager_clock(&self, offset_ms: i64) -> anyhow::Result<()> {
+        self.sm_client()
+            .await?
+            .set_clock_offset(ClockOffset { offset_ms })
+            .await
+            .context("shard-manager clock offset")?;
         Ok(())
     }
 

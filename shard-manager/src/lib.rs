@@ -16,6 +16,7 @@
 // tonic::Status is the error type of every gRPC handler.
 #![allow(clippy::result_large_err)]
 
+pub mod clock;
 pub mod config;
 pub mod layout_service;
 pub mod manager;

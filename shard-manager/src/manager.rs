@@ -3,6 +3,7 @@
 //! lock and every change is committed to [`MetaStore`] before it is
 //! visible, so a restart never loses what a caller was told.
 
+use crate::clock::Clock;
 use crate::model::{KeyspaceRecord, Liveness, NodeId, NodeIntent, NodeRecord, ShardId, ShardRecord};
 use crate::placement::{choose_primary, place_learner, place_replicas, Candidate, PlacementError};
 use crate::repair::{self, KeyspaceRules, LeaderView, NodeView, RepairStep};
@@ -114,6 +115,9 @@ pub struct Manager {
     /// Heartbeat times are not durable, so right after a restart every node
     /// looks dead; no failover is judged before one suspicion period.
     started: Instant,
+    /// Every elapsed-time judgment reads this clock (a fault test can make
+    /// it jump).
+    clock: Clock,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -129,6 +133,7 @@ impl Manager {
             state: Mutex::new(state),
             heartbeats: Mutex::new(HashMap::new()),
             started: Instant::now(),
+            clock: Clock::default(),
         }
     }
 
@@ -167,7 +172,7 @@ impl Manager {
         match heartbeats.get(&node) {
             None => (Liveness::Dead, None),
             Some(at) => {
-                let age = at.elapsed();
+                let age = self.clock.since(*at);
                 let liveness = if age >= self.liveness.dead_after {
                     Liveness::Dead
                 } else if age >= self.liveness.suspect_after {
@@ -241,7 +246,7 @@ impl Manager {
         self.heartbeats
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, Instant::now());
+            .insert(id, self.clock.now());
         Ok(id)
     }
 
@@ -263,7 +268,7 @@ impl Manager {
         self.heartbeats
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(node, Instant::now());
+            .insert(node, self.clock.now());
         Ok(version)
     }
 
@@ -380,7 +385,7 @@ impl Manager {
     /// term), then the most applied, then the placement rule; its epoch goes
     /// up by one. All changes commit in one durable batch.
     pub fn reconcile_primaries(&self) -> SmResult<Vec<PrimaryChange>> {
-        if self.started.elapsed() < self.liveness.suspect_after {
+        if self.clock.since(self.started) < self.liveness.suspect_after {
             return Ok(Vec::new());
         }
         let mut state = self.lock_state();
@@ -528,7 +533,7 @@ impl Manager {
     /// Dead past the grace period. Heartbeat times are not durable, so for
     /// one grace period after a start no node is judged dead.
     fn judged_dead(&self, node: NodeId) -> bool {
-        self.started.elapsed() >= self.liveness.dead_after && self.liveness_of(node).0 == Liveness::Dead
+        self.clock.since(self.started) >= self.liveness.dead_after && self.liveness_of(node).0 == Liveness::Dead
     }
 
     /// How repair sees every node right now: a dead node's replicas are
@@ -612,6 +617,11 @@ impl Manager {
         let replicas = state.shards.values().filter(|s| s.hosts().contains(&node)).count();
         let primaries = state.shards.values().filter(|s| s.primary == Some(node)).count();
         (replicas as u32, primaries as u32)
+    }
+
+    /// The clock liveness is judged by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// A copy of the durable state (the shard map).

@@ -81,6 +81,20 @@ impl ShardManagerService {
     }
 }
 
+#[cfg(feature = "failpoints")]
+fn set_clock_offset(manager: &Manager, offset_ms: i64) -> Result<(), Status> {
+    tracing::warn!(offset_ms, "clock offset injected");
+    manager.clock().set_offset_ms(offset_ms);
+    Ok(())
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn set_clock_offset(_manager: &Manager, _offset_ms: i64) -> Result<(), Status> {
+    Err(Status::unimplemented(
+        "this shard-manager was built without the `failpoints` feature",
+    ))
+}
+
 /// What a leader's report says about its Raft group.
 fn leader_view(r: &ReplicaReport) -> Option<LeaderView> {
     (r.role == "leader").then(|| LeaderView {
@@ -164,6 +178,13 @@ impl ShardManager for ShardManagerService {
             .drain_node(request.into_inner().node_id)
             .map_err(to_status)?;
         Ok(Response::new(self.node_state(&node)))
+    }
+
+    async fn set_clock_offset(&self, request: Request<ClockOffset>) -> Result<Response<ClockOffset>, Status> {
+        set_clock_offset(&self.manager, request.into_inner().offset_ms)?;
+        Ok(Response::new(ClockOffset {
+            offset_ms: self.manager.clock().offset_ms(),
+        }))
     }
 
     async fn activate_node(&self, request: Request<NodeRequest>) -> Result<Response<NodeState>, Status> {
