@@ -38,7 +38,7 @@ async fn replica_status(addr: &str) -> anyhow::Result<ReplicaStatusResponse> {
 pub async fn node_status(cli: &Cli) -> anyhow::Result<()> {
     let config = client_config(cli)?;
     let layout = kv_client::client::fetch_layout(&config.endpoints).await?;
-    println!("layout version {}", layout.version);
+    println!("shard map version {}", layout.version);
     for ks in &layout.keyspaces {
         println!(
             "keyspace {} (id {}): {} ushards over shards {:?}",
@@ -156,7 +156,7 @@ pub async fn cluster_status(cli: &Cli) -> anyhow::Result<()> {
 
 fn print_node(verb: &str, n: &NodeState) {
     println!(
-        "node {} {verb}: {} ({}), holds {} replicas and {} primaries",
+        "node {} {verb}: {} ({}); replicas: {}, primaries: {}",
         n.node_id, n.intent, n.liveness, n.replica_count, n.primary_count
     );
 }

@@ -239,6 +239,13 @@ pub fn client_config(cli: &Cli) -> anyhow::Result<ClientConfig> {
 
 #[tokio::main]
 async fn main() {
+    // Like any Unix tool, end quietly when the reader goes away
+    // (`shoal cluster status | head`) instead of panicking on EPIPE.
+    // SAFETY: restoring the default disposition of SIGPIPE, before any
+    // other thread of ours is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Err(e) = run(cli).await {
         eprintln!("error: {e:#}");
