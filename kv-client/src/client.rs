@@ -19,7 +19,8 @@ use tonic::transport::{Channel, Endpoint};
 /// Client settings; `Default` gives the documented defaults.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// Addresses of any kv-server client ports; the layout is fetched from one.
+    /// Addresses of the shard manager and/or kv-server client ports; the
+    /// layout is fetched from all of them and the newest kept.
     pub endpoints: Vec<String>,
     pub keyspace: String,
     /// Overall deadline of one operation, retries included.
@@ -252,7 +253,7 @@ fn classify(status: tonic::Status, kind: Kind) -> Next {
 }
 
 impl ShoalClient {
-    /// Connects: fetches the layout from the first endpoint that answers.
+    /// Connects: fetches the newest layout the endpoints have.
     pub async fn connect(config: ClientConfig) -> ClientResult<ShoalClient> {
         let layout = fetch_layout(&config.endpoints).await?;
         Ok(ShoalClient {
