@@ -5,7 +5,7 @@
 //! - [`routing`]: the cached layout: key → micro-shard → shard → replicas.
 //! - [`error`]: [`ClientError`] with `is_retryable` / `is_indeterminate`.
 //! - [`local_cluster`]: kv-server child processes on this machine (playground, tests, benchmarks).
-//! - [`bench`]: the load generator behind `shoal bench`.
+//! - [`bench`](mod@bench): the load generator behind `shoal bench`.
 //!
 //! The client depends only on the wire protocol (`shoal-proto`), never on
 //! server internals.

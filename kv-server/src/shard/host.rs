@@ -40,7 +40,7 @@ pub struct NodeHost {
 }
 
 impl NodeHost {
-    /// A host with no replicas open yet; see [`NodeHost::open_shards`].
+    /// A host with no replicas open yet; see [`NodeHost::sync_shards`].
     pub fn new(
         node_id: NodeId,
         config: &NodeConfig,
