@@ -199,6 +199,17 @@ async fn drain_moves_every_replica_and_primary_off_a_node_with_no_failed_request
     let refused = tc.cluster.remove_node(victim).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
 
+    // Heartbeats carry each replica's load: with clients running, the map
+    // shows requests per second on the nodes.
+    let busy = must_wait_for_map(&tc.cluster, Duration::from_secs(10), "load reports", |m| {
+        m.nodes.iter().map(|n| n.ops_per_sec).sum::<f64>() > 0.0
+    })
+    .await;
+    eprintln!(
+        "load before the drain: {:?} ops/s per node",
+        busy.nodes.iter().map(|n| n.ops_per_sec.round()).collect::<Vec<_>>()
+    );
+
     let started = Instant::now();
     tc.cluster.drain_node(victim).await.expect("drain");
     let drained = must_wait_for_map(&tc.cluster, Duration::from_secs(120), "drain", |m| {

@@ -75,7 +75,7 @@ pub struct Registration {
 }
 
 /// What a node last said about one of its replicas.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ReplicaView {
     pub shard: ShardId,
     pub is_leader: bool,
@@ -84,6 +84,9 @@ pub struct ReplicaView {
     /// Raft's membership and peer progress, from a leader only (its `node`
     /// is filled in by the manager).
     pub raft: Option<LeaderView>,
+    /// Load: bytes on disk (approximate) and client requests per second.
+    pub approx_bytes: u64,
+    pub ops_per_sec: f64,
 }
 
 /// A membership step taken by [`Manager::reconcile_membership`].
@@ -609,6 +612,38 @@ impl Manager {
         }
         self.commit_shards(&mut state, updated)?;
         Ok(steps)
+    }
+
+    /// A node's load, summed over its last replica reports: bytes on disk
+    /// and client requests per second.
+    pub fn node_usage(&self, node: NodeId) -> (u64, f64) {
+        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        let views = reports.get(&node).map(Vec::as_slice).unwrap_or_default();
+        (
+            views.iter().map(|v| v.approx_bytes).sum(),
+            views.iter().map(|v| v.ops_per_sec).sum(),
+        )
+    }
+
+    /// How many log entries each shard's furthest-behind replica trails its
+    /// leader by, from the leaders' last reports.
+    pub fn shard_lags(&self) -> HashMap<ShardId, u64> {
+        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let shards: Vec<ShardId> = self.lock_state().shards.keys().copied().collect();
+        shards
+            .into_iter()
+            .filter_map(|shard| {
+                let leader = self.leader_view(shard, &reports)?;
+                let lag = leader
+                    .matched_index
+                    .iter()
+                    .filter(|(node, _)| **node != leader.node)
+                    .map(|(_, matched)| leader.last_log_index.saturating_sub(*matched))
+                    .max()
+                    .unwrap_or(0);
+                Some((shard, lag))
+            })
+            .collect()
     }
 
     /// Replicas and primaries per node, from the current map.

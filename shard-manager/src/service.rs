@@ -43,7 +43,8 @@ fn keyspace_state(k: &KeyspaceRecord) -> KeyspaceState {
     }
 }
 
-fn shard_state(s: &ShardRecord) -> ShardState {
+/// A shard as the map shows it; `max_lag` from its leader's last report.
+fn shard_state(s: &ShardRecord, max_lag: u64) -> ShardState {
     ShardState {
         shard_id: s.id,
         keyspace: s.keyspace.clone(),
@@ -59,6 +60,7 @@ fn shard_state(s: &ShardRecord) -> ShardState {
             .as_ref()
             .map(|c| c.phase.name().to_string())
             .unwrap_or_default(),
+        max_lag,
     }
 }
 
@@ -66,6 +68,7 @@ impl ShardManagerService {
     fn node_state(&self, n: &NodeRecord) -> NodeState {
         let (liveness, age) = self.manager.liveness_of(n.id);
         let (replica_count, primary_count) = self.manager.node_load(n.id);
+        let (approx_bytes, ops_per_sec) = self.manager.node_usage(n.id);
         NodeState {
             node_id: n.id,
             client_addr: n.client_addr.clone(),
@@ -77,6 +80,8 @@ impl ShardManagerService {
             intent: n.intent.name().to_string(),
             replica_count,
             primary_count,
+            approx_bytes,
+            ops_per_sec,
         }
     }
 }
@@ -138,6 +143,8 @@ impl ShardManager for ShardManagerService {
                 term: r.term,
                 applied_index: r.applied_index,
                 raft: leader_view(r),
+                approx_bytes: r.approx_bytes,
+                ops_per_sec: r.ops_per_sec,
             })
             .collect();
         let map_version = self.manager.heartbeat(request.node_id, views).map_err(to_status)?;
@@ -169,7 +176,8 @@ impl ShardManager for ShardManagerService {
     async fn move_primary(&self, request: Request<MovePrimaryRequest>) -> Result<Response<ShardState>, Status> {
         let r = request.into_inner();
         let shard = self.manager.move_primary(r.shard_id, r.node_id).map_err(to_status)?;
-        Ok(Response::new(shard_state(&shard)))
+        let lag = self.manager.shard_lags().get(&shard.id).copied().unwrap_or(0);
+        Ok(Response::new(shard_state(&shard, lag)))
     }
 
     async fn drain_node(&self, request: Request<NodeRequest>) -> Result<Response<NodeState>, Status> {
@@ -206,7 +214,12 @@ impl ShardManager for ShardManagerService {
     async fn get_shard_map(&self, _request: Request<GetShardMapRequest>) -> Result<Response<ShardMap>, Status> {
         let state = self.manager.snapshot();
         let nodes = state.nodes.values().map(|n| self.node_state(n)).collect();
-        let shards = state.shards.values().map(shard_state).collect();
+        let lags = self.manager.shard_lags();
+        let shards = state
+            .shards
+            .values()
+            .map(|s| shard_state(s, lags.get(&s.id).copied().unwrap_or(0)))
+            .collect();
         Ok(Response::new(ShardMap {
             version: state.counters.map_version,
             nodes,

@@ -111,6 +111,14 @@ impl Engine for MemEngine {
         Ok(())
     }
 
+    fn approximate_bytes(&self, cf: &'static str, start: &[u8], end: &[u8]) -> io::Result<u64> {
+        if start >= end {
+            return Ok(0);
+        }
+        let entries = self.range_copy(cf, start, end)?;
+        Ok(entries.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum())
+    }
+
     fn export_frozen(&self, cf: &'static str, start: Vec<u8>, end: Vec<u8>, sink: ExportSink) -> io::Result<()> {
         let entries = if start < end {
             self.range_copy(cf, &start, &end)?

@@ -109,6 +109,11 @@ pub trait Engine: Send + Sync + 'static {
     /// the return are not seen by the sink. This is what lets a snapshot be
     /// built without stopping the state machine.
     fn export_frozen(&self, cf: &'static str, start: Vec<u8>, end: Vec<u8>, sink: ExportSink) -> io::Result<()>;
+
+    /// Roughly how many bytes `[start, end)` takes on disk (RocksDB: in SST
+    /// files, data still in the memtable not counted). For load reports
+    /// only; never exact.
+    fn approximate_bytes(&self, cf: &'static str, start: &[u8], end: &[u8]) -> io::Result<u64>;
 }
 
 pub type SharedEngine = Arc<dyn Engine>;

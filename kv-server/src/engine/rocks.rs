@@ -84,6 +84,13 @@ impl Engine for RocksEngine {
         Ok(())
     }
 
+    fn approximate_bytes(&self, cf: &'static str, start: &[u8], end: &[u8]) -> io::Result<u64> {
+        let sizes = self
+            .db
+            .get_approximate_sizes_cf(self.cf(cf)?, &[rocksdb::Range::new(start, end)]);
+        Ok(sizes.first().copied().unwrap_or(0))
+    }
+
     fn export_frozen(&self, cf: &'static str, start: Vec<u8>, end: Vec<u8>, sink: ExportSink) -> io::Result<()> {
         let db = self.db.clone();
         let (pinned_tx, pinned_rx) = mpsc::channel::<io::Result<()>>();

@@ -74,6 +74,7 @@ impl KvService {
             });
         }
         let result = replica.propose(command).await?;
+        replica.count_served();
         Ok(WriteResponse {
             header: self.response_header(&layout, shard),
             version: result.version.0,
@@ -83,6 +84,7 @@ impl KvService {
     async fn strong_replica(&self, shard: ShardId) -> KvResult<Arc<ShardReplica>> {
         let replica = self.host.shard(shard)?;
         replica.read_barrier().await?;
+        replica.count_served();
         Ok(replica)
     }
 }

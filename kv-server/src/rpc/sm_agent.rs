@@ -149,7 +149,27 @@ pub async fn fetch_layout(client: &mut SmClient) -> anyhow::Result<ClusterLayout
     layout_from_map(&map)
 }
 
-fn reports(host: &NodeHost) -> Vec<ReplicaReport> {
+/// Turns each replica's served-request counter into a rate between two
+/// heartbeats.
+#[derive(Default)]
+pub struct LoadMeter {
+    last: HashMap<ShardId, (u64, Instant)>,
+}
+
+impl LoadMeter {
+    /// Requests per second since the previous call for `shard` (0 the first time).
+    pub fn rate(&mut self, shard: ShardId, served: u64, now: Instant) -> f64 {
+        let rate = match self.last.get(&shard) {
+            Some((before, at)) if now > *at => served.saturating_sub(*before) as f64 / (now - *at).as_secs_f64(),
+            _ => 0.0,
+        };
+        self.last.insert(shard, (served, now));
+        rate
+    }
+}
+
+fn reports(host: &NodeHost, meter: &mut LoadMeter) -> Vec<ReplicaReport> {
+    let now = Instant::now();
     host.replicas()
         .iter()
         .map(|replica| {
@@ -161,6 +181,8 @@ fn reports(host: &NodeHost) -> Vec<ReplicaReport> {
                 term: m.current_term,
                 applied_index: m.last_applied.map(|id| id.index()).unwrap_or(0),
                 leader_id: m.current_leader.unwrap_or(0),
+                approx_bytes: replica.approximate_bytes(),
+                ops_per_sec: meter.rate(replica.id, replica.served(), now),
                 ..Default::default()
             };
             // The shard manager drives repair from the leader's view of the
@@ -187,13 +209,18 @@ fn reports(host: &NodeHost) -> Vec<ReplicaReport> {
 
 /// One heartbeat, and a map refresh when the shard manager has a newer one.
 /// Returns the nodes the shard manager sees alive.
-async fn beat(host: &NodeHost, config: &NodeConfig, client: &mut SmClient) -> anyhow::Result<Vec<NodeId>> {
+async fn beat(
+    host: &NodeHost,
+    config: &NodeConfig,
+    client: &mut SmClient,
+    meter: &mut LoadMeter,
+) -> anyhow::Result<Vec<NodeId>> {
     if crate::failpoints::is_on("sm-heartbeat") {
         anyhow::bail!("failpoint sm-heartbeat");
     }
     let request = HeartbeatRequest {
         node_id: host.node_id.0,
-        replicas: reports(host),
+        replicas: reports(host, meter),
     };
     let reply = client.heartbeat(request).await.context("heartbeat")?.into_inner();
     if reply.map_version > host.layout().version {
@@ -268,13 +295,14 @@ pub async fn heartbeat_loop(
     let mut failing = false;
     let mut last_transfer = HashMap::new();
     let membership = MembershipDriver::default();
+    let mut meter = LoadMeter::default();
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = tick.tick() => {}
             _ = host.map_refresh_requested() => {}
         }
-        match beat(&host, &config, &mut client).await {
+        match beat(&host, &config, &mut client, &mut meter).await {
             Ok(alive) => {
                 if failing {
                     failing = false;
@@ -291,5 +319,20 @@ pub async fn heartbeat_loop(
             }
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_is_a_rate_between_two_reports() {
+        let mut meter = LoadMeter::default();
+        let t0 = Instant::now();
+        assert_eq!(meter.rate(ShardId(1), 100, t0), 0.0, "no rate before a second sample");
+        let rate = meter.rate(ShardId(1), 600, t0 + Duration::from_millis(500));
+        assert!((rate - 1000.0).abs() < 1e-6, "{rate}");
+        assert_eq!(meter.rate(ShardId(2), 5, t0), 0.0, "per shard");
     }
 }

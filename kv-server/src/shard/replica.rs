@@ -13,6 +13,8 @@ pub struct ShardReplica {
     pub id: ShardId,
     pub raft: Raft,
     engine: SharedEngine,
+    /// Client requests this replica has served (for load reports).
+    served: std::sync::atomic::AtomicU64,
 }
 
 /// How much one micro-shard's scan may collect.
@@ -40,7 +42,28 @@ pub struct ScanItem {
 
 impl ShardReplica {
     pub fn new(id: ShardId, raft: Raft, engine: SharedEngine) -> ShardReplica {
-        ShardReplica { id, raft, engine }
+        ShardReplica {
+            id,
+            raft,
+            engine,
+            served: Default::default(),
+        }
+    }
+
+    /// Counts one client request served here.
+    pub fn count_served(&self) {
+        self.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Client requests served here since the replica opened.
+    pub fn served(&self) -> u64 {
+        self.served.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Roughly how many bytes this shard's data takes on disk.
+    pub fn approximate_bytes(&self) -> u64 {
+        let (start, end) = keys::shard_range(self.id);
+        self.engine.approximate_bytes(CF_DATA, &start, &end).unwrap_or(0)
     }
 
     /// Proposes `command` and waits until it is committed and applied.

@@ -81,8 +81,8 @@ pub async fn cluster_status(cli: &Cli) -> anyhow::Result<()> {
         .into_inner();
     println!("shard map version {}", map.version);
     println!(
-        "{:<6} {:<22} {:<10} {:<9} {:<9} {:>8} {:>9} {:>12}",
-        "node", "address", "region", "liveness", "intent", "replicas", "primaries", "last_hb_ms"
+        "{:<6} {:<22} {:<10} {:<9} {:<9} {:>8} {:>9} {:>9} {:>8} {:>12}",
+        "node", "address", "region", "liveness", "intent", "replicas", "primaries", "disk_mb", "ops/s", "last_hb_ms"
     );
     // Who actually leads each shard, as the live nodes see it.
     let mut raft_leaders: HashMap<u64, u64> = HashMap::new();
@@ -93,7 +93,7 @@ pub async fn cluster_status(cli: &Cli) -> anyhow::Result<()> {
             node.ms_since_heartbeat.to_string()
         };
         println!(
-            "{:<6} {:<22} {:<10} {:<9} {:<9} {:>8} {:>9} {:>12}",
+            "{:<6} {:<22} {:<10} {:<9} {:<9} {:>8} {:>9} {:>9.1} {:>8.0} {:>12}",
             node.node_id,
             node.client_addr,
             node.region,
@@ -101,6 +101,8 @@ pub async fn cluster_status(cli: &Cli) -> anyhow::Result<()> {
             node.intent,
             node.replica_count,
             node.primary_count,
+            node.approx_bytes as f64 / (1 << 20) as f64,
+            node.ops_per_sec,
             age
         );
         if node.liveness == "alive" {
@@ -118,8 +120,8 @@ pub async fn cluster_status(cli: &Cli) -> anyhow::Result<()> {
         );
     }
     println!(
-        "{:<7} {:<12} {:<14} {:<10} {:<8} {:<6} {:<5} {:<12} {:<24}",
-        "shard", "keyspace", "voters", "learners", "primary", "epoch", "conf", "raft_leader", "change"
+        "{:<7} {:<12} {:<14} {:<10} {:<8} {:<6} {:<5} {:<12} {:>7} {:<24}",
+        "shard", "keyspace", "voters", "learners", "primary", "epoch", "conf", "raft_leader", "max_lag", "change"
     );
     let list = |ids: &[u64]| {
         if ids.is_empty() {
@@ -139,7 +141,7 @@ pub async fn cluster_status(cli: &Cli) -> anyhow::Result<()> {
             format!("{} -> {} ({})", s.removing, s.adding, s.change_phase)
         };
         println!(
-            "{:<7} {:<12} {:<14} {:<10} {:<8} {:<6} {:<5} {:<12} {:<24}",
+            "{:<7} {:<12} {:<14} {:<10} {:<8} {:<6} {:<5} {:<12} {:>7} {:<24}",
             s.shard_id,
             s.keyspace,
             list(&s.voters),
@@ -148,6 +150,7 @@ pub async fn cluster_status(cli: &Cli) -> anyhow::Result<()> {
             s.epoch,
             s.conf_ver,
             leader,
+            s.max_lag,
             change
         );
     }
