@@ -284,7 +284,7 @@ impl Manager {
             .map(|n| Candidate {
                 id: n.id,
                 region: n.region.clone(),
-                replicas: state.shards.values().filter(|s| s.hosts().contains(&n.id)).count(),
+                replicas: state.shards.values().filter(|s| s.is_hosted_on(n.id)).count(),
                 primaries: state.shards.values().filter(|s| s.primary == Some(n.id)).count(),
             })
             .collect()
@@ -493,7 +493,7 @@ impl Manager {
     /// replicas (drain it first); a dead node's replicas are rebuilt at once.
     pub fn remove_node(&self, node: NodeId) -> SmResult<NodeRecord> {
         self.set_intent(node, NodeIntent::Removed, |state| {
-            let held = state.shards.values().filter(|s| s.hosts().contains(&node)).count();
+            let held = state.shards.values().filter(|s| s.is_hosted_on(node)).count();
             if held > 0 && !self.judged_dead(node) {
                 return Err(SmError::FailedPrecondition(format!(
                     "node {node} is {} and holds {held} replicas; drain it first",
@@ -559,27 +559,32 @@ impl Manager {
             .collect()
     }
 
-    /// The freshest report of `shard`'s Raft leader among alive nodes.
-    fn leader_view(&self, shard: ShardId, reports: &HashMap<NodeId, Vec<ReplicaView>>) -> Option<LeaderView> {
-        reports
-            .iter()
-            .filter(|(node, _)| self.liveness_of(**node).0 == Liveness::Alive)
-            .filter_map(|(node, views)| {
-                let view = views.iter().find(|v| v.shard == shard && v.is_leader)?;
-                let mut raft = view.raft.clone()?;
-                raft.node = *node;
-                Some((view.term, raft))
-            })
-            .max_by_key(|(term, _)| *term)
-            .map(|(_, raft)| raft)
+    /// Every shard's freshest Raft-leader report among alive nodes (the
+    /// highest term wins when two nodes claim a shard), in one pass.
+    fn leader_views(&self) -> HashMap<ShardId, LeaderView> {
+        let alive = self.alive_nodes();
+        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        let mut best: HashMap<ShardId, (u64, LeaderView)> = HashMap::new();
+        for node in alive {
+            for view in reports.get(&node).into_iter().flatten().filter(|v| v.is_leader) {
+                let Some(mut raft) = view.raft.clone() else {
+                    continue;
+                };
+                raft.node = node;
+                if best.get(&view.shard).is_none_or(|(term, _)| view.term > *term) {
+                    best.insert(view.shard, (view.term, raft));
+                }
+            }
+        }
+        best.into_iter().map(|(shard, (_, raft))| (shard, raft)).collect()
     }
 
     /// Moves every shard one repair step further (see [`crate::repair`]):
     /// replicas on nodes dead past the grace period, removed or draining
     /// are rebuilt elsewhere, one membership change at a time per shard.
     pub fn reconcile_membership(&self) -> SmResult<Vec<MembershipStep>> {
+        let leaders = self.leader_views();
         let mut state = self.lock_state();
-        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let nodes = self.node_views(&state);
         let mut candidates = self.candidates(&state);
         let mut steps = Vec::new();
@@ -592,8 +597,7 @@ impl Manager {
                     .map(|k| k.regions.clone())
                     .unwrap_or_default(),
             };
-            let leader = self.leader_view(shard.id, &reports);
-            let Some(step) = repair::next_step(shard, &nodes, leader.as_ref(), &candidates, &rules) else {
+            let Some(step) = repair::next_step(shard, &nodes, leaders.get(&shard.id), &candidates, &rules) else {
                 continue;
             };
             if let RepairStep::Start(change) = &step {
@@ -628,12 +632,9 @@ impl Manager {
     /// How many log entries each shard's furthest-behind replica trails its
     /// leader by, from the leaders' last reports.
     pub fn shard_lags(&self) -> HashMap<ShardId, u64> {
-        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let shards: Vec<ShardId> = self.lock_state().shards.keys().copied().collect();
-        shards
+        self.leader_views()
             .into_iter()
-            .filter_map(|shard| {
-                let leader = self.leader_view(shard, &reports)?;
+            .map(|(shard, leader)| {
                 let lag = leader
                     .matched_index
                     .iter()
@@ -641,7 +642,7 @@ impl Manager {
                     .map(|(_, matched)| leader.last_log_index.saturating_sub(*matched))
                     .max()
                     .unwrap_or(0);
-                Some((shard, lag))
+                (shard, lag)
             })
             .collect()
     }
@@ -649,7 +650,7 @@ impl Manager {
     /// Replicas and primaries per node, from the current map.
     pub fn node_load(&self, node: NodeId) -> (u32, u32) {
         let state = self.lock_state();
-        let replicas = state.shards.values().filter(|s| s.hosts().contains(&node)).count();
+        let replicas = state.shards.values().filter(|s| s.is_hosted_on(node)).count();
         let primaries = state.shards.values().filter(|s| s.primary == Some(node)).count();
         (replicas as u32, primaries as u32)
     }

@@ -71,6 +71,18 @@ fn first_conf_ver() -> u64 {
 }
 
 impl ShardRecord {
+    /// Whether `node` hosts (or is about to host, or still hosts) a replica
+    /// of this shard. The load counts call this for every shard and node on
+    /// each reconcile pass, so it allocates nothing.
+    pub fn is_hosted_on(&self, node: NodeId) -> bool {
+        self.voters.contains(&node)
+            || self.learners.contains(&node)
+            || self
+                .change
+                .as_ref()
+                .is_some_and(|c| c.adding == node || c.removing == node)
+    }
+
     /// Every node that hosts (or is about to host, or still hosts) this
     /// shard: voters, learners and both ends of a change.
     pub fn hosts(&self) -> Vec<NodeId> {

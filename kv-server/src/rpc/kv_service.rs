@@ -32,12 +32,11 @@ impl KvService {
         layout: &'a ClusterLayout,
         header: Option<&RequestHeader>,
     ) -> KvResult<(&'a crate::layout::KeyspaceLayout, ShardId)> {
-        let (keyspace, shard) = resolve_header(layout, header)?;
-        let ours = layout.shard(shard).map(|s| s.epoch).unwrap_or(0);
-        if header.is_some_and(|h| h.epoch > ours) {
+        let resolved = resolve_header(layout, header)?;
+        if resolved.map_behind {
             self.host.request_map_refresh();
         }
-        Ok((keyspace, shard))
+        Ok((resolved.keyspace, resolved.shard))
     }
 
     /// Names the answering shard, node and the shard's epoch (0 without a

@@ -8,11 +8,18 @@ use crate::raft::types::WriteOp;
 use crate::types::{ShardId, UshardId};
 use shoal_proto::kv::{batch_op, BatchOp, KeyRef, RequestHeader};
 
-/// The keyspace and shard a request header names, checked against the layout.
-pub fn resolve_header<'a>(
-    layout: &'a ClusterLayout,
-    header: Option<&RequestHeader>,
-) -> KvResult<(&'a KeyspaceLayout, ShardId)> {
+/// What a request header names, checked against this node's layout.
+pub struct Resolved<'a> {
+    pub keyspace: &'a KeyspaceLayout,
+    pub shard: ShardId,
+    /// The client named a newer epoch than this node's map has: the map is
+    /// behind (the request is still served; Raft decides who leads).
+    pub map_behind: bool,
+}
+
+/// The keyspace and shard a request header names, checked against the
+/// layout, with the epoch check both ways.
+pub fn resolve_header<'a>(layout: &'a ClusterLayout, header: Option<&RequestHeader>) -> KvResult<Resolved<'a>> {
     let header = header.ok_or_else(|| KvError::Malformed("missing header".into()))?;
     if header.keyspace.is_empty() {
         return Err(KvError::Malformed("header.keyspace is empty".into()));
@@ -32,7 +39,11 @@ pub fn resolve_header<'a>(
             current,
         });
     }
-    Ok((keyspace, shard))
+    Ok(Resolved {
+        keyspace,
+        shard,
+        map_behind: header.epoch > current,
+    })
 }
 
 /// Checks a micro-shard number against the keyspace and the target shard.
