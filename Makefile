@@ -9,7 +9,7 @@ BIN := $(CARGO_TARGET_DIR)/debug
 # switching between `make run` and `make test`. Release images leave them out.
 FEATURES := --features kv-server/failpoints,shard-manager/failpoints
 
-.PHONY: help deps build run test lint verify doc bench failover repair image jepsen clean-data
+.PHONY: help deps build run test lint verify doc bench fast-ack-loss failover repair image jepsen clean-data
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,8 +39,11 @@ doc: deps ## Build the docs with warnings denied
 
 verify: lint test doc ## Everything CI checks (read-only)
 
-bench: build ## Load generator against a fresh local 3-node cluster: put/get at 1 and 64 clients
+bench: build ## Load generator against a fresh local 3-node cluster: quorum/fast-ack put, strong/bounded get at 1 and 64 clients
 	$(BIN)/shoal bench --local --seconds 10
+
+fast-ack-loss: build ## Acknowledged writes lost to kill -9 of a primary: fast-ack vs quorum (5 kills)
+	$(BIN)/shoal bench --fast-ack-kills 5
 
 failover: build ## Kill -9 the node of a primary 20 times on a fresh local cluster; print failover times
 	$(BIN)/shoal bench --failover-kills 20

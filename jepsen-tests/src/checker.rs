@@ -37,6 +37,8 @@ pub enum RegisterOp {
     /// `None` at the call (not known yet), the value seen at the response.
     Read(Option<u64>),
     Write(u64),
+    /// Compare-and-set (expected, new, whether it applied: `None` unknown).
+    Cas(u64, u64, Option<bool>),
 }
 
 pub struct RegisterSpec;
@@ -53,6 +55,15 @@ impl Specification for RegisterSpec {
         match op {
             RegisterOp::Read(seen) => (*seen == Some(*state), *state),
             RegisterOp::Write(value) => (true, *value),
+            RegisterOp::Cas(expected, new, applied) => {
+                let holds = state == expected;
+                let next = if holds { *new } else { *state };
+                match applied {
+                    Some(true) => (holds, next),
+                    Some(false) => (!holds, *state),
+                    None => (true, next),
+                }
+            }
         }
     }
 }
@@ -75,6 +86,17 @@ fn key_history(ops: &[&Op]) -> Option<History<RegisterOp>> {
             }
             (OpKind::Read { value: Some(v) }, Outcome::Ok) => {
                 (RegisterOp::Read(None), RegisterOp::Read(Some(*v)), op.complete_ns)
+            }
+            (OpKind::Cas { expected, new }, outcome) => {
+                let call = RegisterOp::Cas(*expected, *new, None);
+                match (outcome, &op.error) {
+                    (Outcome::Ok, _) => (call, RegisterOp::Cas(*expected, *new, Some(true)), op.complete_ns),
+                    // A refused condition is an observation of the state.
+                    (Outcome::Fail, None) => (call, RegisterOp::Cas(*expected, *new, Some(false)), op.complete_ns),
+                    // Refused before it was applied: no effect, nothing seen.
+                    (Outcome::Fail, Some(_)) => continue,
+                    (Outcome::Info, _) => (call, call, u64::MAX),
+                }
             }
             _ => continue,
         };
@@ -99,7 +121,7 @@ pub fn check_register(ops: &[Op], budget: Duration) -> Verdict {
     let mut by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
     for op in ops
         .iter()
-        .filter(|o| matches!(o.kind, OpKind::Read { .. } | OpKind::Write { .. }))
+        .filter(|o| matches!(o.kind, OpKind::Read { .. } | OpKind::Write { .. } | OpKind::Cas { .. }))
     {
         by_key.entry(&op.key).or_default().push(op);
     }
@@ -133,16 +155,20 @@ pub fn check_register(ops: &[Op], budget: Duration) -> Verdict {
             }
         }
     }
-    if bad.is_empty() {
-        Verdict::Valid
-    } else {
-        let count = bad.len();
-        bad.truncate(10);
-        if count > bad.len() {
-            bad.push(format!("... {count} keys in all"));
-        }
-        Verdict::Invalid(bad)
+    verdict_of(bad, "keys")
+}
+
+/// Valid without problems; else invalid, naming the first ten.
+fn verdict_of(mut problems: Vec<String>, what: &str) -> Verdict {
+    if problems.is_empty() {
+        return Verdict::Valid;
     }
+    let count = problems.len();
+    problems.truncate(10);
+    if count > problems.len() {
+        problems.push(format!("... {count} {what} in all"));
+    }
+    Verdict::Invalid(problems)
 }
 
 /// Checks the set: every acknowledged element is in `final_elements`, and
@@ -178,6 +204,71 @@ pub fn check_set(ops: &[Op], final_elements: &BTreeSet<u64>) -> Verdict {
     } else {
         Verdict::Invalid(problems)
     }
+}
+
+/// What a read of the bounded and ryw workloads must see. Each key has one
+/// writer, which writes increasing values, so "at least as new" is "at
+/// least as large".
+#[derive(Clone, Copy, Debug)]
+pub enum FreshnessRule {
+    /// Everything acknowledged more than this long before the read began.
+    Bounded(Duration),
+    /// The reading process's own writes acknowledged before the read began.
+    OwnWrites,
+}
+
+/// Checks every successful read against its key's writes: it saw a value
+/// that was written (or attempted) before it ended, and no older than the
+/// rule allows.
+pub fn check_fresh_reads(ops: &[Op], rule: FreshnessRule) -> Verdict {
+    let mut by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    for op in ops {
+        by_key.entry(&op.key).or_default().push(op);
+    }
+    let mut problems = Vec::new();
+    for (key, ops) in by_key {
+        let writes: Vec<(&Op, u64)> = ops
+            .iter()
+            .filter_map(|o| match o.kind {
+                OpKind::Write { value } => Some((*o, value)),
+                _ => None,
+            })
+            .collect();
+        for read in ops.iter().filter(|o| o.outcome == Outcome::Ok) {
+            let OpKind::Read { value: Some(seen) } = read.kind else {
+                continue;
+            };
+            let possible = seen == 0
+                || writes
+                    .iter()
+                    .any(|(w, v)| *v == seen && w.outcome != Outcome::Fail && w.invoke_ns < read.complete_ns);
+            if !possible {
+                problems.push(format!(
+                    "key {key}: a read saw {seen}, which no write made before the read ended"
+                ));
+                continue;
+            }
+            let floor = writes
+                .iter()
+                .filter(|(w, _)| w.outcome == Outcome::Ok)
+                .filter(|(w, _)| match rule {
+                    FreshnessRule::Bounded(bound) => {
+                        (w.complete_ns as u128) + bound.as_nanos() < read.invoke_ns as u128
+                    }
+                    FreshnessRule::OwnWrites => w.process == read.process && w.complete_ns < read.invoke_ns,
+                })
+                .map(|(_, v)| *v)
+                .max()
+                .unwrap_or(0);
+            if seen < floor {
+                problems.push(format!(
+                    "key {key}: a read at {:.3} s saw {seen}, older than {floor} ({rule:?})",
+                    read.invoke_ns as f64 / 1e9
+                ));
+            }
+        }
+    }
+    verdict_of(problems, "stale reads")
 }
 
 fn first(v: &[u64]) -> &[u64] {
@@ -254,6 +345,62 @@ mod tests {
             read(2, 40, 50),
         ];
         assert!(matches!(check_register(&failed, BUDGET), Verdict::Invalid(_)));
+    }
+
+    fn cas(expected: u64, new: u64, outcome: Outcome, invoke: u64, complete: u64) -> Op {
+        op(2, OpKind::Cas { expected, new }, outcome, invoke, complete)
+    }
+
+    #[test]
+    fn compare_and_set_histories() {
+        let valid = vec![
+            write(1, Outcome::Ok, 0, 10),
+            cas(1, 3, Outcome::Ok, 20, 30),
+            cas(1, 4, Outcome::Fail, 40, 50),
+            read(3, 60, 70),
+        ];
+        assert_eq!(check_register(&valid, BUDGET), Verdict::Valid);
+        // Two CAS from the same value cannot both win.
+        let double = vec![
+            write(1, Outcome::Ok, 0, 10),
+            cas(1, 3, Outcome::Ok, 20, 30),
+            cas(1, 4, Outcome::Ok, 40, 50),
+        ];
+        assert!(matches!(check_register(&double, BUDGET), Verdict::Invalid(_)));
+        // A CAS refused although the value matched is a lie.
+        let refused = vec![write(1, Outcome::Ok, 0, 10), cas(1, 4, Outcome::Fail, 20, 30)];
+        assert!(matches!(check_register(&refused, BUDGET), Verdict::Invalid(_)));
+    }
+
+    #[test]
+    fn fresh_read_rules() {
+        let w = |v, complete| op(0, OpKind::Write { value: v }, Outcome::Ok, complete - 1, complete);
+        let r = |process, v, invoke| {
+            op(
+                process,
+                OpKind::Read { value: Some(v) },
+                Outcome::Ok,
+                invoke,
+                invoke + 1,
+            )
+        };
+        let bound = FreshnessRule::Bounded(Duration::from_nanos(100));
+        // Within the bound an older value is fine; past it, not.
+        let ops = vec![w(1, 10), w(2, 20), r(1, 1, 50), r(1, 2, 150)];
+        assert_eq!(check_fresh_reads(&ops, bound), Verdict::Valid);
+        let stale = vec![w(1, 10), w(2, 20), r(1, 1, 150)];
+        assert!(matches!(check_fresh_reads(&stale, bound), Verdict::Invalid(_)));
+        // Own writes must be seen at once; another process's need not.
+        let ryw = vec![w(1, 10), w(2, 20), r(1, 1, 30)];
+        assert_eq!(check_fresh_reads(&ryw, FreshnessRule::OwnWrites), Verdict::Valid);
+        let missed = vec![w(1, 10), w(2, 20), r(0, 1, 30)];
+        assert!(matches!(
+            check_fresh_reads(&missed, FreshnessRule::OwnWrites),
+            Verdict::Invalid(_)
+        ));
+        // A value from the future, or never written, is invalid under any rule.
+        let future = vec![w(1, 10), r(1, 2, 30), w(2, 50)];
+        assert!(matches!(check_fresh_reads(&future, bound), Verdict::Invalid(_)));
     }
 
     #[test]

@@ -230,6 +230,14 @@ impl Target for ComposeTarget {
         Ok(())
     }
 
+    async fn set_node_clock(&self, node: u64, offset_ms: i64) -> anyhow::Result<()> {
+        let addr = self.nodes.get(&node).map(|(_, a, _)| a.clone()).unwrap_or_default();
+        AdminClient::new(channel(&addr).await?)
+            .set_clock_offset(shoal_proto::admin::SetClockOffsetRequest { offset_ms })
+            .await?;
+        Ok(())
+    }
+
     /// Leaves the cluster whole; taking it down is docker-compose's job.
     /// Every step is tried even when an earlier one fails.
     async fn stop(&mut self) {
@@ -245,6 +253,7 @@ impl Target for ComposeTarget {
         for node in self.nodes() {
             let _ = self.activate(node).await;
             let _ = self.set_failpoint(node, "ack-before-commit", "off").await;
+            let _ = self.set_node_clock(node, 0).await;
         }
     }
 }

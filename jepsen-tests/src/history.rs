@@ -33,6 +33,12 @@ pub enum OpKind {
     Add {
         element: u64,
     },
+    /// Compare-and-set: write `new` if the key holds `expected`. `Ok`: it
+    /// held and `new` was written; `Fail`: it did not hold (nothing written).
+    Cas {
+        expected: u64,
+        new: u64,
+    },
 }
 
 /// One client operation.

@@ -21,7 +21,10 @@ struct Args {
     /// for this run; compose: the cluster of docker-compose.yml, already up.
     #[arg(long, default_value = "local")]
     cluster: String,
-    /// register (linearizability per key) or set (lost / unexpected elements).
+    /// register (linearizability per key), set (lost / unexpected
+    /// elements), cas-register (linearizability with compare-and-set),
+    /// bounded (no read older than its bound) or ryw (sessions see their
+    /// own writes).
     #[arg(long, default_value = "register")]
     workload: String,
     /// Comma-separated: kill, pause, partition, sm-kill, move-primary, drain, clock; or "none".

@@ -28,9 +28,10 @@ pub enum Nemesis {
     /// Make the shard manager's clock jump forward or back by up to 90 s,
     /// then back to true time: its failure detector sees nodes go suspect
     /// or dead (primaries move, replicas may be rebuilt) or stay alive
-    /// when they are not. It is the only component whose decisions depend
-    /// on elapsed time today; a skew of the nodes' clocks comes with lease
-    /// reads.
+    /// when they are not. At the same time one node's wall clock is
+    /// skewed by up to ±120 ms, inside the 250 ms `max_clock_offset_ms`
+    /// that bounded-staleness reads assume (TTLs and freshness stamps read
+    /// it; leases use the monotonic clock).
     Clock,
 }
 
@@ -72,10 +73,12 @@ enum Heal {
     Network,
     ShardManager,
     Activate(u64),
-    /// With the shards' epochs and membership versions summed before the jump.
+    /// With the shards' epochs and membership versions summed before the
+    /// jump, and the node whose clock was skewed.
     Clock {
         epochs: u64,
         conf_vers: u64,
+        node: u64,
     },
     Nothing,
 }
@@ -163,9 +166,18 @@ async fn inject<T: Target>(
             let magnitude = rng.gen_range(1_000..90_000i64);
             let offset = if rng.gen_bool(0.5) { magnitude } else { -magnitude };
             let (epochs, conf_vers) = churn(&target.shard_map().await?);
-            recorder.nemesis(format!("shard-manager clock jumps {:+.1} s", offset as f64 / 1e3));
+            let skew = rng.gen_range(-120..=120i64);
+            recorder.nemesis(format!(
+                "shard-manager clock jumps {:+.1} s; node {victim} clock skewed {skew:+} ms",
+                offset as f64 / 1e3
+            ));
             target.set_shard_manager_clock(offset).await?;
-            Heal::Clock { epochs, conf_vers }
+            target.set_node_clock(victim, skew).await?;
+            Heal::Clock {
+                epochs,
+                conf_vers,
+                node: victim,
+            }
         }
     })
 }
@@ -199,13 +211,19 @@ async fn heal<T: Target>(target: &mut T, heal: Heal, recorder: &Recorder) -> any
             ));
             target.activate(node).await
         }
-        Heal::Clock { epochs, conf_vers } => {
+        Heal::Clock {
+            epochs,
+            conf_vers,
+            node,
+        } => {
             let (now_epochs, now_conf_vers) = churn(&target.shard_map().await?);
             recorder.nemesis(format!(
-                "shard-manager clock back to true time (meanwhile: {} primary changes, {} membership steps)",
+                "shard-manager and node {node} clocks back to true time (meanwhile: {} primary changes, {} membership steps)",
                 now_epochs - epochs,
                 now_conf_vers - conf_vers
             ));
+            // A killed node comes back with true time anyway.
+            let _ = target.set_node_clock(node, 0).await;
             target.set_shard_manager_clock(0).await
         }
         Heal::Nothing => Ok(()),

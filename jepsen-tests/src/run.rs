@@ -1,11 +1,11 @@
 //! One run: clients and a nemesis against a target for a while, then a
 //! final read (set), the history written out, and a verdict.
 
-use crate::checker::{check_register, check_set, Verdict};
+use crate::checker::{check_fresh_reads, check_register, check_set, FreshnessRule, Verdict};
 use crate::history::{Counts, Recorder};
 use crate::nemesis::{run_schedule, Nemesis};
 use crate::target::Target;
-use crate::workload::{client_loop, parse_value, set_key, ClientContext, Workload};
+use crate::workload::{client_loop, parse_value, set_key, ClientContext, Workload, BOUNDED_STALENESS};
 use kv_client::{ClientConfig, ScanOptions, ShoalClient};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -128,6 +128,7 @@ pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Resul
         counter,
         stop: stop.clone(),
         recorder: recorder.clone(),
+        clients: config.clients,
     };
     let clients: Vec<_> = (0..config.clients)
         .map(|process| tokio::spawn(client_loop(ctx.clone(), process)))
@@ -142,8 +143,10 @@ pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Resul
     schedule?;
     let ops = recorder.ops();
     let verdict = match config.workload {
-        Workload::Register => check_register(&ops, config.check_budget),
+        Workload::Register | Workload::CasRegister => check_register(&ops, config.check_budget),
         Workload::Set => check_set(&ops, &read_set(&client, &prefix).await?),
+        Workload::Bounded => check_fresh_reads(&ops, FreshnessRule::Bounded(BOUNDED_STALENESS)),
+        Workload::Ryw => check_fresh_reads(&ops, FreshnessRule::OwnWrites),
     };
     recorder.write(&config.out_dir.join("history.jsonl"))?;
     let report = RunReport {

@@ -33,6 +33,8 @@ pub trait Target {
     async fn activate(&self, node: u64) -> anyhow::Result<()>;
     /// Shifts the shard manager's clock (shard-manager `failpoints` feature).
     async fn set_shard_manager_clock(&self, offset_ms: i64) -> anyhow::Result<()>;
+    /// Shifts a node's wall clock (kv-server `failpoints` feature).
+    async fn set_node_clock(&self, node: u64, offset_ms: i64) -> anyhow::Result<()>;
     /// Ends the run: a local cluster is stopped; a compose cluster is left
     /// whole (running, unpaused, unfiltered, nothing draining, no failpoint
     /// on), even after a run that failed half-way through a fault.
@@ -171,6 +173,10 @@ impl Target for LocalTarget {
 
     async fn set_shard_manager_clock(&self, offset_ms: i64) -> anyhow::Result<()> {
         self.cluster.set_shard_manager_clock(offset_ms).await
+    }
+
+    async fn set_node_clock(&self, node: u64, offset_ms: i64) -> anyhow::Result<()> {
+        self.cluster.set_node_clock(node, offset_ms).await
     }
 
     async fn stop(&mut self) {

@@ -58,6 +58,24 @@ async fn set_loses_nothing_under_kill_partition_shard_manager_kill_drain_and_clo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_set_register_is_linearizable_under_kill_partition_and_move_primary() {
+    let nemeses = [Nemesis::Kill, Nemesis::Partition, Nemesis::MovePrimary];
+    let report = must_run(config(Workload::CasRegister, &nemeses, 30, 14, false)).await;
+    assert_eq!(report.verdict, Verdict::Valid, "{report}");
+    assert!(report.nemesis_events >= 2, "faults were injected: {report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_and_ryw_reads_keep_their_promises_under_partition_pause_and_clock() {
+    let nemeses = [Nemesis::Partition, Nemesis::Pause, Nemesis::Clock];
+    for (workload, seed) in [(Workload::Bounded, 15), (Workload::Ryw, 16)] {
+        let report = must_run(config(workload, &nemeses, 25, seed, false)).await;
+        assert_eq!(report.verdict, Verdict::Valid, "{report}");
+        assert!(report.counts.ok > 500, "{report}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acking_writes_before_commit_is_reported_invalid() {
     let report = must_run(config(Workload::Register, &[], 10, 13, true)).await;
     assert!(matches!(report.verdict, Verdict::Invalid(_)), "{report}");

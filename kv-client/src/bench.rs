@@ -5,14 +5,21 @@
 //! session on the same machine.
 
 use crate::client::ShoalClient;
+use crate::consistency::{PutOptions, ReadConsistency};
 use hdrhistogram::Histogram;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BenchOp {
+    /// Quorum write (the default acknowledgement).
     Put,
+    /// Fast-ack write: acknowledged once the primary accepted it.
+    FastPut,
+    /// Strong read (the primary, under its lease).
     Get,
+    /// Bounded-staleness read (1 s), served by followers first.
+    BoundedGet,
     /// A bare gRPC round trip to a node (the layout call): no Raft, no
     /// RocksDB. The baseline the other figures are compared against.
     Ping,
@@ -101,6 +108,11 @@ pub async fn run(client: Arc<ShoalClient>, spec: BenchSpec) -> anyhow::Result<Be
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
             let mut errors = 0u64;
             let value = vec![b'x'; spec.value_bytes];
+            let fast = PutOptions {
+                fast_ack: true,
+                ..PutOptions::default()
+            };
+            let bounded = ReadConsistency::Bounded(Duration::from_secs(1));
             let mut i = worker as u64;
             while Instant::now() < stop_at {
                 let key = bench_key(i % spec.keys.max(1));
@@ -109,7 +121,9 @@ pub async fn run(client: Arc<ShoalClient>, spec: BenchSpec) -> anyhow::Result<Be
                 let began = Instant::now();
                 let result = match spec.op {
                     BenchOp::Put => client.put(key, value.clone()).await.map(|_| ()),
+                    BenchOp::FastPut => client.put_with(key, value.clone(), &fast).await.map(|_| ()),
                     BenchOp::Get => client.get(key).await.map(|_| ()),
+                    BenchOp::BoundedGet => client.get_with(key, bounded).await.map(|_| ()),
                     BenchOp::Ping => client.ping().await,
                 };
                 match result {

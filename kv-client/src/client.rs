@@ -2,7 +2,9 @@
 //! follows leader hints, retries what is safe to retry until a deadline, and
 //! reports a write whose answer never came as indeterminate.
 
+use crate::consistency::{Condition, PutOptions, ReadConsistency, WriteResult};
 use crate::error::{ClientError, ClientResult};
+use crate::request_ids::{RequestIds, RequestTicket};
 use crate::routing::{Placement, RoutingTable};
 use shoal_proto::admin::admin_client::AdminClient;
 use shoal_proto::admin::{GetLayoutRequest, Layout};
@@ -28,6 +30,14 @@ pub struct ClientConfig {
     /// First retry delay; doubles up to `max_backoff`.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// How long one attempt at one replica may take before the client
+    /// tries another, for reads and for writes it may retry (exactly-once).
+    pub attempt_timeout: Duration,
+    /// The client's region: reads any replica may serve go there first.
+    pub region: Option<String>,
+    /// Tag writes with (client id, seq) so that a write whose answer was
+    /// lost is retried safely, applied once (docs/consistency.md).
+    pub exactly_once: bool,
 }
 
 impl Default for ClientConfig {
@@ -38,6 +48,9 @@ impl Default for ClientConfig {
             timeout: Duration::from_secs(10),
             initial_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(100),
+            attempt_timeout: Duration::from_secs(2),
+            region: None,
+            exactly_once: true,
         }
     }
 }
@@ -73,6 +86,18 @@ impl<T: Into<Vec<u8>>> From<T> for Key {
 pub struct Versioned {
     pub value: Vec<u8>,
     pub version: u64,
+    /// When the key expires (ms since the Unix epoch); 0 = never.
+    pub expires_at_ms: u64,
+}
+
+impl From<VersionedValue> for Versioned {
+    fn from(v: VersionedValue) -> Versioned {
+        Versioned {
+            value: v.value,
+            version: v.version,
+            expires_at_ms: v.expires_at_ms,
+        }
+    }
 }
 
 /// One entry of a scan.
@@ -101,6 +126,41 @@ fn ack(shard: u64, response: WriteResponse) -> WriteAck {
     }
 }
 
+fn write_result(shard: u64, response: WriteResponse) -> WriteResult {
+    if response.condition_failed {
+        WriteResult::ConditionFailed {
+            current: response.current.map(Versioned::from),
+        }
+    } else {
+        WriteResult::Applied(ack(shard, response))
+    }
+}
+
+fn write_options(ticket: Option<&RequestTicket>, fast_ack: bool) -> Option<WriteOptions> {
+    Some(WriteOptions {
+        fast_ack,
+        client_id: ticket.map(|t| t.client_id).unwrap_or(0),
+        seq: ticket.map(|t| t.seq).unwrap_or(0),
+        first_incomplete_seq: ticket.map(|t| t.first_incomplete).unwrap_or(0),
+    })
+}
+
+fn read_kind(consistency: ReadConsistency) -> Kind {
+    if consistency.needs_primary() {
+        Kind::Read
+    } else {
+        Kind::ReplicaRead
+    }
+}
+
+/// A read's answer with where it came from.
+#[derive(Clone, Debug)]
+pub(crate) struct ReadAnswer {
+    pub shard: u64,
+    pub applied_version: u64,
+    pub value: Option<Versioned>,
+}
+
 /// A batch operation.
 #[derive(Clone, Debug)]
 pub enum Mutation {
@@ -121,6 +181,7 @@ pub struct ScanOptions {
     pub max_bytes: u64,
     /// Scan only this routing key's micro-shard.
     pub routing: Option<Vec<u8>>,
+    pub consistency: ReadConsistency,
 }
 
 /// One page of a scan; pass `cursor` back to continue.
@@ -140,8 +201,14 @@ fn encode_cursor(entry: &Entry) -> Vec<u8> {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// Only the primary may answer.
     Read,
+    /// Any replica may answer (bounded staleness, read-your-writes).
+    ReplicaRead,
+    /// A write that must not be retried once it may have been applied.
     Write,
+    /// A write tagged for exactly-once: retried until answered.
+    RetriableWrite,
 }
 
 /// How one failed attempt should be handled.
@@ -161,6 +228,7 @@ pub struct ShoalClient {
     /// Replaced whole when a newer layout is fetched; readers take an Arc.
     routes: std::sync::RwLock<Arc<RoutingTable>>,
     channels: Mutex<HashMap<String, Channel>>,
+    ids: Arc<RequestIds>,
 }
 
 fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
@@ -228,6 +296,12 @@ fn never_sent(status: &tonic::Status) -> bool {
     .any(|marker| text.contains(marker))
 }
 
+/// Whether a failed write attempt may still have been applied: the server
+/// proposed it (LEADERSHIP_LOST) or the answer was lost in transport.
+fn may_have_applied(status: &tonic::Status) -> bool {
+    matches!(error_code_of(status), None | Some(ErrorCode::LeadershipLost))
+}
+
 fn classify(status: tonic::Status, kind: Kind) -> Next {
     match error_code_of(&status) {
         Some(ErrorCode::NotLeader) => match leader_hint_of(&status) {
@@ -239,15 +313,24 @@ fn classify(status: tonic::Status, kind: Kind) -> Next {
         Some(ErrorCode::UnknownShard | ErrorCode::WrongShard | ErrorCode::StaleEpoch) => {
             Next::Refresh(status.message().to_string())
         }
+        // This replica is behind what the read asked for: another may not be.
+        Some(ErrorCode::StaleReplica) => Next::TryAnother(status.message().to_string()),
+        // Proposed, outcome unknown: a tagged write is retried, and the
+        // shard answers the retry as the first time if it was applied.
+        Some(ErrorCode::LeadershipLost) if kind == Kind::RetriableWrite => {
+            Next::TryAnother(status.message().to_string())
+        }
         // A node that does not know the keyspace lags the shard map: ask another.
         Some(ErrorCode::Unavailable | ErrorCode::UnknownKeyspace) => Next::TryAnother(status.message().to_string()),
-        Some(ErrorCode::LeadershipLost) => Next::Fail(ClientError::Indeterminate(status.message().to_string())),
+        Some(ErrorCode::LeadershipLost | ErrorCode::RequestExpired) => {
+            Next::Fail(ClientError::Indeterminate(status.message().to_string()))
+        }
         Some(code) => Next::Fail(ClientError::Rejected {
             code,
             message: status.message().to_string(),
         }),
         // No code: the failure is the transport's, not the server's answer.
-        None if kind == Kind::Read || never_sent(&status) => Next::TryAnother(status.to_string()),
+        None if kind != Kind::Write || never_sent(&status) => Next::TryAnother(status.to_string()),
         None => Next::Fail(ClientError::Indeterminate(status.to_string())),
     }
 }
@@ -260,6 +343,7 @@ impl ShoalClient {
             routes: std::sync::RwLock::new(Arc::new(RoutingTable::from_layout(&layout))),
             config,
             channels: Mutex::new(HashMap::new()),
+            ids: RequestIds::new(),
         })
     }
 
@@ -288,7 +372,7 @@ impl ShoalClient {
 
     /// Refreshes the layout once when it does not know the keyspace yet
     /// (it may have been created after this client connected).
-    async fn routes_with_keyspace(&self) -> ClientResult<Arc<RoutingTable>> {
+    pub(crate) async fn routes_with_keyspace(&self) -> ClientResult<Arc<RoutingTable>> {
         let routes = self.routes();
         if routes.keyspace(&self.config.keyspace).is_ok() {
             return Ok(routes);
@@ -336,12 +420,20 @@ impl ShoalClient {
             .place(&self.config.keyspace, &key.key, key.routing.as_deref())
     }
 
+    /// The replicas to try for `kind`, in order.
+    fn candidates_for(&self, routes: &RoutingTable, shard: u64, kind: Kind) -> Vec<u64> {
+        match kind {
+            Kind::ReplicaRead => routes.read_candidates(shard, self.config.region.as_deref()),
+            _ => routes.candidates(shard),
+        }
+    }
+
     /// Fetches the map again and returns the new route to `shard`.
-    async fn refreshed_route(&self, shard: u64) -> ClientResult<(Arc<RoutingTable>, Vec<u64>)> {
+    async fn refreshed_route(&self, shard: u64, kind: Kind) -> ClientResult<(Arc<RoutingTable>, Vec<u64>)> {
         // A failed refresh keeps the old map; the retry loop goes on with it.
         let _ = self.refresh().await;
         let routes = self.routes();
-        let candidates = routes.candidates(shard);
+        let candidates = self.candidates_for(&routes, shard, kind);
         if candidates.is_empty() {
             return Err(ClientError::Routing(format!("shard {shard} has no replicas")));
         }
@@ -360,17 +452,28 @@ impl ShoalClient {
         let deadline = Instant::now() + self.config.timeout;
         let mut backoff = self.config.initial_backoff;
         let mut routes = self.routes();
-        let mut candidates = routes.candidates(shard);
+        let mut candidates = self.candidates_for(&routes, shard, kind);
         if candidates.is_empty() {
             return Err(ClientError::Routing(format!("shard {shard} has no replicas")));
         }
         let mut target = 0usize;
         let mut redirects = 0u32;
         let mut refresh_now = false;
+        // A retriable write that may have been applied by an attempt: if it
+        // runs out of time, its outcome is unknown, not "not applied".
+        let mut maybe_applied = false;
         loop {
             if refresh_now {
                 refresh_now = false;
-                (routes, candidates) = self.refreshed_route(shard).await?;
+                (routes, candidates) = match self.refreshed_route(shard, kind).await {
+                    Ok(route) => route,
+                    Err(e) if maybe_applied => {
+                        return Err(ClientError::Indeterminate(format!(
+                            "an earlier attempt may have applied it; then: {e}"
+                        )))
+                    }
+                    Err(e) => return Err(e),
+                };
                 target = 0;
             }
             let node = candidates[target % candidates.len()];
@@ -382,22 +485,44 @@ impl ShoalClient {
                 Err(e) => Next::Refresh(e.to_string()),
                 Ok(channel) => {
                     let client = KvClient::new(channel).max_decoding_message_size(64 << 20);
-                    match tokio::time::timeout(remaining, attempt(client, header)).await {
+                    // An untagged write may not be retried, so it waits for
+                    // its one answer as long as the deadline allows.
+                    let budget = match kind {
+                        Kind::Write => remaining,
+                        _ => remaining.min(self.config.attempt_timeout),
+                    };
+                    match tokio::time::timeout(budget, attempt(client, header)).await {
                         Ok(Ok(response)) => {
-                            routes.set_leader(shard, node);
+                            if kind != Kind::ReplicaRead {
+                                routes.set_leader(shard, node);
+                            }
                             return Ok(response.into_inner());
                         }
-                        Ok(Err(status)) => classify(status, kind),
+                        Ok(Err(status)) => {
+                            if kind == Kind::RetriableWrite && !never_sent(&status) && may_have_applied(&status) {
+                                maybe_applied = true;
+                            }
+                            classify(status, kind)
+                        }
                         Err(_) if kind == Kind::Write => {
                             return Err(ClientError::Indeterminate(format!(
                                 "no answer from node {node} before the deadline"
                             )))
                         }
-                        Err(_) => Next::TryAnother("deadline".into()),
+                        Err(_) => {
+                            maybe_applied |= kind == Kind::RetriableWrite;
+                            Next::TryAnother(format!("no answer within {budget:?}"))
+                        }
                     }
                 }
             };
             let last_problem = match next {
+                // An earlier attempt may have applied it: unknown, not refused.
+                Next::Fail(error) if maybe_applied && !error.is_indeterminate() => {
+                    return Err(ClientError::Indeterminate(format!(
+                        "an earlier attempt may have applied it; then: {error}"
+                    )))
+                }
                 Next::Fail(error) => return Err(error),
                 // Follow the first hint at once; after that, back off too, so
                 // two nodes with stale hints cannot bounce us in a hot loop.
@@ -436,7 +561,12 @@ impl ShoalClient {
                 refresh_now = true;
             }
             if Instant::now() + backoff >= deadline {
-                return Err(ClientError::Unavailable(format!("shard {shard}: {last_problem}")));
+                let why = format!("shard {shard}: {last_problem}");
+                return Err(if maybe_applied {
+                    ClientError::Indeterminate(why)
+                } else {
+                    ClientError::Unavailable(why)
+                });
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(self.config.max_backoff);
@@ -458,8 +588,19 @@ impl ShoalClient {
             .map_err(|s| ClientError::Unavailable(s.to_string()))
     }
 
+    /// A strong (linearizable) read.
     pub async fn get(&self, key: impl Into<Key>) -> ClientResult<Option<Versioned>> {
-        let key = key.into();
+        self.get_with(key, ReadConsistency::Strong).await
+    }
+
+    /// A read at the given consistency.
+    pub async fn get_with(&self, key: impl Into<Key>, consistency: ReadConsistency) -> ClientResult<Option<Versioned>> {
+        Ok(self.get_traced(key.into(), consistency).await?.value)
+    }
+
+    /// A read, with the shard and the applied version of the replica that
+    /// answered (a read-your-writes token covering what it saw).
+    pub(crate) async fn get_traced(&self, key: Key, consistency: ReadConsistency) -> ClientResult<ReadAnswer> {
         let placement = self.place(&key).await?;
         let request = GetRequest {
             header: None, // set per attempt by `call`
@@ -467,23 +608,34 @@ impl ShoalClient {
                 ushard: placement.ushard,
                 key: key.key,
             }),
+            consistency: consistency.to_wire(),
         };
         let response = self
-            .call(placement.shard, Kind::Read, |mut c, header| {
+            .call(placement.shard, read_kind(consistency), |mut c, header| {
                 let mut request = request.clone();
                 request.header = header;
                 async move { c.get(request).await }
             })
             .await?;
-        Ok(response.value.map(|v| Versioned {
-            value: v.value,
-            version: v.version,
-        }))
+        Ok(ReadAnswer {
+            shard: placement.shard,
+            applied_version: response.applied_version,
+            value: response.value.map(Versioned::from),
+        })
     }
 
-    /// Reads many keys; answers are in request order. Keys are grouped by
-    /// shard, one request per shard.
+    /// Reads many keys (strongly); answers are in request order. Keys are
+    /// grouped by shard, one request per shard.
     pub async fn multi_get(&self, keys: Vec<Key>) -> ClientResult<Vec<Option<Versioned>>> {
+        self.multi_get_with(keys, ReadConsistency::Strong).await
+    }
+
+    /// Reads many keys at the given consistency, one request per shard.
+    pub async fn multi_get_with(
+        &self,
+        keys: Vec<Key>,
+        consistency: ReadConsistency,
+    ) -> ClientResult<Vec<Option<Versioned>>> {
         let mut by_shard: HashMap<u64, Vec<(usize, KeyRef)>> = HashMap::new();
         for (i, key) in keys.into_iter().enumerate() {
             let placement = self.place(&key).await?;
@@ -501,27 +653,52 @@ impl ShoalClient {
             let request = MultiGetRequest {
                 header: None, // set per attempt by `call`
                 keys: refs.iter().map(|(_, k)| k.clone()).collect(),
+                consistency: consistency.to_wire(),
             };
             let response = self
-                .call(shard, Kind::Read, |mut c, header| {
+                .call(shard, read_kind(consistency), |mut c, header| {
                     let mut request = request.clone();
                     request.header = header;
                     async move { c.multi_get(request).await }
                 })
                 .await?;
             for ((i, _), value) in refs.iter().zip(response.values) {
-                out[*i] = value.value.map(|v| Versioned {
-                    value: v.value,
-                    version: v.version,
-                });
+                out[*i] = value.value.map(Versioned::from);
             }
         }
         Ok(out)
     }
 
+    /// The id of one write and how it may be retried: a tagged write is
+    /// retried until answered; an untagged one never once it may have
+    /// been applied.
+    fn write_ticket(&self) -> (Option<RequestTicket>, Kind) {
+        if self.config.exactly_once {
+            (Some(self.ids.begin()), Kind::RetriableWrite)
+        } else {
+            (None, Kind::Write)
+        }
+    }
+
     pub async fn put(&self, key: impl Into<Key>, value: impl Into<Vec<u8>>) -> ClientResult<WriteAck> {
+        match self.put_with(key, value, &PutOptions::default()).await? {
+            WriteResult::Applied(ack) => Ok(ack),
+            WriteResult::ConditionFailed { .. } => Err(ClientError::Routing(
+                "an unconditional put reported a failed condition".into(),
+            )),
+        }
+    }
+
+    /// A put with a condition, a TTL or fast acknowledgement.
+    pub async fn put_with(
+        &self,
+        key: impl Into<Key>,
+        value: impl Into<Vec<u8>>,
+        options: &PutOptions,
+    ) -> ClientResult<WriteResult> {
         let key = key.into();
         let placement = self.place(&key).await?;
+        let (ticket, kind) = self.write_ticket();
         let request = PutRequest {
             header: None, // set per attempt by `call`
             key: Some(KeyRef {
@@ -529,35 +706,82 @@ impl ShoalClient {
                 key: key.key,
             }),
             value: value.into(),
+            condition: options.condition.as_ref().map(Condition::to_wire),
+            ttl_ms: options.ttl.map(|t| t.as_millis().max(1) as u64).unwrap_or(0),
+            options: write_options(ticket.as_ref(), options.fast_ack),
         };
         let response = self
-            .call(placement.shard, Kind::Write, |mut c, header| {
+            .call(placement.shard, kind, |mut c, header| {
                 let mut request = request.clone();
                 request.header = header;
                 async move { c.put(request).await }
             })
             .await?;
-        Ok(ack(placement.shard, response))
+        Ok(write_result(placement.shard, response))
     }
 
     pub async fn delete(&self, key: impl Into<Key>) -> ClientResult<WriteAck> {
+        match self.delete_with(key, None).await? {
+            WriteResult::Applied(ack) => Ok(ack),
+            WriteResult::ConditionFailed { .. } => Err(ClientError::Routing(
+                "an unconditional delete reported a failed condition".into(),
+            )),
+        }
+    }
+
+    /// A delete, optionally conditional (delete-if-present, -if-version).
+    pub async fn delete_with(&self, key: impl Into<Key>, condition: Option<Condition>) -> ClientResult<WriteResult> {
         let key = key.into();
         let placement = self.place(&key).await?;
+        let (ticket, kind) = self.write_ticket();
         let request = DeleteRequest {
             header: None, // set per attempt by `call`
             key: Some(KeyRef {
                 ushard: placement.ushard,
                 key: key.key,
             }),
+            condition: condition.as_ref().map(Condition::to_wire),
+            options: write_options(ticket.as_ref(), false),
         };
         let response = self
-            .call(placement.shard, Kind::Write, |mut c, header| {
+            .call(placement.shard, kind, |mut c, header| {
                 let mut request = request.clone();
                 request.header = header;
                 async move { c.delete(request).await }
             })
             .await?;
-        Ok(ack(placement.shard, response))
+        Ok(write_result(placement.shard, response))
+    }
+
+    /// Adds `delta` to a counter (a missing key counts as 0) and returns
+    /// its new value. With exactly-once on (the default) a retried
+    /// increment is counted once.
+    pub async fn increment(&self, key: impl Into<Key>, delta: i64) -> ClientResult<(i64, WriteAck)> {
+        let key = key.into();
+        let placement = self.place(&key).await?;
+        let (ticket, kind) = self.write_ticket();
+        let request = IncrementRequest {
+            header: None, // set per attempt by `call`
+            key: Some(KeyRef {
+                ushard: placement.ushard,
+                key: key.key,
+            }),
+            delta,
+            options: write_options(ticket.as_ref(), false),
+        };
+        let response = self
+            .call(placement.shard, kind, |mut c, header| {
+                let mut request = request.clone();
+                request.header = header;
+                async move { c.increment(request).await }
+            })
+            .await?;
+        let ack = WriteAck {
+            shard: placement.shard,
+            version: response.version,
+            epoch: response.header.map(|h| h.epoch).unwrap_or(0),
+        };
+        Ok((response.value, ack))
     }
 
     /// Applies every mutation atomically. All keys must live in one shard
@@ -576,6 +800,7 @@ impl ShoalClient {
                             key: key.key,
                         }),
                         value,
+                        ..PutOp::default()
                     });
                     (placement, op)
                 }
@@ -588,6 +813,7 @@ impl ShoalClient {
                                 ushard: placement.ushard,
                                 key: key.key,
                             }),
+                            ..DeleteOp::default()
                         }),
                     )
                 }
@@ -604,12 +830,14 @@ impl ShoalClient {
             ops.push(BatchOp { op: Some(op) });
         }
         let shard = shard.ok_or_else(|| ClientError::InvalidArgument("empty batch".into()))?;
+        let (ticket, kind) = self.write_ticket();
         let request = BatchRequest {
             header: None, // set per attempt by `call`
             ops,
+            options: write_options(ticket.as_ref(), false),
         };
         let response = self
-            .call(shard, Kind::Write, |mut c, header| {
+            .call(shard, kind, |mut c, header| {
                 let mut request = request.clone();
                 request.header = header;
                 async move { c.batch(request).await }
@@ -660,9 +888,10 @@ impl ShoalClient {
                 limit,
                 max_bytes: options.max_bytes,
                 resume_after: cursor.map(<[u8]>::to_vec).unwrap_or_default(),
+                consistency: options.consistency.to_wire(),
             };
             let response = self
-                .call(shard, Kind::Read, |mut c, header| {
+                .call(shard, read_kind(options.consistency), |mut c, header| {
                     let mut request = request.clone();
                     request.header = header;
                     async move { c.scan(request).await }

@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`client`]: [`ShoalClient`]: routing, leader following, retries, scans.
+//! - [`consistency`]: read consistency modes, write conditions and options.
+//! - [`session`]: [`Session`], read-your-writes with automatic tokens.
 //! - [`routing`]: the cached layout: key → micro-shard → shard → replicas.
 //! - [`error`]: [`ClientError`] with `is_retryable` / `is_indeterminate`.
 //! - [`local_cluster`]: kv-server child processes on this machine (playground, tests, benchmarks).
@@ -12,9 +14,14 @@
 
 pub mod bench;
 pub mod client;
+pub mod consistency;
 pub mod error;
 pub mod local_cluster;
+mod request_ids;
 pub mod routing;
+pub mod session;
 
 pub use client::{ClientConfig, Entry, Key, Mutation, ScanOptions, ScanPage, ShoalClient, Versioned, WriteAck};
+pub use consistency::{Condition, PutOptions, ReadConsistency, WriteResult};
 pub use error::{ClientError, ClientResult};
+pub use session::Session;

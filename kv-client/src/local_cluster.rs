@@ -644,6 +644,16 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Shifts node `id`'s wall clock (kv-server built with `failpoints`).
+    pub async fn set_node_clock(&self, id: u64, offset_ms: i64) -> anyhow::Result<()> {
+        self.admin(id)
+            .await?
+            .set_clock_offset(shoal_proto::admin::SetClockOffsetRequest { offset_ms })
+            .await
+            .with_context(|| format!("clock offset {offset_ms} ms on node {id}"))?;
+        Ok(())
+    }
+
     pub async fn shard_digest(&self, id: u64, shard: u64) -> anyhow::Result<ShardDigestResponse> {
         Ok(self
             .admin(id)

@@ -32,6 +32,8 @@ pub struct Placement {
 struct ShardRoute {
     /// Voters, the only replicas that can lead.
     replicas: Vec<u64>,
+    /// Non-voting replicas: they serve bounded and read-your-writes reads.
+    learners: Vec<u64>,
     /// The shard manager's primary (0 = none) and its epoch.
     primary: u64,
     epoch: u64,
@@ -42,6 +44,7 @@ pub struct RoutingTable {
     keyspaces: HashMap<String, KeyspaceRoute>,
     shards: HashMap<u64, ShardRoute>,
     addrs: HashMap<u64, String>,
+    regions: HashMap<u64, String>,
     // A plain mutex: held for a map lookup or insert, never across an await.
     leaders: Mutex<HashMap<u64, u64>>,
 }
@@ -68,6 +71,7 @@ impl RoutingTable {
                 .map(|s| {
                     let route = ShardRoute {
                         replicas: s.replicas.clone(),
+                        learners: s.learners.clone(),
                         primary: s.primary,
                         epoch: s.epoch,
                     };
@@ -79,6 +83,7 @@ impl RoutingTable {
                 .iter()
                 .map(|n| (n.node_id, n.client_addr.clone()))
                 .collect(),
+            regions: layout.nodes.iter().map(|n| (n.node_id, n.region.clone())).collect(),
             leaders: Mutex::new(HashMap::new()),
         }
     }
@@ -140,6 +145,22 @@ impl RoutingTable {
             nodes.retain(|n| *n != first);
             nodes.insert(0, first);
         }
+        nodes
+    }
+
+    /// The order in which to try replicas for a read any replica may serve
+    /// (bounded staleness, read-your-writes): replicas in `region` before
+    /// the others, and within each group followers and learners before the
+    /// leader, which keeps that load off the primary.
+    pub fn read_candidates(&self, shard: u64, region: Option<&str>) -> Vec<u64> {
+        let route = self.shards.get(&shard).cloned().unwrap_or_default();
+        let leader = self.leader(shard).or((route.primary != 0).then_some(route.primary));
+        let mut nodes: Vec<u64> = route.replicas.iter().chain(&route.learners).copied().collect();
+        nodes.dedup();
+        nodes.sort_by_key(|n| {
+            let elsewhere = region.is_some_and(|r| self.regions.get(n).map(String::as_str) != Some(r));
+            (elsewhere, Some(*n) == leader)
+        });
         nodes
     }
 

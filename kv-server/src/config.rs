@@ -42,6 +42,31 @@ pub struct NodeConfig {
     pub limits: Limits,
     #[serde(default)]
     pub raft: RaftTuning,
+    #[serde(default)]
+    pub reads: ReadTuning,
+}
+
+/// How replicas other than the primary serve reads (docs/consistency.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadTuning {
+    /// The most any two nodes' wall clocks may differ. Added to every
+    /// follower's staleness estimate; a larger real skew breaks the
+    /// bounded-staleness promise.
+    pub max_clock_offset_ms: u64,
+    /// How long a follower waits to catch up (to a read-your-writes version,
+    /// or to the index a leader's freshness stamp names) before refusing
+    /// with STALE_REPLICA.
+    pub follower_wait_ms: u64,
+}
+
+impl Default for ReadTuning {
+    fn default() -> Self {
+        ReadTuning {
+            max_clock_offset_ms: 250,
+            follower_wait_ms: 100,
+        }
+    }
 }
 
 fn default_region() -> String {

@@ -41,6 +41,12 @@ pub enum KvError {
     LeadershipLost { shard: ShardId, leader: Option<NodeId> },
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("stale replica: {0}")]
+    StaleReplica(String),
+    #[error("not a counter: {0}")]
+    NotACounter(String),
+    #[error("request {seq} of client {client:#x} is older than the client's oldest unanswered request: not applied again; whether its first attempt applied is unknown")]
+    RequestExpired { client: u64, seq: u64 },
 }
 
 impl From<std::io::Error> for KvError {

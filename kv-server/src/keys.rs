@@ -8,6 +8,7 @@
 //! | `raft_log`  | `shard:u64be` `index:u64be`                      | bincode `Entry` |
 //! | `raft_meta` | `shard:u64be` `tag:u8`                           | bincode vote / purged id / snapshot meta |
 //! | `data`      | `shard:u64be` `keyspace:u32be` `ushard:u32be` `user key` | [`ValueRecord`] |
+//! | `data`      | `shard:u64be` `0xFFFF_FFFE` `tag:u8` ...         | replicated shard state: the apply clock, exactly-once records per client |
 //! | `data`      | `shard:u64be` `0xFFFF_FFFF` `tag:u8`             | state-machine metadata (applied log id, membership) |
 //!
 //! Why this order: every shard is one contiguous range in each cf, so a
@@ -26,6 +27,22 @@ pub const ALL_CFS: [&str; 3] = [CF_RAFT_LOG, CF_RAFT_META, CF_DATA];
 
 /// Keyspace id reserved for per-shard state-machine metadata in `data`.
 pub const RESERVED_KEYSPACE: u32 = u32::MAX;
+
+/// Keyspace id reserved for shard state that the log produces and every
+/// replica must hold alike: it sorts inside the user-data range, so
+/// snapshots carry it and digests compare it.
+pub const REPLICATED_META_KEYSPACE: u32 = u32::MAX - 1;
+
+/// Tags of the replicated shard state under [`REPLICATED_META_KEYSPACE`].
+#[derive(Clone, Copy, Debug)]
+#[repr(u8)]
+pub enum ReplicatedTag {
+    /// The apply clock: the largest proposal time applied (u64be ms).
+    Clock = 1,
+    /// `client:u64be` → that client's exactly-once record (its watermark
+    /// and the results of its requests at or above it).
+    Dedup = 2,
+}
 
 /// Tags of per-shard Raft metadata in `raft_meta`.
 #[derive(Clone, Copy, Debug)]
@@ -95,6 +112,34 @@ pub fn sm_meta_key(shard: ShardId, tag: SmMetaTag) -> Vec<u8> {
     key
 }
 
+fn replicated_key(shard: ShardId, tag: ReplicatedTag) -> Vec<u8> {
+    let mut key = Vec::with_capacity(29);
+    key.extend_from_slice(&shard_prefix(shard));
+    key.extend_from_slice(&REPLICATED_META_KEYSPACE.to_be_bytes());
+    key.push(tag as u8);
+    key
+}
+
+/// Where a shard's apply clock is kept.
+pub fn clock_key(shard: ShardId) -> Vec<u8> {
+    replicated_key(shard, ReplicatedTag::Clock)
+}
+
+/// Where a client's exactly-once record is kept (one key per client, so
+/// forgetting answered requests is an overwrite, never a range delete).
+pub fn dedup_key(shard: ShardId, client: u64) -> Vec<u8> {
+    let mut key = replicated_key(shard, ReplicatedTag::Dedup);
+    key.extend_from_slice(&client.to_be_bytes());
+    key
+}
+
+/// The shard and keyspace id of a `data` key, when it has both.
+pub fn shard_and_keyspace_of(key: &[u8]) -> Option<(ShardId, u32)> {
+    let shard = shard_of_key(key)?;
+    let keyspace = u32::from_be_bytes(key.get(8..12)?.try_into().ok()?);
+    Some((shard, keyspace))
+}
+
 /// Prefix of every data key of one micro-shard of a keyspace in a shard.
 pub fn ushard_prefix(shard: ShardId, keyspace: KeyspaceId, ushard: UshardId) -> Vec<u8> {
     let mut key = Vec::with_capacity(16);
@@ -134,8 +179,8 @@ pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 /// A stored value: its version, its expiry and the user's bytes.
 ///
 /// Layout: `version:u64be` `expires_at_ms:u64be` (0 = never) `value`.
-/// The expiry field is reserved for per-key TTL; it is written as 0 today.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A record whose expiry has passed is invisible (see [`ValueRecord::is_live_at`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ValueRecord {
     pub version: Version,
     pub expires_at_ms: u64,
@@ -151,6 +196,16 @@ impl ValueRecord {
         out.extend_from_slice(&self.expires_at_ms.to_be_bytes());
         out.extend_from_slice(&self.value);
         out
+    }
+
+    /// Whether the record is still visible at `now_ms` (wall-clock ms).
+    pub fn is_live_at(&self, now_ms: u64) -> bool {
+        self.expires_at_ms == 0 || now_ms < self.expires_at_ms
+    }
+
+    /// The expiry field of an encoded record, without copying the value.
+    pub fn expires_at_of(bytes: &[u8]) -> Option<u64> {
+        Some(u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?))
     }
 
     /// Parses a stored record; `None` means the bytes are corrupt.

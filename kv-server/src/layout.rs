@@ -142,7 +142,7 @@ impl ClusterLayout {
             if ks.name.is_empty() || !names.insert(ks.name.clone()) {
                 bail!("layout.keyspaces: empty or duplicate name {:?}", ks.name);
             }
-            if ks.id.0 == crate::keys::RESERVED_KEYSPACE || !ids.insert(ks.id) {
+            if ks.id.0 >= crate::keys::REPLICATED_META_KEYSPACE || !ids.insert(ks.id) {
                 bail!("layout.keyspaces[{}].id: reserved or duplicate id {}", ks.name, ks.id);
             }
             if ks.ushard_count == 0 || ks.shards.is_empty() {

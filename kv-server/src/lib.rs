@@ -1,6 +1,7 @@
 //! kv-server: a Shoal replica node.
 //!
 //! # Layout
+//! - [`clock`]: the node's wall clock (TTL, freshness), skewable in fault tests.
 //! - [`config`]: the node's TOML configuration and its validation.
 //! - [`layout`]: the cluster layout (nodes, keyspaces, shards) a node serves.
 //! - [`types`]: newtypes for ids and versions.
@@ -9,6 +10,7 @@
 //! - [`raft`]: openraft glue: log store, state machine, snapshots, network.
 //! - [`shard`]: the replicas a node hosts; reads, writes, scans on them.
 //! - [`rpc`]: every tonic service and the one error → status mapping.
+//! - [`ttl`]: which expired keys compaction may reclaim.
 //! - [`server`]: wires the above into a running node.
 //!
 //! Request path: client → `rpc::kv_service` (validate, route to the shard) →
@@ -20,6 +22,7 @@
 // only move the allocation.
 #![allow(clippy::result_large_err)]
 
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -30,4 +33,5 @@ pub mod raft;
 pub mod rpc;
 pub mod server;
 pub mod shard;
+pub mod ttl;
 pub mod types;

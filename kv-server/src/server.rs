@@ -10,6 +10,7 @@ use crate::rpc::kv_service::KvService;
 use crate::rpc::raft_service::RaftService;
 use crate::rpc::sm_agent;
 use crate::shard::host::NodeHost;
+use crate::ttl::ExpiryHorizons;
 use anyhow::Context;
 use shoal_proto::admin::admin_server::AdminServer;
 use shoal_proto::kv::kv_server::KvServer;
@@ -73,9 +74,18 @@ pub async fn run(
         }
         (None, None) => anyhow::bail!("layout_file, shard_manager: set exactly one"),
     };
-    let engine: SharedEngine =
-        Arc::new(RocksEngine::open(&config.data_dir.join("db")).context("opening the RocksDB database")?);
-    let host = NodeHost::new(node_id, &config, layout, engine.clone())?;
+    let horizons = ExpiryHorizons::new();
+    let reclaim = horizons.clone();
+    let engine: SharedEngine = Arc::new(
+        RocksEngine::open(
+            &config.data_dir.join("db"),
+            Some(Arc::new(move |key: &[u8], value: &[u8]| {
+                reclaim.reclaimable(key, value)
+            })),
+        )
+        .context("opening the RocksDB database")?,
+    );
+    let host = NodeHost::new(node_id, &config, layout, engine.clone(), horizons)?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -6,7 +6,8 @@ use ::kv_client::{ClientError, Key, Mutation, ScanOptions};
 use common::{must_connect, must_start_cluster};
 use shoal_proto::kv::kv_client::KvClient;
 use shoal_proto::kv::{
-    batch_op, BatchOp, BatchRequest, DeleteOp, GetRequest, KeyRef, PutOp, PutRequest, RequestHeader, ScanRequest,
+    batch_op, condition, BatchOp, BatchRequest, Condition, DeleteOp, GetRequest, KeyRef, PutOp, PutRequest,
+    RequestHeader, ScanRequest, WriteOptions,
 };
 use shoal_proto::ERROR_CODE_METADATA;
 use std::time::Duration;
@@ -58,6 +59,7 @@ fn put(keyspace: &str, shard: u64, ushard: u32, key: &[u8], value: Vec<u8>) -> P
             key: key.to_vec(),
         }),
         value,
+        ..Default::default()
     }
 }
 
@@ -92,6 +94,7 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
                     key: b"k".to_vec(),
                 }),
                 value: vec![],
+                ..Default::default()
             },
         ),
         (
@@ -100,6 +103,7 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
                 header: header("default", shard),
                 key: None,
                 value: vec![],
+                ..Default::default()
             },
         ),
     ];
@@ -122,6 +126,7 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
                         key: key.into(),
                     }),
                     value: b"v".to_vec(),
+                    ..Default::default()
                 })),
             });
         }
@@ -133,12 +138,14 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
                 key: vec![],
             }),
             value: vec![],
+            ..Default::default()
         })),
     });
     let status = kv
         .batch(BatchRequest {
             header: header("default", s1),
             ops: ops.clone(),
+            ..Default::default()
         })
         .await
         .expect_err("bad batch");
@@ -151,6 +158,7 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
                     ushard: u1,
                     key: b"good-1".to_vec(),
                 }),
+                ..Default::default()
             })),
         })
         .collect();
@@ -158,6 +166,7 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
         .batch(BatchRequest {
             header: header("default", s1),
             ops: too_many,
+            ..Default::default()
         })
         .await
         .expect_err("too many ops");
@@ -171,6 +180,7 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
                     key: format!("big-{i}").into(),
                 }),
                 value: vec![0; 1024 * 1024],
+                ..Default::default()
             })),
         })
         .collect();
@@ -178,6 +188,7 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
         .batch(BatchRequest {
             header: header("default", s1),
             ops: too_big,
+            ..Default::default()
         })
         .await
         .expect_err("too many bytes");
@@ -187,6 +198,7 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
         .batch(BatchRequest {
             header: header("default", s1),
             ops: vec![BatchOp { op: None }],
+            ..Default::default()
         })
         .await
         .expect_err("empty op");
@@ -201,6 +213,93 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
         .await
         .expect_err("bad cursor");
     assert_eq!(code_of(&status), "MALFORMED_REQUEST");
+
+    // Malformed conditions and write options.
+    let bad_puts = [
+        (
+            PutRequest {
+                condition: Some(Condition { check: None }),
+                ..put("default", shard, ushard, b"k", b"v".to_vec())
+            },
+            "MALFORMED_REQUEST",
+        ),
+        (
+            PutRequest {
+                condition: Some(Condition {
+                    check: Some(condition::Check::Value(vec![0; 2 << 20])),
+                }),
+                ..put("default", shard, ushard, b"k", b"v".to_vec())
+            },
+            "VALUE_TOO_LARGE",
+        ),
+        (
+            PutRequest {
+                ttl_ms: u64::MAX,
+                ..put("default", shard, ushard, b"k", b"v".to_vec())
+            },
+            "MALFORMED_REQUEST",
+        ),
+        (
+            PutRequest {
+                options: Some(WriteOptions {
+                    seq: 1,
+                    ..Default::default()
+                }),
+                ..put("default", shard, ushard, b"k", b"v".to_vec())
+            },
+            "MALFORMED_REQUEST",
+        ),
+        (
+            PutRequest {
+                options: Some(WriteOptions {
+                    client_id: 5,
+                    seq: 3,
+                    first_incomplete_seq: 4,
+                    ..Default::default()
+                }),
+                ..put("default", shard, ushard, b"k", b"v".to_vec())
+            },
+            "MALFORMED_REQUEST",
+        ),
+    ];
+    for (request, code) in bad_puts {
+        let status = kv.put(request).await.expect_err("bad put");
+        assert_eq!(code_of(&status), code, "{status:?}");
+    }
+    // A batch whose second op's condition fails applies none of its ops.
+    let answer = kv
+        .batch(BatchRequest {
+            header: header("default", shard),
+            ops: vec![
+                BatchOp {
+                    op: Some(batch_op::Op::Put(PutOp {
+                        key: Some(KeyRef {
+                            ushard,
+                            key: b"k".to_vec(),
+                        }),
+                        value: b"v".to_vec(),
+                        ..Default::default()
+                    })),
+                },
+                BatchOp {
+                    op: Some(batch_op::Op::Delete(DeleteOp {
+                        key: Some(KeyRef {
+                            ushard,
+                            key: b"k".to_vec(),
+                        }),
+                        condition: Some(Condition {
+                            check: Some(condition::Check::Version(999)),
+                        }),
+                    })),
+                },
+            ],
+            ..Default::default()
+        })
+        .await
+        .expect("a failed condition is an answer")
+        .into_inner();
+    assert!(answer.condition_failed && answer.failed_op == 1, "{answer:?}");
+    assert_eq!(answer.current, None);
 
     // Nothing above was written: the keyspace is empty.
     let client = must_connect(&tc.cluster).await;
@@ -259,6 +358,7 @@ async fn follower_answers_not_leader_with_a_hint_and_writes_nothing() {
                 ushard,
                 key: b"k".to_vec(),
             }),
+            ..Default::default()
         })
         .await
         .expect_err("follower strong read");

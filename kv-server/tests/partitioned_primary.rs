@@ -81,6 +81,7 @@ async fn isolated_primary_cannot_ack_writes_or_serve_strong_reads() {
             header: header(ack.shard),
             key: key(),
             value: b"stale".to_vec(),
+            ..PutRequest::default()
         };
         tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(8), isolated.put(request)).await })
     };
@@ -115,6 +116,7 @@ async fn isolated_primary_cannot_ack_writes_or_serve_strong_reads() {
         isolated.get(GetRequest {
             header: header(ack.shard),
             key: key(),
+            consistency: None,
         }),
     )
     .await;

@@ -24,7 +24,7 @@ fn build(engine: SharedEngine, dir: &TempDir, shard: ShardId) -> std::io::Result
     let syncer = WalSyncer::start(engine.clone())?;
     let snapshots = SnapshotDir::new(dir.path().join(format!("snapshots-{shard}")))?;
     let log = ShardLogStore::new(shard, engine.clone(), syncer);
-    let sm = ShardStateMachine::open(shard, engine, snapshots)?;
+    let sm = ShardStateMachine::open(shard, engine, snapshots, kv_server::ttl::ExpiryHorizons::new())?;
     Ok((log, sm))
 }
 
@@ -69,7 +69,7 @@ struct RocksBuilder;
 impl StoreBuilder<TypeConfig, ShardLogStore, ShardStateMachine, TempDir> for RocksBuilder {
     async fn build(&self) -> Result<(TempDir, ShardLogStore, ShardStateMachine), StorageError<TypeConfig>> {
         let dir = TempDir::new().map_err(storage_error)?;
-        let rocks = Arc::new(RocksEngine::open(&dir.path().join("db")).map_err(storage_error)?);
+        let rocks = Arc::new(RocksEngine::open(&dir.path().join("db"), None).map_err(storage_error)?);
         OPENED.lock().unwrap().push(rocks.clone());
         let engine: SharedEngine = rocks;
         poison_neighbour(&engine, &dir).await.map_err(storage_error)?;

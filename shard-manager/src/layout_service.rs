@@ -91,4 +91,13 @@ impl Admin for LayoutService {
     ) -> Result<Response<SetFailpointResponse>, Status> {
         Err(node_only("SetFailpoint"))
     }
+
+    /// The shard manager's own clock is shifted through its own API
+    /// (`ShardManager/SetClockOffset`).
+    async fn set_clock_offset(
+        &self,
+        _request: Request<SetClockOffsetRequest>,
+    ) -> Result<Response<SetClockOffsetResponse>, Status> {
+        Err(node_only("Admin/SetClockOffset"))
+    }
 }

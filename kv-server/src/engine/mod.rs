@@ -79,6 +79,9 @@ pub enum Visit {
 /// Called for each entry of a scan with its key and value.
 pub type ScanVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> io::Result<Visit> + 'a;
 
+/// Says whether compaction may drop an entry (key, value).
+pub type DataFilter = Arc<dyn Fn(&[u8], &[u8]) -> bool + Send + Sync>;
+
 /// Receives the entries of a frozen (point-in-time) range export.
 pub type ExportSink = Box<dyn FnOnce(&mut dyn Iterator<Item = io::Result<(Vec<u8>, Vec<u8>)>>) + Send>;
 
@@ -109,6 +112,12 @@ pub trait Engine: Send + Sync + 'static {
     /// the return are not seen by the sink. This is what lets a snapshot be
     /// built without stopping the state machine.
     fn export_frozen(&self, cf: &'static str, start: Vec<u8>, end: Vec<u8>, sink: ExportSink) -> io::Result<()>;
+
+    /// Compacts `[start, end)` now, running the compaction filter over it.
+    /// Blocking. An engine without compaction does nothing.
+    fn compact(&self, _cf: &'static str, _start: &[u8], _end: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
 
     /// Roughly how many bytes `[start, end)` takes on disk (RocksDB: in SST
     /// files, data still in the memtable not counted). For load reports

@@ -1,7 +1,7 @@
 //! [`Engine`] over RocksDB. The only module that mentions `rocksdb`.
 
-use super::{BatchOp, Direction, Engine, ExportSink, ScanVisitor, Visit, WriteBatch};
-use crate::keys::ALL_CFS;
+use super::{BatchOp, DataFilter, Direction, Engine, ExportSink, ScanVisitor, Visit, WriteBatch};
+use crate::keys::{ALL_CFS, CF_DATA};
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, ReadOptions, DB};
 use std::io;
 use std::path::Path;
@@ -16,8 +16,10 @@ fn io_err(e: rocksdb::Error) -> io::Error {
 }
 
 impl RocksEngine {
-    /// Opens (or creates) the node's database at `path` with every column family.
-    pub fn open(path: &Path) -> io::Result<RocksEngine> {
+    /// Opens (or creates) the node's database at `path` with every column
+    /// family. `reclaim` says which entries of `data` compaction may drop
+    /// (expired keys, see [`crate::ttl`]).
+    pub fn open(path: &Path, reclaim: Option<DataFilter>) -> io::Result<RocksEngine> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -25,9 +27,19 @@ impl RocksEngine {
         // crash RocksDB recovers a consistent prefix of it, which is what lets
         // a synced Raft log append also cover every earlier unsynced write.
         opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
-        let cfs = ALL_CFS
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut cf_opts = Options::default();
+            if let (true, Some(reclaim)) = (*name == CF_DATA, reclaim.clone()) {
+                cf_opts.set_compaction_filter("shoal-expired", move |_level: u32, key: &[u8], value: &[u8]| {
+                    if reclaim(key, value) {
+                        rocksdb::compaction_filter::Decision::Remove
+                    } else {
+                        rocksdb::compaction_filter::Decision::Keep
+                    }
+                });
+            }
+            ColumnFamilyDescriptor::new(*name, cf_opts)
+        });
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(io_err)?;
         Ok(RocksEngine { db: Arc::new(db) })
     }
@@ -81,6 +93,11 @@ impl Engine for RocksEngine {
                 break;
             }
         }
+        Ok(())
+    }
+
+    fn compact(&self, cf: &'static str, start: &[u8], end: &[u8]) -> io::Result<()> {
+        self.db.compact_range_cf(self.cf(cf)?, Some(start), Some(end));
         Ok(())
     }
 

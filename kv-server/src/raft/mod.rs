@@ -2,6 +2,7 @@
 //! snapshot files, network client and the WAL group-commit thread.
 
 pub mod log_store;
+pub mod mutate;
 pub mod network;
 pub mod snapshot;
 pub mod state_machine;

@@ -6,6 +6,7 @@
 //! in each message) instead of one connection per shard per peer.
 
 use crate::raft::types::{decode, encode, RaftError, RpcError, Snapshot, SnapshotData, TypeConfig, Vote};
+use crate::shard::freshness::Freshness;
 use crate::types::ShardId;
 use dashmap::DashMap;
 use futures::Future;
@@ -56,11 +57,16 @@ impl PeerChannels {
 pub struct ShardNetworkFactory {
     shard: ShardId,
     peers: Arc<PeerChannels>,
+    freshness: Arc<Freshness>,
 }
 
 impl ShardNetworkFactory {
-    pub fn new(shard: ShardId, peers: Arc<PeerChannels>) -> ShardNetworkFactory {
-        ShardNetworkFactory { shard, peers }
+    pub fn new(shard: ShardId, peers: Arc<PeerChannels>, freshness: Arc<Freshness>) -> ShardNetworkFactory {
+        ShardNetworkFactory {
+            shard,
+            peers,
+            freshness,
+        }
     }
 }
 
@@ -73,6 +79,7 @@ impl RaftNetworkFactory<TypeConfig> for ShardNetworkFactory {
             target,
             addr: node.addr.clone(),
             peers: self.peers.clone(),
+            freshness: self.freshness.clone(),
         }
     }
 }
@@ -84,6 +91,8 @@ pub struct ShardPeer {
     target: u64,
     addr: String,
     peers: Arc<PeerChannels>,
+    /// What this node vouches for when it leads (bounded-staleness reads).
+    freshness: Arc<Freshness>,
 }
 
 fn unreachable(e: impl std::fmt::Display) -> RpcError {
@@ -132,6 +141,7 @@ impl ShardPeer {
         let mut request = tonic::Request::new(RaftRequest {
             shard_id: self.shard.0,
             payload,
+            ..Default::default()
         });
         request.set_timeout(ttl);
         Ok(request)
@@ -146,7 +156,12 @@ impl RaftNetworkV2<TypeConfig> for ShardPeer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RpcError> {
-        let request = self.request(&rpc, option.hard_ttl())?;
+        let mut request = self.request(&rpc, option.hard_ttl())?;
+        if let Some(stamp) = self.freshness.leader_stamp(crate::clock::wall_ms()) {
+            let message = request.get_mut();
+            message.fresh_applied = stamp.applied;
+            message.fresh_as_of_ms = stamp.as_of_ms;
+        }
         let reply = self
             .client()?
             .append_entries(request)

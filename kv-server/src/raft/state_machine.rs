@@ -12,12 +12,13 @@
 //! build in its own task, concurrently with an install).
 
 use crate::engine::{SharedEngine, WriteBatch};
-use crate::keys::{self, RaftMetaTag, SmMetaTag, ValueRecord, CF_DATA, CF_RAFT_META};
+use crate::keys::{self, RaftMetaTag, SmMetaTag, CF_DATA, CF_RAFT_META};
+use crate::raft::mutate::{read_clock, Applier, StagedView};
 use crate::raft::snapshot::{read_snapshot_file, write_snapshot_file, SnapshotDir, StoredSnapshotInfo};
 use crate::raft::types::{
-    decode, encode, Command, CommandResult, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
-    WriteOp,
+    decode, encode, CommandResult, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
 };
+use crate::ttl::ExpiryHorizons;
 use crate::types::{ShardId, Version};
 use futures::{Stream, TryStreamExt};
 use openraft::entry::RaftEntry;
@@ -55,15 +56,26 @@ pub struct ShardStateMachine {
     applied_tx: Arc<watch::Sender<u64>>,
     /// Serialises every change to, and read of, "the current snapshot".
     snapshot_lock: Arc<Mutex<()>>,
+    /// The apply clock (see [`crate::raft::types::Command::Mutate`]), also
+    /// published to compaction as this shard's expiry horizon.
+    clock_ms: u64,
+    horizons: Arc<ExpiryHorizons>,
 }
 
 impl ShardStateMachine {
-    pub fn open(shard: ShardId, engine: SharedEngine, snapshots: SnapshotDir) -> io::Result<ShardStateMachine> {
+    pub fn open(
+        shard: ShardId,
+        engine: SharedEngine,
+        snapshots: SnapshotDir,
+        horizons: Arc<ExpiryHorizons>,
+    ) -> io::Result<ShardStateMachine> {
         let state = match engine.get(CF_DATA, &keys::sm_meta_key(shard, SmMetaTag::AppliedState))? {
             Some(bytes) => decode(&bytes)?,
             None => AppliedState::default(),
         };
         let (applied_tx, _) = watch::channel(log_index(&state.last_applied));
+        let clock_ms = read_clock(&StagedView::new(&engine), shard)?;
+        horizons.set(shard, clock_ms);
         Ok(ShardStateMachine {
             shard,
             engine,
@@ -71,38 +83,14 @@ impl ShardStateMachine {
             state,
             applied_tx: Arc::new(applied_tx),
             snapshot_lock: Arc::new(Mutex::new(())),
+            clock_ms,
+            horizons,
         })
     }
 
     /// A receiver of the last applied index.
     pub fn applied_watch(&self) -> watch::Receiver<u64> {
         self.applied_tx.subscribe()
-    }
-
-    fn stage_command(&self, batch: &mut WriteBatch, command: Command, version: Version) {
-        match command {
-            Command::Write { keyspace, ops } => {
-                for op in ops {
-                    match op {
-                        WriteOp::Put { ushard, key, value } => {
-                            let record = ValueRecord {
-                                version,
-                                expires_at_ms: 0,
-                                value,
-                            };
-                            batch.put(
-                                CF_DATA,
-                                keys::data_key(self.shard, keyspace, ushard, &key),
-                                record.encode(),
-                            );
-                        }
-                        WriteOp::Delete { ushard, key } => {
-                            batch.delete(CF_DATA, keys::data_key(self.shard, keyspace, ushard, &key));
-                        }
-                    }
-                }
-            }
-        }
     }
 
     fn publish_applied(&self) {
@@ -215,29 +203,44 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        let mut batch = WriteBatch::default();
+        let engine = self.engine.clone();
+        let mut view = StagedView::new(&engine);
+        let mut applier = Applier {
+            shard: self.shard,
+            view: &mut view,
+            clock_ms: self.clock_ms,
+        };
         let mut replies = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id();
             let version = Version(log_id.index());
-            match entry.payload {
-                EntryPayload::Blank => {}
-                EntryPayload::Normal(command) => self.stage_command(&mut batch, command, version),
+            let result = match entry.payload {
+                EntryPayload::Blank => CommandResult {
+                    version,
+                    ..Default::default()
+                },
+                EntryPayload::Normal(command) => applier.apply(command, version)?,
                 EntryPayload::Membership(membership) => {
                     self.state.membership = StoredMembership::new(Some(log_id), membership);
+                    CommandResult {
+                        version,
+                        ..Default::default()
+                    }
                 }
-            }
+            };
             self.state.last_applied = Some(log_id);
             if let Some(responder) = responder {
-                replies.push((responder, CommandResult { version }));
+                replies.push((responder, result));
             }
         }
-        batch.put(
-            CF_DATA,
+        let clock_ms = applier.clock_ms;
+        view.put(
             keys::sm_meta_key(self.shard, SmMetaTag::AppliedState),
             encode(&self.state)?,
         );
-        self.engine.write(batch)?;
+        self.engine.write(view.into_batch())?;
+        self.clock_ms = clock_ms;
+        self.horizons.set(self.shard, clock_ms);
         self.publish_applied();
         for (responder, result) in replies {
             responder.send(result);
@@ -257,11 +260,14 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         let (tx, rx) = oneshot::channel();
         let (start, end) = user_data_range(self.shard);
         let prefix_len = start.len();
+        // Compaction must not drop what this view holds (see crate::ttl).
+        let horizon_pin = self.horizons.pin(self.shard);
         let pinned = self.engine.export_frozen(
             CF_DATA,
             start,
             end,
             Box::new(move |entries| {
+                let _horizon_pin = horizon_pin;
                 let mut stripped = entries.map(|item| item.map(|(k, v)| (k[prefix_len..].to_vec(), v)));
                 let _ = tx.send(write_snapshot_file(&path, &mut stripped));
             }),
@@ -324,6 +330,8 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         .await
         .map_err(|e| join_error("snapshot install", e))??;
         self.state = new_state;
+        self.clock_ms = read_clock(&StagedView::new(&self.engine), self.shard)?;
+        self.horizons.set(self.shard, self.clock_ms);
         self.publish_applied();
         tracing::info!(shard_id = %self.shard, last = ?meta.last_log_id, "installed snapshot");
         Ok(())

@@ -1,6 +1,7 @@
 //! The openraft type configuration of a shard's Raft group and the commands
 //! its log carries.
 
+use crate::keys::ValueRecord;
 use crate::types::{KeyspaceId, UshardId, Version};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -27,7 +28,8 @@ pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotData>;
 pub type RaftError<E = openraft::errors::Infallible> = openraft::errors::RaftError<TypeConfig, E>;
 pub type RpcError = openraft::errors::RPCError<TypeConfig>;
 
-/// One mutation inside a [`Command::Write`].
+/// One mutation inside a [`Command::Write`], the log format before
+/// conditions existed. Still decoded: logs and snapshots may hold it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteOp {
     Put {
@@ -41,12 +43,75 @@ pub enum WriteOp {
     },
 }
 
+/// What the current state of a key must be for a write to apply. An
+/// expired key counts as absent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Condition {
+    Absent,
+    Present,
+    Version(u64),
+    Value(Vec<u8>),
+}
+
+/// One mutation inside a [`Command::Mutate`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MutateOp {
+    Put {
+        ushard: UshardId,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        /// Absolute wall-clock expiry (ms), 0 = never; computed by the
+        /// proposer so every replica stores the same record.
+        expires_at_ms: u64,
+        condition: Option<Condition>,
+    },
+    Delete {
+        ushard: UshardId,
+        key: Vec<u8>,
+        condition: Option<Condition>,
+    },
+    /// Adds `delta` to a decimal i64 value (missing = 0); keeps the key's expiry.
+    Increment { ushard: UshardId, key: Vec<u8>, delta: i64 },
+}
+
+impl MutateOp {
+    pub fn condition(&self) -> Option<&Condition> {
+        match self {
+            MutateOp::Put { condition, .. } | MutateOp::Delete { condition, .. } => condition.as_ref(),
+            MutateOp::Increment { .. } => None,
+        }
+    }
+}
+
+/// Names a client request so that its retries apply once (exactly-once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestId {
+    pub client: u64,
+    pub seq: u64,
+    /// Every seq of `client` below this one has been answered: the shard
+    /// forgets their results.
+    pub first_incomplete: u64,
+}
+
 /// What a shard's Raft log carries. Validated before it is proposed, so
-/// applying it cannot fail for reasons of input.
+/// applying it cannot fail for reasons of input (a failed condition or a
+/// non-counter value is an outcome, decided alike on every replica).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Applies every op atomically, all stamped with the entry's log index.
+    /// Only decoded now; new writes are [`Command::Mutate`].
     Write { keyspace: KeyspaceId, ops: Vec<WriteOp> },
+    /// Checks every op's condition against the state before the command;
+    /// if all hold, applies every op atomically, stamped with the entry's
+    /// log index. `now_ms` is the proposer's wall clock: the apply clock
+    /// (which judges expiry) is the largest `now_ms` applied so far, so
+    /// every replica decides expiry alike.
+    Mutate {
+        keyspace: KeyspaceId,
+        ops: Vec<MutateOp>,
+        now_ms: u64,
+        request: Option<RequestId>,
+    },
 }
 
 // Display is what openraft logs: never print user keys or values.
@@ -56,14 +121,40 @@ impl fmt::Display for Command {
             Command::Write { keyspace, ops } => {
                 write!(f, "Write(keyspace={keyspace}, ops={})", ops.len())
             }
+            Command::Mutate {
+                keyspace, ops, request, ..
+            } => {
+                write!(f, "Mutate(keyspace={keyspace}, ops={}, request={request:?})", ops.len())
+            }
         }
     }
+}
+
+/// How an applied command turned out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Every op was applied.
+    #[default]
+    Applied,
+    /// Op `op`'s condition did not hold; nothing was written. `current` is
+    /// that key's live record (None: absent).
+    ConditionFailed { op: u32, current: Option<ValueRecord> },
+    /// The increment was applied; the counter's new value.
+    Counter(i64),
+    /// The increment was refused: the value is not a decimal i64, or the sum
+    /// overflows. Nothing was written.
+    NotACounter(String),
+    /// The request's seq is below its client's watermark and its result is
+    /// forgotten: a late duplicate of a request the client gave up on. Not
+    /// applied (again); its first attempt's outcome is unknown.
+    Expired,
 }
 
 /// Result of applying a [`Command`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandResult {
     pub version: Version,
+    pub outcome: Outcome,
 }
 
 /// bincode with a clear error: used for every stored or transported openraft value.

@@ -110,7 +110,9 @@ impl Admin for AdminService {
     ) -> Result<Response<ShardDigestResponse>, Status> {
         let shard = ShardId(request.into_inner().shard_id);
         self.host.shard(shard).map_err(to_status)?;
-        let d = shard_digest(self.host.engine(), shard).await.map_err(to_status)?;
+        let d = shard_digest(self.host.engine(), self.host.horizons(), shard)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(ShardDigestResponse {
             shard_id: shard.0,
             applied_index: d.applied_index,
@@ -126,6 +128,28 @@ impl Admin for AdminService {
         set_failpoint(request.into_inner())?;
         Ok(Response::new(SetFailpointResponse {}))
     }
+
+    async fn set_clock_offset(
+        &self,
+        request: Request<SetClockOffsetRequest>,
+    ) -> Result<Response<SetClockOffsetResponse>, Status> {
+        set_clock_offset(request.into_inner().offset_ms)?;
+        Ok(Response::new(SetClockOffsetResponse {}))
+    }
+}
+
+#[cfg(feature = "failpoints")]
+fn set_clock_offset(offset_ms: i64) -> Result<(), Status> {
+    tracing::warn!(offset_ms, "wall clock offset set");
+    crate::clock::set_offset_ms(offset_ms);
+    Ok(())
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn set_clock_offset(_offset_ms: i64) -> Result<(), Status> {
+    Err(Status::unimplemented(
+        "this kv-server was built without the `failpoints` feature",
+    ))
 }
 
 #[cfg(feature = "failpoints")]

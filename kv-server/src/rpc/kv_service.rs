@@ -3,11 +3,14 @@
 use crate::error::{KvError, KvResult};
 use crate::keys::ValueRecord;
 use crate::layout::ClusterLayout;
-use crate::raft::types::{Command, WriteOp};
+use crate::raft::types::{Command, CommandResult, MutateOp, Outcome};
 use crate::rpc::status::to_status;
-use crate::rpc::validate::{check_batch, check_key, check_ushard, check_value, resolve_header};
+use crate::rpc::validate::{
+    check_batch, check_condition, check_key, check_ushard, check_value, check_write_options, expiry_of, read_mode,
+    resolve_header,
+};
 use crate::shard::host::NodeHost;
-use crate::shard::replica::ShardReplica;
+use crate::shard::replica::{ReadMode, ShardReplica};
 use crate::shard::scan::{scan_shard, Cursor, ScanSpec};
 use crate::types::ShardId;
 use shoal_proto::kv::kv_server::Kv;
@@ -50,41 +53,90 @@ impl KvService {
         })
     }
 
-    async fn write(
+    /// Validates, proposes and applies one write command. `build` gets the
+    /// keyspace, the shard and the proposal time (for TTLs). A fast-ack
+    /// write returns a default result (version 0) as soon as Raft has it.
+    async fn execute(
         &self,
         header: Option<&RequestHeader>,
-        build: impl FnOnce(&crate::layout::KeyspaceLayout, ShardId) -> KvResult<Vec<WriteOp>>,
-    ) -> KvResult<WriteResponse> {
+        options: Option<&WriteOptions>,
+        build: impl FnOnce(&crate::layout::KeyspaceLayout, ShardId, u64) -> KvResult<Vec<MutateOp>>,
+    ) -> KvResult<(Option<ResponseHeader>, CommandResult)> {
         let layout = self.host.layout();
         let (keyspace, shard) = self.resolve(&layout, header)?;
-        let ops = build(keyspace, shard)?;
+        let now_ms = crate::clock::wall_ms();
+        let ops = build(keyspace, shard, now_ms)?;
+        let needs_state = ops
+            .iter()
+            .any(|op| op.condition().is_some() || matches!(op, MutateOp::Increment { .. }));
+        let (fast_ack, request) = check_write_options(options, needs_state)?;
         let replica = self.host.shard(shard)?;
-        let command = Command::Write {
+        let command = Command::Mutate {
             keyspace: keyspace.id,
             ops,
+            now_ms,
+            request,
         };
         // A deliberate bug for proving the fault-injection suite can fail:
         // acknowledge before the write is committed (docs/failpoints.md).
         if crate::failpoints::is_on("ack-before-commit") {
             tokio::spawn(async move { replica.propose(command).await });
-            return Ok(WriteResponse {
-                header: self.response_header(&layout, shard),
-                version: 0,
-            });
+            return Ok((self.response_header(&layout, shard), CommandResult::default()));
         }
-        let result = replica.propose(command).await?;
+        let result = if fast_ack {
+            replica.propose_fast(command).await?;
+            CommandResult::default()
+        } else {
+            replica.propose(command).await?
+        };
         replica.count_served();
-        Ok(WriteResponse {
-            header: self.response_header(&layout, shard),
-            version: result.version.0,
-        })
+        // Fault injection for exactly-once retries: the write is applied,
+        // its answer is lost on the way back (docs/failpoints.md).
+        if crate::failpoints::is_on("lose-write-answer") {
+            return Err(KvError::LeadershipLost { shard, leader: None });
+        }
+        Ok((self.response_header(&layout, shard), result))
     }
 
-    async fn strong_replica(&self, shard: ShardId) -> KvResult<Arc<ShardReplica>> {
+    /// A put, delete or batch: a failed condition is an answer, not an error.
+    async fn write(
+        &self,
+        header: Option<&RequestHeader>,
+        options: Option<&WriteOptions>,
+        build: impl FnOnce(&crate::layout::KeyspaceLayout, ShardId, u64) -> KvResult<Vec<MutateOp>>,
+    ) -> KvResult<WriteResponse> {
+        let (header, result) = self.execute(header, options, build).await?;
+        let mut response = WriteResponse {
+            header,
+            version: result.version.0,
+            ..Default::default()
+        };
+        match result.outcome {
+            Outcome::Applied | Outcome::Counter(_) => {}
+            Outcome::ConditionFailed { op, current } => {
+                response.condition_failed = true;
+                response.failed_op = op;
+                response.current = current.map(to_value);
+            }
+            Outcome::NotACounter(why) => return Err(KvError::NotACounter(why)),
+            Outcome::Expired => return Err(expired(options)),
+        }
+        Ok(response)
+    }
+
+    /// The replica that serves a read in `mode`, once it may.
+    async fn read_replica(&self, shard: ShardId, mode: ReadMode) -> KvResult<Arc<ShardReplica>> {
         let replica = self.host.shard(shard)?;
-        replica.read_barrier().await?;
+        replica.read_barrier_for(mode, &self.host.reads).await?;
         replica.count_served();
         Ok(replica)
+    }
+}
+
+fn expired(options: Option<&WriteOptions>) -> KvError {
+    KvError::RequestExpired {
+        client: options.map(|o| o.client_id).unwrap_or(0),
+        seq: options.map(|o| o.seq).unwrap_or(0),
     }
 }
 
@@ -92,6 +144,7 @@ fn to_value(record: ValueRecord) -> VersionedValue {
     VersionedValue {
         value: record.value,
         version: record.version.0,
+        expires_at_ms: record.expires_at_ms,
     }
 }
 
@@ -108,11 +161,14 @@ impl Kv for KvService {
                 let layout = self.host.layout();
                 let (keyspace, shard) = self.resolve(&layout, req.header.as_ref())?;
                 let (ushard, key) = check_key(&self.host.limits, keyspace, shard, req.key.as_ref())?;
-                let replica = self.strong_replica(shard).await?;
+                let replica = self.read_replica(shard, read_mode(req.consistency.as_ref())).await?;
                 let value = replica.get_local(keyspace.id, ushard, key)?.map(to_value);
+                // Read after the data: the token covers everything the read saw.
+                let applied_version = replica.applied();
                 Ok(GetResponse {
                     header: self.response_header(&layout, shard),
                     value,
+                    applied_version,
                 })
             }
             .await,
@@ -136,11 +192,20 @@ impl Kv for KvService {
                 for key in &req.keys {
                     keys.push(check_key(&self.host.limits, keyspace, shard, Some(key))?);
                 }
-                let replica = self.strong_replica(shard).await?;
+                let replica = self.read_replica(shard, read_mode(req.consistency.as_ref())).await?;
                 let mut values = Vec::with_capacity(keys.len());
                 for (ushard, key) in keys {
                     let value = replica.get_local(keyspace.id, ushard, key)?.map(to_value);
-                    values.push(GetResponse { header: None, value });
+                    values.push(GetResponse {
+                        header: None,
+                        value,
+                        applied_version: 0,
+                    });
+                }
+                // Read after the data: the token covers everything the reads saw.
+                let applied_version = replica.applied();
+                for value in &mut values {
+                    value.applied_version = applied_version;
                 }
                 Ok(MultiGetResponse {
                     header: self.response_header(&layout, shard),
@@ -155,13 +220,15 @@ impl Kv for KvService {
         let req = request.into_inner();
         let limits = &self.host.limits;
         reply(
-            self.write(req.header.as_ref(), |keyspace, shard| {
+            self.write(req.header.as_ref(), req.options.as_ref(), |keyspace, shard, now_ms| {
                 let (ushard, key) = check_key(limits, keyspace, shard, req.key.as_ref())?;
                 check_value(limits, &req.value)?;
-                Ok(vec![WriteOp::Put {
+                Ok(vec![MutateOp::Put {
                     ushard,
                     key: key.to_vec(),
                     value: req.value.clone(),
+                    expires_at_ms: expiry_of(req.ttl_ms, now_ms)?,
+                    condition: check_condition(limits, req.condition.as_ref())?,
                 }])
             })
             .await,
@@ -172,11 +239,12 @@ impl Kv for KvService {
         let req = request.into_inner();
         let limits = &self.host.limits;
         reply(
-            self.write(req.header.as_ref(), |keyspace, shard| {
+            self.write(req.header.as_ref(), req.options.as_ref(), |keyspace, shard, _| {
                 let (ushard, key) = check_key(limits, keyspace, shard, req.key.as_ref())?;
-                Ok(vec![WriteOp::Delete {
+                Ok(vec![MutateOp::Delete {
                     ushard,
                     key: key.to_vec(),
+                    condition: check_condition(limits, req.condition.as_ref())?,
                 }])
             })
             .await,
@@ -187,9 +255,39 @@ impl Kv for KvService {
         let req = request.into_inner();
         let limits = &self.host.limits;
         reply(
-            self.write(req.header.as_ref(), |keyspace, shard| {
-                check_batch(limits, keyspace, shard, &req.ops)
+            self.write(req.header.as_ref(), req.options.as_ref(), |keyspace, shard, now_ms| {
+                check_batch(limits, keyspace, shard, &req.ops, now_ms)
             })
+            .await,
+        )
+    }
+
+    async fn increment(&self, request: Request<IncrementRequest>) -> Result<Response<IncrementResponse>, Status> {
+        let req = request.into_inner();
+        let limits = &self.host.limits;
+        reply(
+            async {
+                let (header, result) = self
+                    .execute(req.header.as_ref(), req.options.as_ref(), |keyspace, shard, _| {
+                        let (ushard, key) = check_key(limits, keyspace, shard, req.key.as_ref())?;
+                        Ok(vec![MutateOp::Increment {
+                            ushard,
+                            key: key.to_vec(),
+                            delta: req.delta,
+                        }])
+                    })
+                    .await?;
+                match result.outcome {
+                    Outcome::Counter(value) => Ok(IncrementResponse {
+                        header,
+                        version: result.version.0,
+                        value,
+                    }),
+                    Outcome::NotACounter(why) => Err(KvError::NotACounter(why)),
+                    Outcome::Expired => Err(expired(req.options.as_ref())),
+                    other => Err(KvError::Internal(format!("increment applied as {other:?}"))),
+                }
+            }
             .await,
         )
     }
@@ -238,7 +336,7 @@ impl Kv for KvService {
                         Some(Cursor::decode(&req.resume_after)?)
                     },
                 };
-                let replica = self.strong_replica(shard).await?;
+                let replica = self.read_replica(shard, read_mode(req.consistency.as_ref())).await?;
                 let page = scan_shard(&replica, keyspace.id, &ushards, &spec)?;
                 let resume_after = match (page.more, page.items.last()) {
                     (true, Some(last)) => Cursor {

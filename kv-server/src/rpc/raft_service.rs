@@ -1,10 +1,13 @@
 //! The peer-facing `shoal.raft.v1.RaftTransport` service: hands each message
 //! to the Raft group of the shard it names.
 
+use crate::raft::types::TypeConfig;
 use crate::raft::types::{decode, encode, RaftError, Snapshot, SnapshotMeta, Vote};
+use crate::shard::freshness::FreshnessStamp;
 use crate::shard::host::NodeHost;
 use crate::types::ShardId;
 use futures::StreamExt;
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use shoal_proto::raft::raft_transport_server::RaftTransport;
 use shoal_proto::raft::{RaftReply, RaftRequest, SnapshotChunk};
 use std::io::Write;
@@ -60,12 +63,30 @@ impl RaftTransport for RaftService {
         let Ok(replica) = self.host.shard(ShardId(req.shard_id)) else {
             return Ok(Self::not_hosted(ShardId(req.shard_id)));
         };
-        let rpc = decode(&req.payload).map_err(bad_payload)?;
-        encode_reply(&replica.raft.append_entries(rpc).await)
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.payload).map_err(bad_payload)?;
+        let result = replica.raft.append_entries(rpc).await;
+        // The stamp counts only if Raft accepted the sender as its leader.
+        if req.fresh_as_of_ms > 0
+            && matches!(
+                result,
+                Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))
+            )
+        {
+            replica.freshness().observe(FreshnessStamp {
+                applied: req.fresh_applied,
+                as_of_ms: req.fresh_as_of_ms,
+            });
+        }
+        encode_reply(&result)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         receive_failpoint()?;
+        if !self.host.may_vote() {
+            return Err(Status::unavailable(
+                "restarted less than one leader lease ago: not voting yet",
+            ));
+        }
         let req = request.into_inner();
         let Ok(replica) = self.host.shard(ShardId(req.shard_id)) else {
             return Ok(Self::not_hosted(ShardId(req.shard_id)));

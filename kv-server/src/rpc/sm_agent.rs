@@ -277,6 +277,7 @@ async fn align_leaders(host: &NodeHost, alive: &[NodeId], last_transfer: &mut Ha
         }
         last_transfer.insert(replica.id, Instant::now());
         tracing::info!(shard_id = %replica.id, to = %primary, "handing leadership to the shard manager's primary");
+        replica.freshness().note_transfer();
         if let Err(e) = replica.raft.trigger().transfer_leader(primary.0).await {
             tracing::warn!(shard_id = %replica.id, error = %e, "leader transfer failed");
         }

@@ -21,19 +21,23 @@ pub fn error_code(error: &KvError) -> ErrorCode {
         KvError::Unavailable(_) => ErrorCode::Unavailable,
         KvError::LeadershipLost { .. } => ErrorCode::LeadershipLost,
         KvError::Internal(_) => ErrorCode::Internal,
+        KvError::StaleReplica(_) => ErrorCode::StaleReplica,
+        KvError::NotACounter(_) => ErrorCode::NotACounter,
+        KvError::RequestExpired { .. } => ErrorCode::RequestExpired,
     }
 }
 
 fn grpc_code(code: ErrorCode) -> Code {
     match code {
-        ErrorCode::NotLeader | ErrorCode::Unavailable => Code::Unavailable,
+        ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::StaleReplica => Code::Unavailable,
+        ErrorCode::NotACounter => Code::FailedPrecondition,
         ErrorCode::UnknownKeyspace | ErrorCode::UnknownShard => Code::NotFound,
         ErrorCode::WrongShard | ErrorCode::StaleEpoch => Code::FailedPrecondition,
         ErrorCode::KeyTooLarge | ErrorCode::ValueTooLarge | ErrorCode::BatchTooLarge | ErrorCode::EmptyKey => {
             Code::InvalidArgument
         }
         ErrorCode::MalformedRequest => Code::InvalidArgument,
-        ErrorCode::LeadershipLost => Code::Aborted,
+        ErrorCode::LeadershipLost | ErrorCode::RequestExpired => Code::Aborted,
         ErrorCode::Internal | ErrorCode::Unspecified => Code::Internal,
     }
 }

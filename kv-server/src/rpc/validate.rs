@@ -4,9 +4,14 @@
 use crate::config::Limits;
 use crate::error::{KvError, KvResult};
 use crate::layout::{ClusterLayout, KeyspaceLayout};
-use crate::raft::types::WriteOp;
+use crate::raft::types::{Condition, MutateOp, RequestId};
+use crate::shard::replica::ReadMode;
 use crate::types::{ShardId, UshardId};
-use shoal_proto::kv::{batch_op, BatchOp, KeyRef, RequestHeader};
+use shoal_proto::kv::{batch_op, condition, read_consistency, BatchOp, KeyRef, ReadConsistency, RequestHeader};
+use shoal_proto::kv::{Condition as WireCondition, WriteOptions};
+
+/// The longest TTL accepted: 100 years.
+const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 
 /// What a request header names, checked against this node's layout.
 pub struct Resolved<'a> {
@@ -93,6 +98,83 @@ pub fn check_value(limits: &Limits, value: &[u8]) -> KvResult<()> {
     Ok(())
 }
 
+/// A write's condition, when it has one.
+pub fn check_condition(limits: &Limits, condition: Option<&WireCondition>) -> KvResult<Option<Condition>> {
+    let Some(condition) = condition else {
+        return Ok(None);
+    };
+    Ok(Some(match &condition.check {
+        None => return Err(KvError::Malformed("condition names no check".into())),
+        Some(condition::Check::Absent(true)) => Condition::Absent,
+        Some(condition::Check::Present(true)) => Condition::Present,
+        Some(condition::Check::Absent(false) | condition::Check::Present(false)) => {
+            return Err(KvError::Malformed(
+                "condition absent/present must be true when set".into(),
+            ))
+        }
+        Some(condition::Check::Version(v)) => Condition::Version(*v),
+        Some(condition::Check::Value(bytes)) => {
+            check_value(limits, bytes)?;
+            Condition::Value(bytes.clone())
+        }
+    }))
+}
+
+/// The absolute expiry (ms) of a write with `ttl_ms` made at `now_ms`; 0 = never.
+pub fn expiry_of(ttl_ms: u64, now_ms: u64) -> KvResult<u64> {
+    if ttl_ms == 0 {
+        return Ok(0);
+    }
+    if ttl_ms > MAX_TTL_MS {
+        return Err(KvError::Malformed(format!(
+            "ttl_ms {ttl_ms} exceeds the limit of {MAX_TTL_MS} (100 years)"
+        )));
+    }
+    Ok(now_ms.saturating_add(ttl_ms))
+}
+
+/// A write's acknowledgement mode and its exactly-once id. `needs_state`:
+/// the answer depends on the applied state (conditions, counters), which a
+/// fast-ack write does not wait for.
+pub fn check_write_options(options: Option<&WriteOptions>, needs_state: bool) -> KvResult<(bool, Option<RequestId>)> {
+    let Some(options) = options else {
+        return Ok((false, None));
+    };
+    if options.fast_ack && needs_state {
+        return Err(KvError::Malformed(
+            "fast_ack cannot be combined with a condition or an increment: their answer needs the applied state".into(),
+        ));
+    }
+    let request = match (options.client_id, options.seq) {
+        (0, 0) => None,
+        (0, _) => return Err(KvError::Malformed("options.seq given without options.client_id".into())),
+        (_, 0) => return Err(KvError::Malformed("options.seq must be at least 1".into())),
+        (client, seq) => {
+            if options.first_incomplete_seq > seq {
+                return Err(KvError::Malformed(format!(
+                    "options.first_incomplete_seq {} is past this request's seq {seq}",
+                    options.first_incomplete_seq
+                )));
+            }
+            Some(RequestId {
+                client,
+                seq,
+                first_incomplete: options.first_incomplete_seq,
+            })
+        }
+    };
+    Ok((options.fast_ack, request))
+}
+
+/// What a read asks for; unset means strong.
+pub fn read_mode(consistency: Option<&ReadConsistency>) -> ReadMode {
+    match consistency.and_then(|c| c.mode.as_ref()) {
+        None | Some(read_consistency::Mode::Strong(_)) => ReadMode::Strong,
+        Some(read_consistency::Mode::MaxStalenessMs(ms)) => ReadMode::Bounded { max_staleness_ms: *ms },
+        Some(read_consistency::Mode::MinVersion(version)) => ReadMode::AtLeast { version: *version },
+    }
+}
+
 /// Validates every op of a batch and converts it; the first bad op fails the
 /// whole batch.
 pub fn check_batch(
@@ -100,7 +182,8 @@ pub fn check_batch(
     keyspace: &KeyspaceLayout,
     shard: ShardId,
     ops: &[BatchOp],
-) -> KvResult<Vec<WriteOp>> {
+    now_ms: u64,
+) -> KvResult<Vec<MutateOp>> {
     if ops.is_empty() {
         return Err(KvError::Malformed("batch has no operations".into()));
     }
@@ -119,18 +202,21 @@ pub fn check_batch(
                 let (ushard, key) = check_key(limits, keyspace, shard, put.key.as_ref())?;
                 check_value(limits, &put.value)?;
                 total += key.len() + put.value.len();
-                WriteOp::Put {
+                MutateOp::Put {
                     ushard,
                     key: key.to_vec(),
                     value: put.value.clone(),
+                    expires_at_ms: expiry_of(put.ttl_ms, now_ms)?,
+                    condition: check_condition(limits, put.condition.as_ref())?,
                 }
             }
             Some(batch_op::Op::Delete(delete)) => {
                 let (ushard, key) = check_key(limits, keyspace, shard, delete.key.as_ref())?;
                 total += key.len();
-                WriteOp::Delete {
+                MutateOp::Delete {
                     ushard,
                     key: key.to_vec(),
+                    condition: check_condition(limits, delete.condition.as_ref())?,
                 }
             }
             None => return Err(KvError::Malformed(format!("batch op {i} has no operation"))),

@@ -1,7 +1,7 @@
 //! The replicas a node hosts: opens one Raft group per shard of the layout
 //! that lists this node, bootstraps new groups, and shuts them down.
 
-use crate::config::{Limits, NodeConfig};
+use crate::config::{Limits, NodeConfig, ReadTuning};
 use crate::engine::SharedEngine;
 use crate::engine::{Direction, Visit, WriteBatch};
 use crate::error::{KvError, KvResult};
@@ -12,13 +12,16 @@ use crate::raft::network::{PeerChannels, ShardNetworkFactory};
 use crate::raft::snapshot::SnapshotDir;
 use crate::raft::state_machine::ShardStateMachine;
 use crate::raft::wal_syncer::WalSyncer;
+use crate::shard::freshness::Freshness;
 use crate::shard::replica::ShardReplica;
+use crate::ttl::ExpiryHorizons;
 use crate::types::{NodeId, ShardId};
 use anyhow::Context;
 use dashmap::DashMap;
 use openraft::BasicNode;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 pub struct NodeHost {
     pub node_id: NodeId,
@@ -28,6 +31,7 @@ pub struct NodeHost {
     /// Serialises `sync_shards` (startup and map refreshes).
     sync_lock: tokio::sync::Mutex<()>,
     pub limits: Limits,
+    pub reads: ReadTuning,
     engine: SharedEngine,
     syncer: WalSyncer,
     peers: Arc<PeerChannels>,
@@ -37,6 +41,10 @@ pub struct NodeHost {
     /// The layout changed (or a sync failed) since the last successful
     /// [`NodeHost::sync_shards`].
     sync_pending: std::sync::atomic::AtomicBool,
+    /// Each open shard's apply clock, for compaction (see [`crate::ttl`]).
+    horizons: Arc<ExpiryHorizons>,
+    /// Until then this node grants no votes (see [`NodeHost::may_vote`]).
+    votes_from: std::time::Instant,
 }
 
 impl NodeHost {
@@ -46,6 +54,7 @@ impl NodeHost {
         config: &NodeConfig,
         layout: ClusterLayout,
         engine: SharedEngine,
+        horizons: Arc<ExpiryHorizons>,
     ) -> anyhow::Result<Arc<NodeHost>> {
         if layout.node(node_id).is_none() {
             anyhow::bail!("node_id: {node_id} is not in the layout");
@@ -56,13 +65,27 @@ impl NodeHost {
             layout: RwLock::new(Arc::new(layout)),
             sync_lock: tokio::sync::Mutex::new(()),
             limits: config.limits.clone(),
+            reads: config.reads.clone(),
             engine,
             syncer,
             peers: PeerChannels::new(),
             shards: DashMap::new(),
             map_refresh: tokio::sync::Notify::new(),
             sync_pending: std::sync::atomic::AtomicBool::new(true),
+            horizons,
+            votes_from: std::time::Instant::now() + Duration::from_millis(config.raft.election_timeout_max_ms),
         }))
+    }
+
+    /// Whether this node may take part in elections yet. Before a crash it
+    /// may have acknowledged a leader, promising (openraft's follower lease)
+    /// not to vote for anyone else for one lease; openraft forgets that
+    /// promise on restart, so the node keeps it by voting for no one until
+    /// one lease (`election_timeout_max_ms`) after it started. Otherwise a
+    /// quick restart could elect a second leader while the first still
+    /// serves reads under its lease.
+    pub fn may_vote(&self) -> bool {
+        std::time::Instant::now() >= self.votes_from
     }
 
     /// Asks for an early map refresh (requests coalesce).
@@ -130,12 +153,17 @@ impl NodeHost {
             let snapshots = SnapshotDir::new(config.data_dir.join("snapshots").join(format!("shard-{}", shard.id)))
                 .with_context(|| format!("creating snapshot dir of shard {}", shard.id))?;
             let log = ShardLogStore::new(shard.id, self.engine.clone(), self.syncer.clone());
-            let sm = ShardStateMachine::open(shard.id, self.engine.clone(), snapshots)
+            let sm = ShardStateMachine::open(shard.id, self.engine.clone(), snapshots, self.horizons.clone())
                 .with_context(|| format!("opening state machine of shard {}", shard.id))?;
-            let network = ShardNetworkFactory::new(shard.id, self.peers.clone());
+            let freshness = Arc::new(Freshness::new(
+                sm.applied_watch(),
+                Duration::from_millis(raft_config.election_timeout_max),
+            ));
+            let network = ShardNetworkFactory::new(shard.id, self.peers.clone(), freshness.clone());
             let raft = openraft::Raft::new(self.node_id.0, raft_config.clone(), network, log, sm)
                 .await
                 .with_context(|| format!("starting raft of shard {}", shard.id))?;
+            freshness.attach(raft.clone());
             if shard.conf_ver == 1 && shard.replicas.first() == Some(&self.node_id) && !raft.is_initialized().await? {
                 let members: BTreeMap<u64, BasicNode> = shard
                     .replicas
@@ -158,7 +186,7 @@ impl NodeHost {
             }
             self.shards.insert(
                 shard.id,
-                Arc::new(ShardReplica::new(shard.id, raft, self.engine.clone())),
+                Arc::new(ShardReplica::new(shard.id, raft, self.engine.clone(), freshness)),
             );
         }
         Ok(())
@@ -181,6 +209,7 @@ impl NodeHost {
                     tracing::warn!(shard_id = %shard, error = %e, "raft shutdown failed");
                 }
             }
+            self.horizons.forget(shard);
             let mut batch = WriteBatch::default();
             for cf in keys::ALL_CFS {
                 let (start, end) = keys::shard_range(shard);
@@ -206,6 +235,11 @@ impl NodeHost {
 
     pub fn engine(&self) -> &SharedEngine {
         &self.engine
+    }
+
+    /// Each open shard's expiry horizon (see [`crate::ttl`]).
+    pub fn horizons(&self) -> &Arc<ExpiryHorizons> {
+        &self.horizons
     }
 
     pub fn replicas(&self) -> Vec<Arc<ShardReplica>> {

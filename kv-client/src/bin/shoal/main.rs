@@ -12,7 +12,8 @@ mod playground;
 use anyhow::bail;
 use clap::{Parser, Subcommand};
 use kv_client::bench::BenchOp;
-use kv_client::ClientConfig;
+use kv_client::consistency::parse_duration;
+use kv_client::{ClientConfig, Condition, PutOptions, ReadConsistency};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -43,6 +44,9 @@ pub struct Cli {
     /// Deadline of one operation, retries included, in seconds.
     #[arg(long, default_value_t = 10.0, global = true)]
     timeout: f64,
+    /// This client's region: reads any replica may serve go there first.
+    #[arg(long, env = "SHOAL_REGION", global = true)]
+    region: Option<String>,
     #[command(subcommand)]
     command: Commands,
 }
@@ -68,15 +72,54 @@ enum Commands {
         #[arg(long, default_value_t = 7101)]
         base_port: u16,
     },
-    /// Write a value.
+    /// Write a value. Prints its version, the read-your-writes token.
     Put {
         key: String,
         value: String,
         /// Place the key in this routing key's micro-shard.
         #[arg(long)]
         routing_key: Option<String>,
+        /// The key disappears after this long (e.g. 30s, 500ms, 5m).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Acknowledge once the primary accepted the write, before a quorum
+        /// has it: faster, lost if the primary dies first.
+        #[arg(long)]
+        fast_ack: bool,
+        /// Only if the key does not exist (put-if-absent).
+        #[arg(long, conflicts_with = "if_version")]
+        if_absent: bool,
+        /// Only if the key is at this version (put-if-version).
+        #[arg(long)]
+        if_version: Option<u64>,
     },
-    /// Read a value (strongly consistent). Exits 1 if the key does not exist.
+    /// Compare-and-set: write NEW only if the key now holds EXPECTED (or the
+    /// version given). Exits 1 and prints the current value if not.
+    Cas {
+        key: String,
+        /// The value to write.
+        new: String,
+        /// The value the key must hold now.
+        #[arg(long, required_unless_present_any = ["expect_version", "expect_absent"])]
+        expect_value: Option<String>,
+        /// The version the key must be at now.
+        #[arg(long, conflicts_with_all = ["expect_value", "expect_absent"])]
+        expect_version: Option<u64>,
+        /// The key must not exist now.
+        #[arg(long, conflicts_with = "expect_value")]
+        expect_absent: bool,
+        #[arg(long)]
+        routing_key: Option<String>,
+    },
+    /// Add DELTA (default 1, may be negative) to a counter; prints the new value.
+    Incr {
+        key: String,
+        #[arg(default_value_t = 1, allow_hyphen_values = true)]
+        delta: i64,
+        #[arg(long)]
+        routing_key: Option<String>,
+    },
+    /// Read a value. Exits 1 if the key does not exist.
     Get {
         key: String,
         #[arg(long)]
@@ -84,12 +127,23 @@ enum Commands {
         /// Also print the version.
         #[arg(long)]
         versions: bool,
+        /// strong (primary, linearizable), bounded:DURATION (any replica
+        /// provably at most that stale, e.g. bounded:500ms), or ryw:VERSION
+        /// (any replica that has applied the version a put printed).
+        #[arg(long, default_value = "strong")]
+        consistency: String,
     },
     /// Delete a key.
     Del {
         key: String,
         #[arg(long)]
         routing_key: Option<String>,
+        /// Only if the key exists (delete-if-present).
+        #[arg(long, conflicts_with = "if_version")]
+        if_present: bool,
+        /// Only if the key is at this version (delete-if-version).
+        #[arg(long)]
+        if_version: Option<u64>,
     },
     /// List keys in order, as `key<TAB>value` lines.
     Scan {
@@ -145,6 +199,11 @@ enum Commands {
         /// times and time how long until full replication is back.
         #[arg(long)]
         repair_kills: Option<usize>,
+        /// Instead: on a fresh local 3-node cluster, kill -9 a primary this
+        /// many times under fast-ack and then quorum writes, and count the
+        /// acknowledged writes each mode lost.
+        #[arg(long)]
+        fast_ack_kills: Option<usize>,
         /// Repair grace period for --repair-kills, in seconds.
         #[arg(long, default_value_t = 5)]
         grace_seconds: u64,
@@ -233,6 +292,7 @@ pub fn client_config(cli: &Cli) -> anyhow::Result<ClientConfig> {
         endpoints,
         keyspace: cli.keyspace.clone(),
         timeout: Duration::from_secs_f64(cli.timeout),
+        region: cli.region.clone(),
         ..ClientConfig::default()
     })
 }
@@ -282,13 +342,75 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             key,
             value,
             routing_key,
-        } => data::put(&cli, key, value, routing_key.as_deref()).await,
+            ttl,
+            fast_ack,
+            if_absent,
+            if_version,
+        } => {
+            let condition = match (if_absent, if_version) {
+                (true, _) => Some(Condition::Absent),
+                (false, Some(v)) => Some(Condition::Version(*v)),
+                (false, None) => None,
+            };
+            let ttl = ttl
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+            let options = PutOptions {
+                condition,
+                ttl,
+                fast_ack: *fast_ack,
+            };
+            data::put(&cli, key, value, routing_key.as_deref(), &options).await
+        }
+        Commands::Cas {
+            key,
+            new,
+            expect_value,
+            expect_version,
+            expect_absent,
+            routing_key,
+        } => {
+            let condition = match (expect_value, expect_version, expect_absent) {
+                (_, _, true) => Condition::Absent,
+                (_, Some(v), _) => Condition::Version(*v),
+                (Some(value), _, _) => Condition::Value(value.as_bytes().to_vec()),
+                (None, None, false) => bail!("give --expect-value, --expect-version or --expect-absent"),
+            };
+            let options = PutOptions {
+                condition: Some(condition),
+                ..PutOptions::default()
+            };
+            data::put(&cli, key, new, routing_key.as_deref(), &options).await
+        }
+        Commands::Incr {
+            key,
+            delta,
+            routing_key,
+        } => data::incr(&cli, key, *delta, routing_key.as_deref()).await,
         Commands::Get {
             key,
             routing_key,
             versions,
-        } => data::get(&cli, key, routing_key.as_deref(), *versions).await,
-        Commands::Del { key, routing_key } => data::del(&cli, key, routing_key.as_deref()).await,
+            consistency,
+        } => {
+            let consistency = ReadConsistency::parse(consistency).map_err(|e| anyhow::anyhow!("--consistency: {e}"))?;
+            data::get(&cli, key, routing_key.as_deref(), *versions, consistency).await
+        }
+        Commands::Del {
+            key,
+            routing_key,
+            if_present,
+            if_version,
+        } => {
+            let condition = match (if_present, if_version) {
+                (true, _) => Some(Condition::Present),
+                (false, Some(v)) => Some(Condition::Version(*v)),
+                (false, None) => None,
+            };
+            data::del(&cli, key, routing_key.as_deref(), condition).await
+        }
         Commands::Scan {
             prefix,
             start,
@@ -341,6 +463,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             local,
             failover_kills,
             repair_kills,
+            fast_ack_kills,
             grace_seconds,
             op,
             concurrency,
@@ -348,6 +471,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             value_bytes,
             keys,
         } => {
+            if let Some(kills) = fast_ack_kills {
+                return bench_cmd::fast_ack_loss((*kills).max(1)).await;
+            }
             if let Some(kills) = failover_kills {
                 return bench_cmd::failover((*kills).max(1)).await;
             }

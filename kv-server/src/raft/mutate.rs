@@ -1,0 +1,455 @@
+//! Applying one write command to a shard: conditions, counters, TTL and
+//! exactly-once retries, all decided from replicated state only, so every
+//! replica reaches the same outcome.
+//!
+//! openraft hands the state machine several entries at once and they are
+//! written in one batch; [`StagedView`] lets each entry read the state the
+//! earlier entries of the batch left, before anything reaches the engine.
+
+use crate::engine::{SharedEngine, WriteBatch};
+use crate::keys::{self, ValueRecord, CF_DATA};
+use crate::raft::types::{decode, encode, Command, CommandResult, Condition, MutateOp, Outcome, WriteOp};
+use crate::types::{KeyspaceId, ShardId, UshardId, Version};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+
+/// The engine's state plus the writes staged in the current batch.
+pub struct StagedView<'a> {
+    engine: &'a SharedEngine,
+    batch: WriteBatch,
+    /// Latest staged value per key (None = deleted).
+    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> StagedView<'a> {
+    pub fn new(engine: &'a SharedEngine) -> StagedView<'a> {
+        StagedView {
+            engine,
+            batch: WriteBatch::default(),
+            overlay: HashMap::new(),
+        }
+    }
+
+    pub fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        if let Some(staged) = self.overlay.get(key) {
+            return Ok(staged.clone());
+        }
+        self.engine.get(CF_DATA, key)
+    }
+
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.batch.put(CF_DATA, key.clone(), value.clone());
+        self.overlay.insert(key, Some(value));
+    }
+
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.batch.delete(CF_DATA, key.clone());
+        self.overlay.insert(key, None);
+    }
+
+    pub fn into_batch(self) -> WriteBatch {
+        self.batch
+    }
+}
+
+/// One client's exactly-once state on one shard: requests below the
+/// watermark are answered and forgotten; the results of those at or above
+/// it are kept for retries (at most the client's requests in flight).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ClientRecord {
+    watermark: u64,
+    results: BTreeMap<u64, CommandResult>,
+}
+
+/// Reads a shard's apply clock (0 before the first timed write).
+pub fn read_clock(view: &StagedView<'_>, shard: ShardId) -> io::Result<u64> {
+    Ok(view
+        .get(&keys::clock_key(shard))?
+        .and_then(|b| b.get(..8).and_then(|b| b.try_into().ok()))
+        .map(u64::from_be_bytes)
+        .unwrap_or(0))
+}
+
+/// Applies commands of one shard; owns the shard's apply clock for the batch.
+pub struct Applier<'v, 'e> {
+    pub shard: ShardId,
+    pub view: &'v mut StagedView<'e>,
+    /// The shard's apply clock, advanced by every `Mutate` command.
+    pub clock_ms: u64,
+}
+
+impl Applier<'_, '_> {
+    pub fn apply(&mut self, command: Command, version: Version) -> io::Result<CommandResult> {
+        match command {
+            Command::Write { keyspace, ops } => {
+                let ops = ops.into_iter().map(legacy_op).collect();
+                self.mutate(keyspace, ops, version)
+            }
+            Command::Mutate {
+                keyspace,
+                ops,
+                now_ms,
+                request,
+            } => {
+                if now_ms > self.clock_ms {
+                    self.clock_ms = now_ms;
+                    self.view
+                        .put(keys::clock_key(self.shard), self.clock_ms.to_be_bytes().to_vec());
+                }
+                let Some(request) = request else {
+                    return self.mutate(keyspace, ops, version);
+                };
+                let key = keys::dedup_key(self.shard, request.client);
+                let mut record: ClientRecord = match self.view.get(&key)? {
+                    Some(bytes) => decode(&bytes)?,
+                    None => ClientRecord::default(),
+                };
+                // Everything below the client's first unanswered request is
+                // answered (or given up on): forget it, and refuse it for good.
+                record.watermark = record.watermark.max(request.first_incomplete);
+                let watermark = record.watermark;
+                record.results.retain(|seq, _| *seq >= watermark);
+                let result = if let Some(first) = record.results.get(&request.seq) {
+                    // A retry of a request already applied: answer as the first time.
+                    first.clone()
+                } else if request.seq < record.watermark {
+                    CommandResult {
+                        version,
+                        outcome: Outcome::Expired,
+                    }
+                } else {
+                    let result = self.mutate(keyspace, ops, version)?;
+                    record.results.insert(request.seq, result.clone());
+                    result
+                };
+                self.view.put(key, encode(&record)?);
+                Ok(result)
+            }
+        }
+    }
+
+    /// The live record of a key at the apply clock (expired = absent).
+    fn live(&self, key: &[u8]) -> io::Result<Option<ValueRecord>> {
+        let Some(bytes) = self.view.get(key)? else {
+            return Ok(None);
+        };
+        let record = ValueRecord::decode(&bytes)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "corrupt value record"))?;
+        Ok(record.is_live_at(self.clock_ms).then_some(record))
+    }
+
+    fn data_key(&self, keyspace: KeyspaceId, ushard: UshardId, key: &[u8]) -> Vec<u8> {
+        keys::data_key(self.shard, keyspace, ushard, key)
+    }
+
+    fn mutate(&mut self, keyspace: KeyspaceId, ops: Vec<MutateOp>, version: Version) -> io::Result<CommandResult> {
+        // Every condition and counter is checked against the state before
+        // the command, so a refusal leaves nothing staged.
+        let mut sums = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            let (ushard, key) = op_key(op);
+            let current = self.live(&self.data_key(keyspace, ushard, key))?;
+            if let MutateOp::Increment { delta, .. } = op {
+                match add_to_counter(current.as_ref(), *delta) {
+                    Ok(sum) => sums.push((sum, current.map(|c| c.expires_at_ms).unwrap_or(0))),
+                    Err(why) => {
+                        return Ok(CommandResult {
+                            version,
+                            outcome: Outcome::NotACounter(why),
+                        })
+                    }
+                }
+            } else if let Some(condition) = op.condition() {
+                if !holds(condition, current.as_ref()) {
+                    return Ok(CommandResult {
+                        version,
+                        outcome: Outcome::ConditionFailed { op: i as u32, current },
+                    });
+                }
+            }
+        }
+        let mut sums = sums.into_iter();
+        let mut outcome = Outcome::Applied;
+        for op in ops {
+            match op {
+                MutateOp::Put {
+                    ushard,
+                    key,
+                    value,
+                    expires_at_ms,
+                    ..
+                } => {
+                    let record = ValueRecord {
+                        version,
+                        expires_at_ms,
+                        value,
+                    };
+                    self.view.put(self.data_key(keyspace, ushard, &key), record.encode());
+                }
+                MutateOp::Delete { ushard, key, .. } => self.view.delete(self.data_key(keyspace, ushard, &key)),
+                MutateOp::Increment { ushard, key, .. } => {
+                    let (sum, expires_at_ms) = sums
+                        .next()
+                        .ok_or_else(|| io::Error::other("increment without a checked sum"))?;
+                    let record = ValueRecord {
+                        version,
+                        expires_at_ms,
+                        value: sum.to_string().into_bytes(),
+                    };
+                    self.view.put(self.data_key(keyspace, ushard, &key), record.encode());
+                    outcome = Outcome::Counter(sum);
+                }
+            }
+        }
+        Ok(CommandResult { version, outcome })
+    }
+}
+
+fn legacy_op(op: WriteOp) -> MutateOp {
+    match op {
+        WriteOp::Put { ushard, key, value } => MutateOp::Put {
+            ushard,
+            key,
+            value,
+            expires_at_ms: 0,
+            condition: None,
+        },
+        WriteOp::Delete { ushard, key } => MutateOp::Delete {
+            ushard,
+            key,
+            condition: None,
+        },
+    }
+}
+
+fn op_key(op: &MutateOp) -> (UshardId, &[u8]) {
+    match op {
+        MutateOp::Put { ushard, key, .. }
+        | MutateOp::Delete { ushard, key, .. }
+        | MutateOp::Increment { ushard, key, .. } => (*ushard, key),
+    }
+}
+
+fn holds(condition: &Condition, current: Option<&ValueRecord>) -> bool {
+    match (condition, current) {
+        (Condition::Absent, current) => current.is_none(),
+        (Condition::Present, current) => current.is_some(),
+        (Condition::Version(v), Some(record)) => record.version.0 == *v,
+        (Condition::Value(bytes), Some(record)) => record.value == *bytes,
+        (Condition::Version(_) | Condition::Value(_), None) => false,
+    }
+}
+
+fn add_to_counter(current: Option<&ValueRecord>, delta: i64) -> Result<i64, String> {
+    let base = match current {
+        None => 0,
+        Some(record) => std::str::from_utf8(&record.value)
+            .ok()
+            .and_then(|text| text.parse::<i64>().ok())
+            .ok_or_else(|| "the current value is not a decimal 64-bit integer".to_string())?,
+    };
+    base.checked_add(delta)
+        .ok_or_else(|| format!("{base} + {delta} overflows a 64-bit integer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::MemEngine;
+    use crate::raft::types::RequestId;
+
+    const SHARD: ShardId = ShardId(7);
+    const KS: KeyspaceId = KeyspaceId(1);
+    const U: UshardId = UshardId(0);
+
+    fn put(key: &str, value: &str, condition: Option<Condition>) -> MutateOp {
+        MutateOp::Put {
+            ushard: U,
+            key: key.into(),
+            value: value.into(),
+            expires_at_ms: 0,
+            condition,
+        }
+    }
+
+    fn mutate(ops: Vec<MutateOp>, now_ms: u64, request: Option<RequestId>) -> Command {
+        Command::Mutate {
+            keyspace: KS,
+            ops,
+            now_ms,
+            request,
+        }
+    }
+
+    /// Applies each command in its own batch, like separate apply calls.
+    fn run(engine: &SharedEngine, commands: Vec<(Command, u64)>) -> Vec<CommandResult> {
+        let mut results = Vec::new();
+        for (command, index) in commands {
+            let mut view = StagedView::new(engine);
+            let clock_ms = read_clock(&view, SHARD).unwrap();
+            let mut applier = Applier {
+                shard: SHARD,
+                view: &mut view,
+                clock_ms,
+            };
+            results.push(applier.apply(command, Version(index)).unwrap());
+            engine.write(view.into_batch()).unwrap();
+        }
+        results
+    }
+
+    #[test]
+    fn failed_condition_writes_nothing_and_reports_the_current_record() {
+        let engine: SharedEngine = MemEngine::new();
+        let results = run(
+            &engine,
+            vec![
+                (mutate(vec![put("a", "1", Some(Condition::Absent))], 1, None), 1),
+                (
+                    mutate(
+                        vec![put("b", "x", None), put("a", "2", Some(Condition::Absent))],
+                        1,
+                        None,
+                    ),
+                    2,
+                ),
+                (mutate(vec![put("a", "3", Some(Condition::Version(1)))], 1, None), 3),
+                (mutate(vec![put("a", "4", Some(Condition::Version(1)))], 1, None), 4),
+            ],
+        );
+        assert_eq!(results[0].outcome, Outcome::Applied);
+        match &results[1].outcome {
+            Outcome::ConditionFailed {
+                op: 1,
+                current: Some(r),
+            } => assert_eq!(r.value, b"1"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(engine.get(CF_DATA, &keys::data_key(SHARD, KS, U, b"b")).unwrap(), None);
+        assert_eq!(results[2].outcome, Outcome::Applied);
+        match &results[3].outcome {
+            Outcome::ConditionFailed { current: Some(r), .. } => assert_eq!(r.version, Version(3)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_retried_request_applies_once_and_gets_the_first_answer() {
+        let engine: SharedEngine = MemEngine::new();
+        let id = |seq, first_incomplete| {
+            Some(RequestId {
+                client: 9,
+                seq,
+                first_incomplete,
+            })
+        };
+        let incr = |delta| MutateOp::Increment {
+            ushard: U,
+            key: b"n".to_vec(),
+            delta,
+        };
+        let results = run(
+            &engine,
+            vec![
+                (mutate(vec![incr(5)], 1, id(1, 1)), 1),
+                (mutate(vec![incr(5)], 1, id(1, 1)), 2),
+                (mutate(vec![incr(1)], 1, id(2, 2)), 3),
+            ],
+        );
+        assert_eq!(results[0].outcome, Outcome::Counter(5));
+        assert_eq!(results[1], results[0], "the retry gets the first answer");
+        assert_eq!(results[2].outcome, Outcome::Counter(6));
+        // seq 1 was forgotten once the client said it was answered; a late
+        // duplicate of it is refused, not applied again.
+        let record: ClientRecord = decode(&engine.get(CF_DATA, &keys::dedup_key(SHARD, 9)).unwrap().unwrap()).unwrap();
+        assert_eq!(record.watermark, 2);
+        assert_eq!(record.results.keys().copied().collect::<Vec<_>>(), vec![2]);
+        let late = run(&engine, vec![(mutate(vec![incr(5)], 1, id(1, 1)), 4)]);
+        assert_eq!(late[0].outcome, Outcome::Expired);
+        let counter = run(&engine, vec![(mutate(vec![incr(0)], 1, id(3, 3)), 5)]);
+        assert_eq!(
+            counter[0].outcome,
+            Outcome::Counter(6),
+            "the late duplicate added nothing"
+        );
+    }
+
+    #[test]
+    fn duplicates_inside_one_batch_apply_once() {
+        let engine: SharedEngine = MemEngine::new();
+        let mut view = StagedView::new(&engine);
+        let mut applier = Applier {
+            shard: SHARD,
+            view: &mut view,
+            clock_ms: 0,
+        };
+        let incr = MutateOp::Increment {
+            ushard: U,
+            key: b"n".to_vec(),
+            delta: 2,
+        };
+        let request = Some(RequestId {
+            client: 1,
+            seq: 4,
+            first_incomplete: 4,
+        });
+        let first = applier
+            .apply(mutate(vec![incr.clone()], 1, request), Version(1))
+            .unwrap();
+        let again = applier.apply(mutate(vec![incr], 1, request), Version(2)).unwrap();
+        assert_eq!(first.outcome, Outcome::Counter(2));
+        assert_eq!(again, first);
+    }
+
+    #[test]
+    fn counters_refuse_non_integers_and_overflow() {
+        let engine: SharedEngine = MemEngine::new();
+        let incr = |delta| MutateOp::Increment {
+            ushard: U,
+            key: b"n".to_vec(),
+            delta,
+        };
+        let results = run(
+            &engine,
+            vec![
+                (mutate(vec![put("n", "seven", None)], 1, None), 1),
+                (mutate(vec![incr(1)], 1, None), 2),
+                (mutate(vec![put("n", &i64::MAX.to_string(), None)], 1, None), 3),
+                (mutate(vec![incr(1)], 1, None), 4),
+                (mutate(vec![incr(-1)], 1, None), 5),
+            ],
+        );
+        assert!(matches!(results[1].outcome, Outcome::NotACounter(_)));
+        assert!(matches!(results[3].outcome, Outcome::NotACounter(_)));
+        assert_eq!(results[4].outcome, Outcome::Counter(i64::MAX - 1));
+    }
+
+    #[test]
+    fn expiry_is_judged_by_the_apply_clock_not_the_replica_clock() {
+        let engine: SharedEngine = MemEngine::new();
+        let ttl_put = MutateOp::Put {
+            ushard: U,
+            key: b"t".to_vec(),
+            value: b"v".to_vec(),
+            expires_at_ms: 1_000,
+            condition: None,
+        };
+        let results = run(
+            &engine,
+            vec![
+                (mutate(vec![ttl_put], 500, None), 1),
+                (mutate(vec![put("t", "w", Some(Condition::Absent))], 999, None), 2),
+                // A proposer with a slow clock cannot move the apply clock back.
+                (mutate(vec![put("x", "x", None)], 1_000, None), 3),
+                (mutate(vec![put("t", "w", Some(Condition::Absent))], 10, None), 4),
+            ],
+        );
+        assert!(matches!(results[1].outcome, Outcome::ConditionFailed { .. }));
+        assert_eq!(
+            results[3].outcome,
+            Outcome::Applied,
+            "expired at clock 1000 even though now_ms is 10"
+        );
+    }
+}
