@@ -273,6 +273,15 @@ mod tests {
         }
     }
 
+    /// Adds `delta` to counter `n`.
+    fn incr(delta: i64) -> MutateOp {
+        MutateOp::Increment {
+            ushard: U,
+            key: b"n".to_vec(),
+            delta,
+        }
+    }
+
     fn mutate(ops: Vec<MutateOp>, now_ms: u64, request: Option<RequestId>) -> Command {
         Command::Mutate {
             keyspace: KS,
@@ -344,11 +353,6 @@ mod tests {
                 first_incomplete,
             })
         };
-        let incr = |delta| MutateOp::Increment {
-            ushard: U,
-            key: b"n".to_vec(),
-            delta,
-        };
         let results = run(
             &engine,
             vec![
@@ -384,20 +388,16 @@ mod tests {
             view: &mut view,
             clock_ms: 0,
         };
-        let incr = MutateOp::Increment {
-            ushard: U,
-            key: b"n".to_vec(),
-            delta: 2,
-        };
+        let add_two = incr(2);
         let request = Some(RequestId {
             client: 1,
             seq: 4,
             first_incomplete: 4,
         });
         let first = applier
-            .apply(mutate(vec![incr.clone()], 1, request), Version(1))
+            .apply(mutate(vec![add_two.clone()], 1, request), Version(1))
             .unwrap();
-        let again = applier.apply(mutate(vec![incr], 1, request), Version(2)).unwrap();
+        let again = applier.apply(mutate(vec![add_two], 1, request), Version(2)).unwrap();
         assert_eq!(first.outcome, Outcome::Counter(2));
         assert_eq!(again, first);
     }
@@ -405,11 +405,6 @@ mod tests {
     #[test]
     fn counters_refuse_non_integers_and_overflow() {
         let engine: SharedEngine = MemEngine::new();
-        let incr = |delta| MutateOp::Increment {
-            ushard: U,
-            key: b"n".to_vec(),
-            delta,
-        };
         let results = run(
             &engine,
             vec![
