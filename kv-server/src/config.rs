@@ -119,6 +119,12 @@ pub struct RaftTuning {
     /// Entries kept in the log behind a snapshot, so a slightly lagging
     /// follower catches up from the log rather than a full snapshot.
     pub logs_kept_behind_snapshot: u64,
+    /// A client's exactly-once record that no request touched for this long
+    /// (on the shard's apply clock) is forgotten: a duplicate older than
+    /// this is no longer recognised (docs/consistency.md).
+    pub idle_client_expiry_ms: u64,
+    /// How often each shard leader proposes forgetting idle clients.
+    pub idle_client_sweep_ms: u64,
 }
 
 impl Default for RaftTuning {
@@ -129,6 +135,8 @@ impl Default for RaftTuning {
             election_timeout_max_ms: 1000,
             snapshot_every_entries: 10_000,
             logs_kept_behind_snapshot: 1_000,
+            idle_client_expiry_ms: 3_600_000,
+            idle_client_sweep_ms: 60_000,
         }
     }
 }

@@ -133,6 +133,16 @@ pub fn dedup_key(shard: ShardId, client: u64) -> Vec<u8> {
     key
 }
 
+/// `[start, end)` of every client's exactly-once record of a shard.
+pub fn dedup_range(shard: ShardId) -> (Vec<u8>, Vec<u8>) {
+    let start = replicated_key(shard, ReplicatedTag::Dedup);
+    let mut end = start.clone();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    (start, end)
+}
+
 /// The shard and keyspace id of a `data` key, when it has both.
 pub fn shard_and_keyspace_of(key: &[u8]) -> Option<(ShardId, u32)> {
     let shard = shard_of_key(key)?;

@@ -115,6 +115,8 @@ pub async fn run(
         ))
     });
 
+    let sweeper = tokio::spawn(sweep_idle_clients(host.clone(), config.raft.clone(), stop_rx.clone()));
+
     let client_server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(
@@ -137,9 +139,28 @@ pub async fn run(
     if let Some(heartbeats) = heartbeats {
         let _ = heartbeats.await;
     }
+    let _ = sweeper.await;
     host.shutdown().await;
     raft_server.await.context("raft server task")?.context("raft server")?;
     drop(host);
     close_engine(engine).await;
     Ok(())
+}
+
+/// Every `idle_client_sweep_ms`, as leader of each shard, proposes
+/// forgetting the exactly-once records of idle clients (docs/consistency.md).
+async fn sweep_idle_clients(
+    host: Arc<NodeHost>,
+    tuning: crate::config::RaftTuning,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(tuning.idle_client_sweep_ms.max(1)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The only change the stop channel ever sees is "stop".
+    while !*stop.borrow() {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = ticks.tick() => host.forget_idle_clients(tuning.idle_client_expiry_ms).await,
+        }
+    }
 }

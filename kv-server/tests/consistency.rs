@@ -487,3 +487,38 @@ async fn ttl_keys_vanish_at_expiry_and_fast_ack_writes_become_visible() {
     assert_eq!(not_counter.code(), Some(shoal_proto::kv::ErrorCode::NotACounter));
     assert_eq!(client.get("quick").await.unwrap().unwrap().value, b"fast");
 }
+
+/// Key counts of the shard's replicas, once all three have applied the same index.
+async fn settled_key_counts(tc: &common::TestCluster, shard: u64) -> Option<u64> {
+    let mut seen = Vec::new();
+    for node in 1..=3 {
+        let digest = tc.cluster.shard_digest(node, shard).await.ok()?;
+        seen.push((digest.applied_index, digest.key_count, digest.digest));
+    }
+    seen.dedup();
+    (seen.len() == 1).then(|| seen[0].1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_exactly_once_records_are_forgotten_on_every_replica() {
+    let tc = must_start_cluster(3, 1, &["idle_client_expiry_ms = 1500", "idle_client_sweep_ms = 200"]).await;
+    let client = must_connect(&tc.cluster).await;
+    let ack = client.put("k", "v").await.unwrap();
+    // One user key, the apply clock, and this client's record.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut with_record = false;
+    loop {
+        match settled_key_counts(&tc, ack.shard).await {
+            Some(3) => with_record = true,
+            Some(2) if with_record => break,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the idle client's record was never forgotten on every replica (seen it: {with_record})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The data itself is untouched.
+    assert_eq!(client.get("k").await.unwrap().unwrap().value, b"v");
+}

@@ -6,7 +6,7 @@
 //! written in one batch; [`StagedView`] lets each entry read the state the
 //! earlier entries of the batch left, before anything reaches the engine.
 
-use crate::engine::{SharedEngine, WriteBatch};
+use crate::engine::{Direction, SharedEngine, Visit, WriteBatch};
 use crate::keys::{self, ValueRecord, CF_DATA};
 use crate::raft::types::{decode, encode, Command, CommandResult, Condition, MutateOp, Outcome, WriteOp};
 use crate::types::{KeyspaceId, ShardId, UshardId, Version};
@@ -60,6 +60,8 @@ impl<'a> StagedView<'a> {
 struct ClientRecord {
     watermark: u64,
     results: BTreeMap<u64, CommandResult>,
+    /// The apply clock at the client's last request here.
+    last_used_ms: u64,
 }
 
 /// Reads a shard's apply clock (0 before the first timed write).
@@ -86,17 +88,21 @@ impl Applier<'_, '_> {
                 let ops = ops.into_iter().map(legacy_op).collect();
                 self.mutate(keyspace, ops, version)
             }
+            Command::ForgetIdleClients { idle_ms, now_ms } => {
+                self.advance_clock(now_ms);
+                self.forget_idle_clients(idle_ms)?;
+                Ok(CommandResult {
+                    version,
+                    outcome: Outcome::Applied,
+                })
+            }
             Command::Mutate {
                 keyspace,
                 ops,
                 now_ms,
                 request,
             } => {
-                if now_ms > self.clock_ms {
-                    self.clock_ms = now_ms;
-                    self.view
-                        .put(keys::clock_key(self.shard), self.clock_ms.to_be_bytes().to_vec());
-                }
+                self.advance_clock(now_ms);
                 let Some(request) = request else {
                     return self.mutate(keyspace, ops, version);
                 };
@@ -110,6 +116,7 @@ impl Applier<'_, '_> {
                 record.watermark = record.watermark.max(request.first_incomplete);
                 let watermark = record.watermark;
                 record.results.retain(|seq, _| *seq >= watermark);
+                record.last_used_ms = self.clock_ms;
                 let result = if let Some(first) = record.results.get(&request.seq) {
                     // A retry of a request already applied: answer as the first time.
                     first.clone()
@@ -127,6 +134,39 @@ impl Applier<'_, '_> {
                 Ok(result)
             }
         }
+    }
+
+    /// The apply clock never goes back, whatever the proposer's clock says.
+    fn advance_clock(&mut self, now_ms: u64) {
+        if now_ms > self.clock_ms {
+            self.clock_ms = now_ms;
+            self.view
+                .put(keys::clock_key(self.shard), self.clock_ms.to_be_bytes().to_vec());
+        }
+    }
+
+    /// Deletes the records of clients idle for `idle_ms` on the apply clock.
+    /// Records are found in the engine and judged as staged in this batch,
+    /// so a client refreshed by an earlier entry of the batch is kept.
+    fn forget_idle_clients(&mut self, idle_ms: u64) -> io::Result<()> {
+        let (start, end) = keys::dedup_range(self.shard);
+        let mut stored = Vec::new();
+        self.view
+            .engine
+            .scan(CF_DATA, &start, &end, Direction::Forward, &mut |key, _| {
+                stored.push(key.to_vec());
+                Ok(Visit::Continue)
+            })?;
+        for key in stored {
+            let Some(bytes) = self.view.get(&key)? else {
+                continue;
+            };
+            let record: ClientRecord = decode(&bytes)?;
+            if record.last_used_ms.saturating_add(idle_ms) <= self.clock_ms {
+                self.view.delete(key);
+            }
+        }
+        Ok(())
     }
 
     /// The live record of a key at the apply clock (expired = absent).
@@ -377,6 +417,41 @@ mod tests {
             Outcome::Counter(6),
             "the late duplicate added nothing"
         );
+    }
+
+    #[test]
+    fn idle_clients_are_forgotten_by_the_apply_clock() {
+        let engine: SharedEngine = MemEngine::new();
+        let id = |client| {
+            Some(RequestId {
+                client,
+                seq: 1,
+                first_incomplete: 1,
+            })
+        };
+        let forget = |now_ms| Command::ForgetIdleClients { idle_ms: 1_000, now_ms };
+        run(
+            &engine,
+            vec![
+                (mutate(vec![incr(1)], 1_000, id(7)), 1),
+                (mutate(vec![incr(1)], 2_000, id(8)), 2),
+                (forget(2_500), 3),
+            ],
+        );
+        let stored = |client| engine.get(CF_DATA, &keys::dedup_key(SHARD, client)).unwrap().is_some();
+        assert!(!stored(7), "idle since 1000, clock 2500");
+        assert!(stored(8), "idle since 2000 only");
+        // A client refreshed earlier in the same apply batch is kept.
+        let mut view = StagedView::new(&engine);
+        let mut applier = Applier {
+            shard: SHARD,
+            view: &mut view,
+            clock_ms: 2_500,
+        };
+        applier.apply(mutate(vec![incr(1)], 9_000, id(8)), Version(4)).unwrap();
+        applier.apply(forget(9_000), Version(5)).unwrap();
+        engine.write(view.into_batch()).unwrap();
+        assert!(stored(8));
     }
 
     #[test]

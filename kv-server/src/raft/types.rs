@@ -112,6 +112,9 @@ pub enum Command {
         now_ms: u64,
         request: Option<RequestId>,
     },
+    /// Forgets the exactly-once record of every client no request touched
+    /// for `idle_ms` on the apply clock (advanced to `now_ms` first).
+    ForgetIdleClients { idle_ms: u64, now_ms: u64 },
 }
 
 // Display is what openraft logs: never print user keys or values.
@@ -126,6 +129,7 @@ impl fmt::Display for Command {
             } => {
                 write!(f, "Mutate(keyspace={keyspace}, ops={}, request={request:?})", ops.len())
             }
+            Command::ForgetIdleClients { idle_ms, .. } => write!(f, "ForgetIdleClients(idle_ms={idle_ms})"),
         }
     }
 }

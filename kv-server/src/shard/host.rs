@@ -237,6 +237,23 @@ impl NodeHost {
         &self.engine
     }
 
+    /// As leader of each shard, proposes forgetting the exactly-once records
+    /// of clients idle for `idle_ms`. Failures wait for the next sweep.
+    pub async fn forget_idle_clients(&self, idle_ms: u64) {
+        for replica in self.replicas() {
+            if replica.raft.as_leader().is_err() {
+                continue;
+            }
+            let command = crate::raft::types::Command::ForgetIdleClients {
+                idle_ms,
+                now_ms: crate::clock::wall_ms(),
+            };
+            if let Err(e) = replica.propose(command).await {
+                tracing::debug!(shard_id = %replica.id, error = %e, "idle-client sweep not applied");
+            }
+        }
+    }
+
     /// Each open shard's expiry horizon (see [`crate::ttl`]).
     pub fn horizons(&self) -> &Arc<ExpiryHorizons> {
         &self.horizons
