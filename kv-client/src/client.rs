@@ -462,6 +462,9 @@ impl ShoalClient {
         // A retriable write that may have been applied by an attempt: if it
         // runs out of time, its outcome is unknown, not "not applied".
         let mut maybe_applied = false;
+        // The last refusal, kept so that an attempt cut short by the
+        // deadline does not hide why the earlier ones failed.
+        let mut last_refusal: Option<String> = None;
         loop {
             if refresh_now {
                 refresh_now = false;
@@ -511,7 +514,12 @@ impl ShoalClient {
                         }
                         Err(_) => {
                             maybe_applied |= kind == Kind::RetriableWrite;
-                            Next::TryAnother(format!("no answer within {budget:?}"))
+                            Next::TryAnother(match &last_refusal {
+                                Some(refusal) if budget < self.config.attempt_timeout => {
+                                    format!("deadline reached; before that, {refusal}")
+                                }
+                                _ => format!("no answer within {budget:?}"),
+                            })
                         }
                     }
                 }
@@ -555,6 +563,9 @@ impl ShoalClient {
                 }
                 Next::TryAnother(problem) => format!("node {node}: {problem}"),
             };
+            if !last_problem.contains("deadline reached") {
+                last_refusal = Some(last_problem.clone());
+            }
             target += 1;
             // Every replica failed once: maybe they moved.
             if target.is_multiple_of(candidates.len()) {
@@ -707,7 +718,11 @@ impl ShoalClient {
             }),
             value: value.into(),
             condition: options.condition.as_ref().map(Condition::to_wire),
-            ttl_ms: options.ttl.map(|t| t.as_millis().max(1) as u64).unwrap_or(0),
+            // The server refuses anything past its limit; never wrap.
+            ttl_ms: options
+                .ttl
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1))
+                .unwrap_or(0),
             options: write_options(ticket.as_ref(), options.fast_ack),
         };
         let response = self

@@ -53,20 +53,22 @@ impl ReadConsistency {
     }
 }
 
-/// Parses `250ms`, `2s`, `1m` or a bare number of milliseconds.
+/// Parses a whole number with its unit: `250ms`, `2s`, `1m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("bad duration {text:?}: use e.g. 250ms, 2s or 1m");
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => text.split_at(i),
-        None => (text, "ms"),
-    };
+    let bad = || format!("bad duration {text:?}: a whole number with a unit, e.g. 250ms, 2s, 1m or 1h");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
     let n: u64 = number.parse().map_err(|_| bad())?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(bad()),
-    }
+    let ms_per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(ms_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("duration {text:?} is too long"))
 }
 
 /// What the current state of a key must be for a write to apply.

@@ -44,9 +44,10 @@ pub struct Cli {
     /// Deadline of one operation, retries included, in seconds.
     #[arg(long, default_value_t = 10.0, global = true)]
     timeout: f64,
-    /// This client's region: reads any replica may serve go there first.
-    #[arg(long, env = "SHOAL_REGION", global = true)]
-    region: Option<String>,
+    /// This client's region: reads any replica may serve (bounded,
+    /// read-your-writes) go to replicas there first.
+    #[arg(long, env = "SHOAL_NEAR_REGION", global = true)]
+    near_region: Option<String>,
     #[command(subcommand)]
     command: Commands,
 }
@@ -79,9 +80,9 @@ enum Commands {
         /// Place the key in this routing key's micro-shard.
         #[arg(long)]
         routing_key: Option<String>,
-        /// The key disappears after this long (e.g. 30s, 500ms, 5m).
-        #[arg(long)]
-        ttl: Option<String>,
+        /// The key disappears after this long: 500ms, 30s, 5m, 1h.
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<Duration>,
         /// Acknowledge once the primary accepted the write, before a quorum
         /// has it: faster, lost if the primary dies first.
         #[arg(long)]
@@ -93,20 +94,22 @@ enum Commands {
         #[arg(long)]
         if_version: Option<u64>,
     },
-    /// Compare-and-set: write NEW only if the key now holds EXPECTED (or the
-    /// version given). Exits 1 and prints the current value if not.
+    /// Compare-and-set: write NEW only if the key now holds what one of
+    /// --expect-value, --expect-version or --expect-absent says. Exits 1 and
+    /// prints the current value if not.
+    #[command(group(clap::ArgGroup::new("expectation").required(true).args(["expect_value", "expect_version", "expect_absent"])))]
     Cas {
         key: String,
         /// The value to write.
         new: String,
         /// The value the key must hold now.
-        #[arg(long, required_unless_present_any = ["expect_version", "expect_absent"])]
+        #[arg(long)]
         expect_value: Option<String>,
         /// The version the key must be at now.
-        #[arg(long, conflicts_with_all = ["expect_value", "expect_absent"])]
+        #[arg(long)]
         expect_version: Option<u64>,
         /// The key must not exist now.
-        #[arg(long, conflicts_with = "expect_value")]
+        #[arg(long)]
         expect_absent: bool,
         #[arg(long)]
         routing_key: Option<String>,
@@ -130,8 +133,8 @@ enum Commands {
         /// strong (primary, linearizable), bounded:DURATION (any replica
         /// provably at most that stale, e.g. bounded:500ms), or ryw:VERSION
         /// (any replica that has applied the version a put printed).
-        #[arg(long, default_value = "strong")]
-        consistency: String,
+        #[arg(long, default_value = "strong", value_parser = ReadConsistency::parse)]
+        consistency: ReadConsistency,
     },
     /// Delete a key.
     Del {
@@ -292,7 +295,7 @@ pub fn client_config(cli: &Cli) -> anyhow::Result<ClientConfig> {
         endpoints,
         keyspace: cli.keyspace.clone(),
         timeout: Duration::from_secs_f64(cli.timeout),
-        region: cli.region.clone(),
+        region: cli.near_region.clone(),
         ..ClientConfig::default()
     })
 }
@@ -352,14 +355,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (false, Some(v)) => Some(Condition::Version(*v)),
                 (false, None) => None,
             };
-            let ttl = ttl
-                .as_deref()
-                .map(parse_duration)
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
             let options = PutOptions {
                 condition,
-                ttl,
+                ttl: *ttl,
                 fast_ack: *fast_ack,
             };
             data::put(&cli, key, value, routing_key.as_deref(), &options).await
@@ -394,10 +392,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             routing_key,
             versions,
             consistency,
-        } => {
-            let consistency = ReadConsistency::parse(consistency).map_err(|e| anyhow::anyhow!("--consistency: {e}"))?;
-            data::get(&cli, key, routing_key.as_deref(), *versions, consistency).await
-        }
+        } => data::get(&cli, key, routing_key.as_deref(), *versions, *consistency).await,
         Commands::Del {
             key,
             routing_key,
@@ -487,5 +482,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             bench_cmd::remote(&cli, *op, *concurrency, duration, *value_bytes, *keys).await
         }
+    }
+}
+
+/// A TTL: a positive duration with its unit.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        ttl if ttl.is_zero() => Err("a TTL must be longer than 0".into()),
+        ttl => Ok(ttl),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        // Catches clashing flag names (a global flag shadowing a
+        // subcommand's) that clap only reports when that subcommand runs.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for args in [
+            ["shoal", "get", "k", "--consistency", "ryw"].as_slice(),
+            &["shoal", "get", "k", "--consistency", "bounded:5q"],
+            &["shoal", "put", "k", "v", "--ttl", "30"],
+            &["shoal", "put", "k", "v", "--ttl", "0s"],
+            &["shoal", "put", "k", "v", "--ttl", "307445734561825861m"],
+            &["shoal", "cas", "k", "v"],
+        ] {
+            let error = Cli::try_parse_from(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} parsed"));
+            assert_eq!(error.exit_code(), 2, "{args:?}: {error}");
+        }
+        let create = ["shoal", "keyspace", "create", "users", "--region", "east"];
+        assert!(Cli::try_parse_from(create).is_ok());
     }
 }
