@@ -20,7 +20,7 @@
 //!   (followers first); every read must see the process's last write.
 
 use crate::history::{Op, OpKind, Outcome, Recorder};
-use kv_client::{ClientError, Condition, PutOptions, ReadConsistency, Session, ShoalClient, WriteResult};
+use kv_client::{ClientError, Condition, PutOptions, ReadConsistency, Session, ShoalClient, Versioned, WriteResult};
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -67,12 +67,28 @@ impl Workload {
     }
 }
 
-/// A write's outcome: indeterminate errors are `Info`, never failures.
-fn write_outcome(result: &Result<(), ClientError>) -> Outcome {
+/// What one operation did: the key, the operation, how it ended, and the
+/// error if there was one.
+type Step = (String, OpKind, Outcome, Option<String>);
+
+/// A write step: indeterminate errors are `Info`, never failures.
+fn write_step<T>(key: String, kind: OpKind, result: Result<T, ClientError>) -> Step {
+    let (outcome, error) = match result {
+        Ok(_) => (Outcome::Ok, None),
+        Err(e) if e.is_indeterminate() => (Outcome::Info, Some(e.to_string())),
+        Err(e) => (Outcome::Fail, Some(e.to_string())),
+    };
+    (key, kind, outcome, error)
+}
+
+/// A read step: a failed read has no effect and tells nothing, so it is `Info`.
+fn read_step(key: String, result: Result<Option<Versioned>, ClientError>) -> Step {
     match result {
-        Ok(()) => Outcome::Ok,
-        Err(e) if e.is_indeterminate() => Outcome::Info,
-        Err(_) => Outcome::Fail,
+        Ok(v) => {
+            let value = Some(v.map(|v| parse_value(&v.value)).unwrap_or(0));
+            (key, OpKind::Read { value }, Outcome::Ok, None)
+        }
+        Err(e) => (key, OpKind::Read { value: None }, Outcome::Info, Some(e.to_string())),
     }
 }
 
@@ -92,144 +108,115 @@ pub struct ClientContext {
     pub clients: usize,
 }
 
+/// One client process's state across its operations.
+struct Process {
+    ctx: ClientContext,
+    id: usize,
+    rng: rand::rngs::StdRng,
+    session: Session,
+    /// The last value this process wrote to its own key (bounded, ryw).
+    own: u64,
+}
+
+impl Process {
+    /// Strong reads and writes of unique values.
+    async fn register(&mut self, n: u64) -> Step {
+        let key = format!("{}/reg/{}", self.ctx.prefix, n / OPS_PER_KEY);
+        if self.rng.gen_bool(0.5) {
+            read_step(key.clone(), self.ctx.client.get(key).await)
+        } else {
+            let result = self.ctx.client.put(key.clone(), n.to_string()).await;
+            write_step(key, OpKind::Write { value: n }, result)
+        }
+    }
+
+    /// Strong reads, writes and compare-and-sets over the values 1..=5.
+    async fn cas_register(&mut self, n: u64) -> Step {
+        let key = format!("{}/cas/{}", self.ctx.prefix, n / OPS_PER_KEY);
+        let client = &self.ctx.client;
+        match self.rng.gen_range(0..3) {
+            0 => read_step(key.clone(), client.get(key).await),
+            1 => {
+                let value = self.rng.gen_range(1..=5);
+                let result = client.put(key.clone(), value.to_string()).await;
+                write_step(key, OpKind::Write { value }, result)
+            }
+            _ => {
+                let (expected, new) = (self.rng.gen_range(1..=5), self.rng.gen_range(1..=5));
+                let options = PutOptions {
+                    condition: Some(Condition::Value(expected.to_string().into_bytes())),
+                    ..PutOptions::default()
+                };
+                let result = client.put_with(key.clone(), new.to_string(), &options).await;
+                let kind = OpKind::Cas { expected, new };
+                match result {
+                    // A refused condition is an answer: `Fail` with no error.
+                    Ok(WriteResult::ConditionFailed { .. }) => (key, kind, Outcome::Fail, None),
+                    other => write_step(key, kind, other),
+                }
+            }
+        }
+    }
+
+    /// Writes of increasing values to the process's own key, alternating
+    /// with reads: bounded reads of another process's key, or session
+    /// reads of its own.
+    async fn own_key(&mut self) -> Step {
+        let workload = self.ctx.workload;
+        let key_of = |p: usize| format!("{}/{}/{p}", self.ctx.prefix, workload.name());
+        let mine = key_of(self.id);
+        if self.rng.gen_bool(0.5) {
+            // Values stay increasing whatever the outcome: an indeterminate
+            // write may still land.
+            self.own += 1;
+            let value = self.own.to_string();
+            let result = match workload {
+                Workload::Ryw => self.session.put(mine.clone(), value).await,
+                _ => self.ctx.client.put(mine.clone(), value).await,
+            };
+            write_step(mine, OpKind::Write { value: self.own }, result)
+        } else if workload == Workload::Ryw {
+            read_step(mine.clone(), self.session.get(mine).await)
+        } else {
+            let other = key_of(self.rng.gen_range(0..self.ctx.clients.max(1)));
+            let consistency = ReadConsistency::Bounded(BOUNDED_STALENESS);
+            read_step(other.clone(), self.ctx.client.get_with(other, consistency).await)
+        }
+    }
+
+    /// Each add writes a key of its own.
+    async fn set(&mut self, n: u64) -> Step {
+        let key = set_key(&self.ctx.prefix, n);
+        let result = self.ctx.client.put(key.clone(), n.to_string()).await;
+        write_step(key, OpKind::Add { element: n }, result)
+    }
+}
+
 /// Runs client `process` until `ctx.stop`.
 pub async fn client_loop(ctx: ClientContext, process: usize) {
-    let ClientContext {
-        workload,
-        seed,
-        prefix,
-        client,
-        counter,
-        stop,
-        recorder,
-        clients,
-    } = ctx;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ process as u64);
-    let session = Session::new(client.clone());
-    // The last value this process wrote to its own key (bounded, ryw).
-    let mut own = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
-        let invoke_ns = recorder.now();
-        let (key, kind, outcome, error) = match workload {
-            Workload::Register => {
-                let key = format!("{prefix}/reg/{}", n / OPS_PER_KEY);
-                if rng.gen_bool(0.5) {
-                    let result = client.get(key.clone()).await;
-                    let (value, outcome, error) = match result {
-                        Ok(v) => (Some(v.map(|v| parse_value(&v.value)).unwrap_or(0)), Outcome::Ok, None),
-                        // A read has no effect; whatever went wrong, it tells nothing.
-                        Err(e) => (None, Outcome::Info, Some(e.to_string())),
-                    };
-                    (key, OpKind::Read { value }, outcome, error)
-                } else {
-                    let result = client.put(key.clone(), n.to_string()).await.map(|_| ());
-                    let outcome = write_outcome(&result);
-                    (
-                        key,
-                        OpKind::Write { value: n },
-                        outcome,
-                        result.err().map(|e| e.to_string()),
-                    )
-                }
-            }
-            Workload::CasRegister => {
-                let key = format!("{prefix}/cas/{}", n / OPS_PER_KEY);
-                match rng.gen_range(0..3) {
-                    0 => {
-                        let result = client.get(key.clone()).await;
-                        let (value, outcome, error) = match result {
-                            Ok(v) => (Some(v.map(|v| parse_value(&v.value)).unwrap_or(0)), Outcome::Ok, None),
-                            Err(e) => (None, Outcome::Info, Some(e.to_string())),
-                        };
-                        (key, OpKind::Read { value }, outcome, error)
-                    }
-                    1 => {
-                        let value = rng.gen_range(1..=5);
-                        let result = client.put(key.clone(), value.to_string()).await.map(|_| ());
-                        let outcome = write_outcome(&result);
-                        (
-                            key,
-                            OpKind::Write { value },
-                            outcome,
-                            result.err().map(|e| e.to_string()),
-                        )
-                    }
-                    _ => {
-                        let (expected, new) = (rng.gen_range(1..=5), rng.gen_range(1..=5));
-                        let options = PutOptions {
-                            condition: Some(Condition::Value(expected.to_string().into_bytes())),
-                            ..PutOptions::default()
-                        };
-                        let result = client.put_with(key.clone(), new.to_string(), &options).await;
-                        let (outcome, error) = match result {
-                            Ok(WriteResult::Applied(_)) => (Outcome::Ok, None),
-                            Ok(WriteResult::ConditionFailed { .. }) => (Outcome::Fail, None),
-                            Err(e) if e.is_indeterminate() => (Outcome::Info, Some(e.to_string())),
-                            Err(e) => (Outcome::Fail, Some(e.to_string())),
-                        };
-                        (key, OpKind::Cas { expected, new }, outcome, error)
-                    }
-                }
-            }
-            Workload::Bounded | Workload::Ryw => {
-                let key_of = |p: usize| format!("{prefix}/{}/{p}", workload.name());
-                // Writes to its own key alternate with reads; a bounded read
-                // looks at another process's key, a ryw read at its own.
-                if rng.gen_bool(0.5) {
-                    let value = own + 1;
-                    let result = if workload == Workload::Ryw {
-                        session.put(key_of(process), value.to_string()).await.map(|_| ())
-                    } else {
-                        client.put(key_of(process), value.to_string()).await.map(|_| ())
-                    };
-                    // Values stay increasing whatever the outcome: an
-                    // indeterminate write may still land.
-                    own = value;
-                    let outcome = write_outcome(&result);
-                    (
-                        key_of(process),
-                        OpKind::Write { value },
-                        outcome,
-                        result.err().map(|e| e.to_string()),
-                    )
-                } else {
-                    let (key, result) = if workload == Workload::Ryw {
-                        (key_of(process), session.get(key_of(process)).await)
-                    } else {
-                        let other = rng.gen_range(0..clients.max(1));
-                        let key = key_of(other);
-                        let read = client
-                            .get_with(key.clone(), ReadConsistency::Bounded(BOUNDED_STALENESS))
-                            .await;
-                        (key, read)
-                    };
-                    let (value, outcome, error) = match result {
-                        Ok(v) => (Some(v.map(|v| parse_value(&v.value)).unwrap_or(0)), Outcome::Ok, None),
-                        Err(e) => (None, Outcome::Info, Some(e.to_string())),
-                    };
-                    (key, OpKind::Read { value }, outcome, error)
-                }
-            }
-            Workload::Set => {
-                let key = set_key(&prefix, n);
-                let result = client.put(key.clone(), n.to_string()).await.map(|_| ());
-                let outcome = write_outcome(&result);
-                (
-                    key,
-                    OpKind::Add { element: n },
-                    outcome,
-                    result.err().map(|e| e.to_string()),
-                )
-            }
+    let mut me = Process {
+        rng: rand::rngs::StdRng::seed_from_u64(ctx.seed ^ process as u64),
+        session: Session::new(ctx.client.clone()),
+        ctx,
+        id: process,
+        own: 0,
+    };
+    while !me.ctx.stop.load(Ordering::Relaxed) {
+        let n = me.ctx.counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let invoke_ns = me.ctx.recorder.now();
+        let (key, kind, outcome, error) = match me.ctx.workload {
+            Workload::Register => me.register(n).await,
+            Workload::CasRegister => me.cas_register(n).await,
+            Workload::Bounded | Workload::Ryw => me.own_key().await,
+            Workload::Set => me.set(n).await,
         };
-        recorder.record(Op {
+        me.ctx.recorder.record(Op {
             process,
             key,
             kind,
             outcome,
             invoke_ns,
-            complete_ns: recorder.now(),
+            complete_ns: me.ctx.recorder.now(),
             error,
         });
     }

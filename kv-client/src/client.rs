@@ -372,7 +372,7 @@ impl ShoalClient {
 
     /// Refreshes the layout once when it does not know the keyspace yet
     /// (it may have been created after this client connected).
-    pub(crate) async fn routes_with_keyspace(&self) -> ClientResult<Arc<RoutingTable>> {
+    async fn routes_with_keyspace(&self) -> ClientResult<Arc<RoutingTable>> {
         let routes = self.routes();
         if routes.keyspace(&self.config.keyspace).is_ok() {
             return Ok(routes);
@@ -480,6 +480,7 @@ impl ShoalClient {
                 target = 0;
             }
             let node = candidates[target % candidates.len()];
+            let mut cut_by_deadline = false;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let header = self.header(&routes, shard);
             let next = match self.channel(&routes, node) {
@@ -514,12 +515,8 @@ impl ShoalClient {
                         }
                         Err(_) => {
                             maybe_applied |= kind == Kind::RetriableWrite;
-                            Next::TryAnother(match &last_refusal {
-                                Some(refusal) if budget < self.config.attempt_timeout => {
-                                    format!("deadline reached; before that, {refusal}")
-                                }
-                                _ => format!("no answer within {budget:?}"),
-                            })
+                            cut_by_deadline = budget < self.config.attempt_timeout;
+                            Next::TryAnother(format!("no answer within {budget:?}"))
                         }
                     }
                 }
@@ -563,9 +560,11 @@ impl ShoalClient {
                 }
                 Next::TryAnother(problem) => format!("node {node}: {problem}"),
             };
-            if !last_problem.contains("deadline reached") {
-                last_refusal = Some(last_problem.clone());
-            }
+            let last_problem = match last_refusal.take() {
+                Some(refusal) if cut_by_deadline => format!("deadline reached; before that, {refusal}"),
+                _ => last_problem,
+            };
+            last_refusal = Some(last_problem.clone());
             target += 1;
             // Every replica failed once: maybe they moved.
             if target.is_multiple_of(candidates.len()) {
@@ -606,13 +605,19 @@ impl ShoalClient {
 
     /// A read at the given consistency.
     pub async fn get_with(&self, key: impl Into<Key>, consistency: ReadConsistency) -> ClientResult<Option<Versioned>> {
-        Ok(self.get_traced(key.into(), consistency).await?.value)
+        Ok(self.get_traced(key.into(), |_| consistency).await?.value)
     }
 
     /// A read, with the shard and the applied version of the replica that
     /// answered (a read-your-writes token covering what it saw).
-    pub(crate) async fn get_traced(&self, key: Key, consistency: ReadConsistency) -> ClientResult<ReadAnswer> {
+    /// `consistency_for` gets the key's shard (a session picks its token).
+    pub(crate) async fn get_traced(
+        &self,
+        key: Key,
+        consistency_for: impl FnOnce(u64) -> ReadConsistency,
+    ) -> ClientResult<ReadAnswer> {
         let placement = self.place(&key).await?;
+        let consistency = consistency_for(placement.shard);
         let request = GetRequest {
             header: None, // set per attempt by `call`
             key: Some(KeyRef {

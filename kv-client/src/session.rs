@@ -47,14 +47,10 @@ impl Session {
     /// Reads from any replica that has applied this session's writes to
     /// the key's shard (followers first, in the client's region).
     pub async fn get(&self, key: impl Into<Key>) -> ClientResult<Option<Versioned>> {
-        let key = key.into();
-        let shard = self.client.routes_with_keyspace().await?.place(
-            &self.client.config().keyspace,
-            &key.key,
-            key.routing.as_deref(),
-        )?;
-        let token = self.token(shard.shard);
-        let answer = self.client.get_traced(key, ReadConsistency::AtLeast(token)).await?;
+        let answer = self
+            .client
+            .get_traced(key.into(), |shard| ReadConsistency::AtLeast(self.token(shard)))
+            .await?;
         let seen = answer.value.as_ref().map(|v| v.version).unwrap_or(0);
         self.advance(answer.shard, answer.applied_version.max(seen));
         Ok(answer.value)

@@ -125,6 +125,20 @@ pub fn clock_key(shard: ShardId) -> Vec<u8> {
     replicated_key(shard, ReplicatedTag::Clock)
 }
 
+/// The stored form of an apply clock (u64be ms).
+pub fn encode_clock(clock_ms: u64) -> Vec<u8> {
+    clock_ms.to_be_bytes().to_vec()
+}
+
+/// An apply clock as stored; unreadable bytes count as 0 (no clock yet).
+pub fn decode_clock(bytes: &[u8]) -> u64 {
+    bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
 /// Where a client's exactly-once record is kept (one key per client, so
 /// forgetting answered requests is an overwrite, never a range delete).
 pub fn dedup_key(shard: ShardId, client: u64) -> Vec<u8> {

@@ -14,10 +14,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 
-/// The engine's state plus the writes staged in the current batch.
+/// The engine's state plus the writes staged in the current batch. Only
+/// each key's last staged value matters, so the batch is built from the
+/// overlay at the end (values are not copied twice).
 pub struct StagedView<'a> {
     engine: &'a SharedEngine,
-    batch: WriteBatch,
     /// Latest staged value per key (None = deleted).
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
@@ -26,7 +27,6 @@ impl<'a> StagedView<'a> {
     pub fn new(engine: &'a SharedEngine) -> StagedView<'a> {
         StagedView {
             engine,
-            batch: WriteBatch::default(),
             overlay: HashMap::new(),
         }
     }
@@ -39,17 +39,22 @@ impl<'a> StagedView<'a> {
     }
 
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.batch.put(CF_DATA, key.clone(), value.clone());
         self.overlay.insert(key, Some(value));
     }
 
     pub fn delete(&mut self, key: Vec<u8>) {
-        self.batch.delete(CF_DATA, key.clone());
         self.overlay.insert(key, None);
     }
 
     pub fn into_batch(self) -> WriteBatch {
-        self.batch
+        let mut batch = WriteBatch::default();
+        for (key, value) in self.overlay {
+            match value {
+                Some(value) => batch.put(CF_DATA, key, value),
+                None => batch.delete(CF_DATA, key),
+            }
+        }
+        batch
     }
 }
 
@@ -64,12 +69,11 @@ struct ClientRecord {
     last_used_ms: u64,
 }
 
-/// Reads a shard's apply clock (0 before the first timed write).
-pub fn read_clock(view: &StagedView<'_>, shard: ShardId) -> io::Result<u64> {
-    Ok(view
-        .get(&keys::clock_key(shard))?
-        .and_then(|b| b.get(..8).and_then(|b| b.try_into().ok()))
-        .map(u64::from_be_bytes)
+/// Reads a shard's stored apply clock (0 before the first timed write).
+pub fn read_clock(engine: &SharedEngine, shard: ShardId) -> io::Result<u64> {
+    Ok(engine
+        .get(CF_DATA, &keys::clock_key(shard))?
+        .map(|bytes| keys::decode_clock(&bytes))
         .unwrap_or(0))
 }
 
@@ -141,7 +145,7 @@ impl Applier<'_, '_> {
         if now_ms > self.clock_ms {
             self.clock_ms = now_ms;
             self.view
-                .put(keys::clock_key(self.shard), self.clock_ms.to_be_bytes().to_vec());
+                .put(keys::clock_key(self.shard), keys::encode_clock(self.clock_ms));
         }
     }
 
@@ -336,7 +340,7 @@ mod tests {
         let mut results = Vec::new();
         for (command, index) in commands {
             let mut view = StagedView::new(engine);
-            let clock_ms = read_clock(&view, SHARD).unwrap();
+            let clock_ms = read_clock(engine, SHARD).unwrap();
             let mut applier = Applier {
                 shard: SHARD,
                 view: &mut view,

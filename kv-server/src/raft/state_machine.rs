@@ -74,7 +74,7 @@ impl ShardStateMachine {
             None => AppliedState::default(),
         };
         let (applied_tx, _) = watch::channel(log_index(&state.last_applied));
-        let clock_ms = read_clock(&StagedView::new(&engine), shard)?;
+        let clock_ms = read_clock(&engine, shard)?;
         horizons.set(shard, clock_ms);
         Ok(ShardStateMachine {
             shard,
@@ -330,7 +330,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         .await
         .map_err(|e| join_error("snapshot install", e))??;
         self.state = new_state;
-        self.clock_ms = read_clock(&StagedView::new(&self.engine), self.shard)?;
+        self.clock_ms = read_clock(&self.engine, self.shard)?;
         self.horizons.set(self.shard, self.clock_ms);
         self.publish_applied();
         tracing::info!(shard_id = %self.shard, last = ?meta.last_log_id, "installed snapshot");

@@ -193,20 +193,20 @@ impl Kv for KvService {
                     keys.push(check_key(&self.host.limits, keyspace, shard, Some(key))?);
                 }
                 let replica = self.read_replica(shard, read_mode(req.consistency.as_ref())).await?;
-                let mut values = Vec::with_capacity(keys.len());
-                for (ushard, key) in keys {
-                    let value = replica.get_local(keyspace.id, ushard, key)?.map(to_value);
-                    values.push(GetResponse {
-                        header: None,
-                        value,
-                        applied_version: 0,
-                    });
-                }
+                let found = keys
+                    .into_iter()
+                    .map(|(ushard, key)| Ok(replica.get_local(keyspace.id, ushard, key)?.map(to_value)))
+                    .collect::<KvResult<Vec<_>>>()?;
                 // Read after the data: the token covers everything the reads saw.
                 let applied_version = replica.applied();
-                for value in &mut values {
-                    value.applied_version = applied_version;
-                }
+                let values = found
+                    .into_iter()
+                    .map(|value| GetResponse {
+                        header: None,
+                        value,
+                        applied_version,
+                    })
+                    .collect();
                 Ok(MultiGetResponse {
                     header: self.response_header(&layout, shard),
                     values,

@@ -72,11 +72,7 @@ pub async fn shard_digest(
                     }
                 } else {
                     if key == clock_key {
-                        clock = value
-                            .get(..8)
-                            .and_then(|b| b.try_into().ok())
-                            .map(u64::from_be_bytes)
-                            .unwrap_or(0);
+                        clock = keys::decode_clock(&value);
                     }
                     let user_record = keys::shard_and_keyspace_of(&key)
                         .is_some_and(|(_, keyspace)| keyspace < keys::REPLICATED_META_KEYSPACE);

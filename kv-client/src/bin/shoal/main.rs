@@ -350,13 +350,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if_absent,
             if_version,
         } => {
-            let condition = match (if_absent, if_version) {
-                (true, _) => Some(Condition::Absent),
-                (false, Some(v)) => Some(Condition::Version(*v)),
-                (false, None) => None,
-            };
             let options = PutOptions {
-                condition,
+                condition: flag_or_version(*if_absent, Condition::Absent, *if_version),
                 ttl: *ttl,
                 fast_ack: *fast_ack,
             };
@@ -399,11 +394,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if_present,
             if_version,
         } => {
-            let condition = match (if_present, if_version) {
-                (true, _) => Some(Condition::Present),
-                (false, Some(v)) => Some(Condition::Version(*v)),
-                (false, None) => None,
-            };
+            let condition = flag_or_version(*if_present, Condition::Present, *if_version);
             data::del(&cli, key, routing_key.as_deref(), condition).await
         }
         Commands::Scan {
@@ -482,6 +473,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             bench_cmd::remote(&cli, *op, *concurrency, duration, *value_bytes, *keys).await
         }
+    }
+}
+
+/// The condition a put's or delete's flags ask for: `flagged` when the
+/// flag (`--if-absent`, `--if-present`) is set, else `--if-version`.
+fn flag_or_version(flag: bool, flagged: Condition, if_version: Option<u64>) -> Option<Condition> {
+    if flag {
+        Some(flagged)
+    } else {
+        if_version.map(Condition::Version)
     }
 }
 
