@@ -176,6 +176,38 @@ impl Target for ComposeTarget {
         self.drop_between(node, &sm_ip)
     }
 
+    async fn cut_one_way(&mut self, from: &[u64], to: &[u64]) -> anyhow::Result<()> {
+        // Only packets in the direction that opened the connection: what
+        // `from` sends is lost, while connections `to` opens still carry
+        // their requests and `from`'s answers.
+        for a in from {
+            for b in to {
+                let ip = self.ip(*b).to_string();
+                self.iptables(
+                    *a,
+                    &[
+                        "-A",
+                        "OUTPUT",
+                        "-d",
+                        &ip,
+                        "-m",
+                        "conntrack",
+                        "--ctdir",
+                        "ORIGINAL",
+                        "-j",
+                        "DROP",
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn cut_from_shard_manager(&mut self, node: u64) -> anyhow::Result<()> {
+        let sm_ip = self.sm_ip.clone();
+        self.drop_between(node, &sm_ip)
+    }
+
     async fn heal_network(&mut self) -> anyhow::Result<()> {
         for node in self.nodes() {
             self.iptables(node, &["-F", "INPUT"])?;

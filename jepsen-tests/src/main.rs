@@ -27,7 +27,10 @@ struct Args {
     /// own writes).
     #[arg(long, default_value = "register")]
     workload: String,
-    /// Comma-separated: kill, pause, partition, sm-kill, move-primary, drain, clock; or "none".
+    /// Comma-separated, one fault at a time: kill, quick-restart, pause,
+    /// partition, one-way, sm-partition, sm-kill, move-primary, drain,
+    /// clock; "all" for every one of them composed (up to three overlapping
+    /// faults); or "none".
     #[arg(long, default_value = "kill,partition")]
     nemesis: String,
     /// Seconds of load and faults.
@@ -51,19 +54,13 @@ struct Args {
 }
 
 fn config(args: &Args) -> anyhow::Result<RunConfig> {
-    let nemeses = if args.nemesis == "none" {
-        vec![]
-    } else {
-        args.nemesis
-            .split(',')
-            .map(|n| Nemesis::parse(n.trim()))
-            .collect::<anyhow::Result<Vec<_>>>()?
-    };
+    let (nemeses, composed) = Nemesis::parse_list(&args.nemesis)?;
     anyhow::ensure!(args.duration > 0, "--duration must be at least 1 second");
     anyhow::ensure!(args.clients > 0, "--clients must be at least 1");
     Ok(RunConfig {
         workload: Workload::parse(&args.workload)?,
         nemeses,
+        composed,
         duration: Duration::from_secs(args.duration),
         seed: args.seed,
         clients: args.clients,

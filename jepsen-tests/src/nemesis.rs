@@ -1,6 +1,8 @@
-//! Nemeses: the faults a run injects, one at a time, on a schedule fixed by
-//! the seed. Each fault is applied, held for a while, then healed; the run
-//! ends with everything healed.
+//! Nemeses: the faults a run injects, on a schedule fixed by the seed. Each
+//! fault is applied, held for a while, then healed; the run ends with
+//! everything healed. A composed schedule (`--nemesis all`) overlaps up to
+//! three faults at once (a partition and a quick restart, a pause and a
+//! kill, two kills), because holes hide where faults meet.
 
 use crate::history::Recorder;
 use crate::target::Target;
@@ -13,11 +15,20 @@ use std::time::Duration;
 pub enum Nemesis {
     /// kill -9 a node, restart it when healing.
     Kill,
+    /// kill -9 a node and restart it within 0-800 ms: inside the leader
+    /// lease it may have promised before the crash.
+    QuickRestart,
     /// SIGSTOP a node, SIGCONT it when healing.
     Pause,
     /// Network partitions: a shard's primary isolated, a 2/3 split, or a
     /// bridge (two groups that only a middle node reaches).
     Partition,
+    /// One direction only: a node (often a primary) cannot send to its
+    /// peers, while their messages still reach it.
+    OneWay,
+    /// A node cut off from the shard manager only; its peers and clients
+    /// still reach it.
+    SmPartition,
     /// kill -9 the shard manager, restart it when healing.
     ShardManagerKill,
     /// Move a random shard's primary to another voter.
@@ -36,10 +47,13 @@ pub enum Nemesis {
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 7] = [
+    pub const ALL: [Nemesis; 10] = [
         Nemesis::Kill,
+        Nemesis::QuickRestart,
         Nemesis::Pause,
         Nemesis::Partition,
+        Nemesis::OneWay,
+        Nemesis::SmPartition,
         Nemesis::ShardManagerKill,
         Nemesis::MovePrimary,
         Nemesis::Drain,
@@ -49,12 +63,42 @@ impl Nemesis {
     pub fn name(self) -> &'static str {
         match self {
             Nemesis::Kill => "kill",
+            Nemesis::QuickRestart => "quick-restart",
             Nemesis::Pause => "pause",
             Nemesis::Partition => "partition",
+            Nemesis::OneWay => "one-way",
+            Nemesis::SmPartition => "sm-partition",
             Nemesis::ShardManagerKill => "sm-kill",
             Nemesis::MovePrimary => "move-primary",
             Nemesis::Drain => "drain",
             Nemesis::Clock => "clock",
+        }
+    }
+
+    /// Faults that filter the network: a composed round has at most one,
+    /// since each replaces the filters the last one set.
+    fn is_network(self) -> bool {
+        matches!(self, Nemesis::Partition | Nemesis::OneWay | Nemesis::SmPartition)
+    }
+
+    /// Faults that may appear twice in one composed round (on two nodes).
+    fn may_repeat(self) -> bool {
+        matches!(self, Nemesis::Kill | Nemesis::QuickRestart | Nemesis::Pause)
+    }
+
+    /// A `--nemesis` value: `none`, `all` (every nemesis, composed), or a
+    /// comma-separated list run one fault at a time. Returns the mix and
+    /// whether to compose it.
+    pub fn parse_list(spec: &str) -> anyhow::Result<(Vec<Nemesis>, bool)> {
+        match spec.trim() {
+            "none" => Ok((Vec::new(), false)),
+            "all" => Ok((Nemesis::ALL.to_vec(), true)),
+            list => Ok((
+                list.split(',')
+                    .map(|n| Nemesis::parse(n.trim()))
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+                false,
+            )),
         }
     }
 
@@ -92,20 +136,57 @@ fn churn(map: &shoal_proto::sm::ShardMap) -> (u64, u64) {
     )
 }
 
-/// Applies one `nemesis` fault, chosen with `rng`.
+/// Applies one `nemesis` fault, chosen with `rng`. Its victim is a node
+/// not in `busy` (the nodes other faults of this round hold), and is added
+/// to it.
 async fn inject<T: Target>(
     target: &mut T,
     nemesis: Nemesis,
     rng: &mut StdRng,
     recorder: &Recorder,
+    busy: &mut Vec<u64>,
 ) -> anyhow::Result<Heal> {
     let nodes = target.nodes();
-    let victim = *nodes.choose(rng).expect("nodes");
+    let free: Vec<u64> = nodes.iter().copied().filter(|n| !busy.contains(n)).collect();
+    let Some(victim) = free.choose(rng).copied() else {
+        return Ok(Heal::Nothing);
+    };
+    busy.push(victim);
     Ok(match nemesis {
         Nemesis::Kill => {
             recorder.nemesis(format!("kill -9 node {victim}"));
             target.kill(victim)?;
             Heal::Restart(victim)
+        }
+        Nemesis::QuickRestart => {
+            let after = Duration::from_millis(rng.gen_range(0..800));
+            recorder.nemesis(format!("kill -9 node {victim}, restart after {} ms", after.as_millis()));
+            target.kill(victim)?;
+            tokio::time::sleep(after).await;
+            target.restart(victim)?;
+            Heal::Nothing
+        }
+        Nemesis::OneWay => {
+            // Half the time a primary: it can still hear, but not lead.
+            let from = if rng.gen_bool(0.5) {
+                let map = target.shard_map().await?;
+                map.shards
+                    .choose(rng)
+                    .map(|s| s.primary)
+                    .filter(|p| !busy[..busy.len() - 1].contains(p))
+            } else {
+                None
+            }
+            .unwrap_or(victim);
+            let to: Vec<u64> = nodes.iter().copied().filter(|n| *n != from).collect();
+            recorder.nemesis(format!("node {from} cannot send to {to:?} (one way)"));
+            target.cut_one_way(&[from], &to).await?;
+            Heal::Network
+        }
+        Nemesis::SmPartition => {
+            recorder.nemesis(format!("node {victim} cut off from the shard manager"));
+            target.cut_from_shard_manager(victim).await?;
+            Heal::Network
         }
         Nemesis::Pause => {
             recorder.nemesis(format!("pause node {victim}"));
@@ -230,11 +311,36 @@ async fn heal<T: Target>(target: &mut T, heal: Heal, recorder: &Recorder) -> any
     }
 }
 
+/// The faults of one round: one from `mix`, or with `composed` one to
+/// three, at most one of them a network fault (which goes first, while
+/// every node is up to take its filters).
+fn pick_round(mix: &[Nemesis], composed: bool, rng: &mut StdRng) -> Vec<Nemesis> {
+    let first = *mix.choose(rng).expect("mix");
+    if !composed {
+        return vec![first];
+    }
+    let mut round = vec![first];
+    for _ in 1..rng.gen_range(1..=3) {
+        let next = *mix.choose(rng).expect("mix");
+        let clashes = round
+            .iter()
+            .any(|n| (n.is_network() && next.is_network()) || (*n == next && !next.may_repeat()));
+        if !clashes {
+            round.push(next);
+        }
+    }
+    round.sort_by_key(|n| !n.is_network());
+    round
+}
+
 /// Injects faults from `mix` until `duration` has passed: a quiet spell of
-/// 1-4 s, a fault held 2-8 s, heal, again. Everything is healed on return.
+/// 1-4 s, a round of faults (one, or with `composed` up to three at once)
+/// held 2-8 s, heal them in reverse order, again. Everything is healed on
+/// return.
 pub async fn run_schedule<T: Target>(
     target: &mut T,
     mix: &[Nemesis],
+    composed: bool,
     seed: u64,
     duration: Duration,
     recorder: &Recorder,
@@ -253,10 +359,63 @@ pub async fn run_schedule<T: Target>(
             return Ok(());
         }
         tokio::time::sleep(quiet).await;
-        let nemesis = *mix.choose(&mut rng).expect("mix");
-        let undo = inject(target, nemesis, &mut rng, recorder).await?;
+        let mut busy = Vec::new();
+        let mut undo = Vec::new();
+        for nemesis in pick_round(mix, composed, &mut rng) {
+            match inject(target, nemesis, &mut rng, recorder, &mut busy).await {
+                Ok(heal) => undo.push(heal),
+                Err(e) => {
+                    // Heal what this round did before giving up.
+                    for heal_step in undo.into_iter().rev() {
+                        let _ = heal(target, heal_step, recorder).await;
+                    }
+                    return Err(e);
+                }
+            }
+            // Overlapping, not simultaneous: the next fault lands mid-way.
+            if composed {
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(0..1_500))).await;
+            }
+        }
         let hold = Duration::from_millis(rng.gen_range(2_000..8_000));
         tokio::time::sleep(hold.min(deadline.saturating_duration_since(tokio::time::Instant::now()))).await;
-        heal(target, undo, recorder).await?;
+        for heal_step in undo.into_iter().rev() {
+            heal(target, heal_step, recorder).await?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn composed_rounds_overlap_faults_but_never_two_network_filters() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut sizes = [0usize; 4];
+        for _ in 0..500 {
+            let round = pick_round(&Nemesis::ALL, true, &mut rng);
+            sizes[round.len()] += 1;
+            assert!(round.iter().filter(|n| n.is_network()).count() <= 1, "{round:?}");
+            if round.iter().any(|n| n.is_network()) {
+                assert!(round[0].is_network(), "network faults go first: {round:?}");
+            }
+        }
+        assert!(sizes[2] > 0 && sizes[3] > 0, "rounds of 2 and 3 faults: {sizes:?}");
+        let single = pick_round(&Nemesis::ALL, false, &mut rng);
+        assert_eq!(single.len(), 1);
+    }
+
+    #[test]
+    fn all_means_every_nemesis_composed() {
+        let (mix, composed) = Nemesis::parse_list("all").unwrap();
+        assert_eq!(mix.len(), Nemesis::ALL.len());
+        assert!(composed);
+        let (mix, composed) = Nemesis::parse_list("kill, quick-restart,one-way").unwrap();
+        assert_eq!(mix, vec![Nemesis::Kill, Nemesis::QuickRestart, Nemesis::OneWay]);
+        assert!(!composed);
+        assert!(Nemesis::parse_list("kil").is_err());
+        assert_eq!(Nemesis::parse_list("none").unwrap().0, vec![]);
     }
 }

@@ -18,6 +18,8 @@ use std::time::Duration;
 pub struct RunConfig {
     pub workload: Workload,
     pub nemeses: Vec<Nemesis>,
+    /// Overlap up to three faults at a time (`--nemesis all`).
+    pub composed: bool,
     pub duration: Duration,
     pub seed: u64,
     pub clients: usize,
@@ -34,6 +36,7 @@ pub struct RunConfig {
 pub struct RunReport {
     pub workload: &'static str,
     pub nemeses: Vec<&'static str>,
+    pub composed: bool,
     pub seed: u64,
     pub duration_s: f64,
     pub counts: Counts,
@@ -45,9 +48,10 @@ impl std::fmt::Display for RunReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "workload {} nemesis [{}] seed {} for {:.0} s: {}; {} nemesis events; verdict {}",
+            "workload {} nemesis [{}]{} seed {} for {:.0} s: {}; {} nemesis events; verdict {}",
             self.workload,
             self.nemeses.join(","),
+            if self.composed { " composed" } else { "" },
             self.seed,
             self.duration_s,
             self.counts,
@@ -133,7 +137,15 @@ pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Resul
     let clients: Vec<_> = (0..config.clients)
         .map(|process| tokio::spawn(client_loop(ctx.clone(), process)))
         .collect();
-    let schedule = run_schedule(target, &config.nemeses, config.seed, config.duration, &recorder).await;
+    let schedule = run_schedule(
+        target,
+        &config.nemeses,
+        config.composed,
+        config.seed,
+        config.duration,
+        &recorder,
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await?;
@@ -152,6 +164,7 @@ pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Resul
     let report = RunReport {
         workload: config.workload.name(),
         nemeses: config.nemeses.iter().map(|n| n.name()).collect(),
+        composed: config.composed,
         seed: config.seed,
         duration_s: config.duration.as_secs_f64(),
         counts: Counts::of(&ops),

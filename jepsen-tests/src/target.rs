@@ -22,6 +22,11 @@ pub trait Target {
     async fn partition(&mut self, side_a: &[u64], side_b: &[u64]) -> anyhow::Result<()>;
     /// Cuts one node off from every peer and from the shard manager.
     async fn isolate(&mut self, node: u64) -> anyhow::Result<()>;
+    /// Messages from `from` to `to` are lost; the other way still works
+    /// (requests `to` sends reach `from`, and their answers come back).
+    async fn cut_one_way(&mut self, from: &[u64], to: &[u64]) -> anyhow::Result<()>;
+    /// Cuts one node off from the shard manager only.
+    async fn cut_from_shard_manager(&mut self, node: u64) -> anyhow::Result<()>;
     /// Undoes every partition.
     async fn heal_network(&mut self) -> anyhow::Result<()>;
     async fn set_failpoint(&mut self, node: u64, name: &str, actions: &str) -> anyhow::Result<()>;
@@ -132,6 +137,18 @@ impl Target for LocalTarget {
             }
         }
         Ok(())
+    }
+
+    async fn cut_one_way(&mut self, from: &[u64], to: &[u64]) -> anyhow::Result<()> {
+        let actions = format!("return({})", list(to));
+        for node in from {
+            self.cluster.set_failpoint(*node, "raft-send", &actions).await?;
+        }
+        Ok(())
+    }
+
+    async fn cut_from_shard_manager(&mut self, node: u64) -> anyhow::Result<()> {
+        self.cluster.set_failpoint(node, "sm-heartbeat", "return").await
     }
 
     async fn isolate(&mut self, node: u64) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! The CI slice of the fault-injection suite: short runs on a fresh local
 //! cluster (5 kv-server processes and a shard manager) that must be valid,
+//! some under one fault at a time, some under every nemesis composed,
 //! and a run with a deliberate bug that must be invalid — proof that the
 //! checker can fail. Longer runs: `make jepsen`.
 
@@ -25,6 +26,7 @@ fn config(workload: Workload, nemeses: &[Nemesis], seconds: u64, seed: u64, bug:
     RunConfig {
         workload,
         nemeses: nemeses.to_vec(),
+        composed: nemeses == Nemesis::ALL,
         duration: Duration::from_secs(seconds),
         seed,
         clients: 5,
@@ -72,6 +74,22 @@ async fn bounded_and_ryw_reads_keep_their_promises_under_partition_pause_and_clo
         let report = must_run(config(workload, &nemeses, 25, seed, false)).await;
         assert_eq!(report.verdict, Verdict::Valid, "{report}");
         assert!(report.counts.ok > 500, "{report}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_is_linearizable_under_composed_faults() {
+    let report = must_run(config(Workload::Register, &Nemesis::ALL, 45, 17, false)).await;
+    assert_eq!(report.verdict, Verdict::Valid, "{report}");
+    assert!(report.nemesis_events >= 6, "faults were injected: {report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ryw_and_bounded_keep_their_promises_under_composed_faults() {
+    for (workload, seed) in [(Workload::Ryw, 18), (Workload::Bounded, 19)] {
+        let report = must_run(config(workload, &Nemesis::ALL, 30, seed, false)).await;
+        assert_eq!(report.verdict, Verdict::Valid, "{report}");
+        assert!(report.nemesis_events >= 4, "faults were injected: {report}");
     }
 }
 

@@ -40,6 +40,9 @@ pub struct LocalClusterSpec {
     pub kv_server_bin: PathBuf,
     /// Extra lines for each node's `[raft]` table, e.g. `snapshot_every_entries = 500`.
     pub raft_settings: Vec<String>,
+    /// Lines for each node's `[faults]` table, e.g. `lose_unsynced_writes = true`
+    /// (kv-server built with `failpoints`).
+    pub fault_settings: Vec<String>,
     /// Run a shard manager that owns the layout (instead of a static file).
     pub shard_manager: bool,
     pub shard_manager_bin: PathBuf,
@@ -62,6 +65,7 @@ impl LocalClusterSpec {
             ports: Ports::Ephemeral,
             kv_server_bin: find_binary("kv-server", "SHOAL_KV_SERVER"),
             raft_settings: Vec::new(),
+            fault_settings: Vec::new(),
             shard_manager: false,
             shard_manager_bin: find_binary("shard-manager", "SHOAL_SHARD_MANAGER_BIN"),
             regions: Vec::new(),
@@ -227,11 +231,13 @@ fn node_toml(spec: &LocalClusterSpec, id: u64, client: &str, raft: &str, source:
             out.push_str(&format!("shard_manager = \"{addr}\"\nsm_heartbeat_interval_ms = 200\n"));
         }
     }
-    if !spec.raft_settings.is_empty() {
-        out.push_str("\n[raft]\n");
-        for line in &spec.raft_settings {
-            out.push_str(line);
-            out.push('\n');
+    for (table, lines) in [("raft", &spec.raft_settings), ("faults", &spec.fault_settings)] {
+        if !lines.is_empty() {
+            out.push_str(&format!("\n[{table}]\n"));
+            for line in lines {
+                out.push_str(line);
+                out.push('\n');
+            }
         }
     }
     out

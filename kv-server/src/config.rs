@@ -44,6 +44,19 @@ pub struct NodeConfig {
     pub raft: RaftTuning,
     #[serde(default)]
     pub reads: ReadTuning,
+    /// Faults a test switches on at start; builds without the `failpoints`
+    /// feature refuse them.
+    #[serde(default)]
+    pub faults: FaultInjection,
+}
+
+/// Faults switched on for a whole run of the node (docs/failpoints.md).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultInjection {
+    /// A kill -9 loses every write not yet fsynced, as a power loss would:
+    /// the WAL stays in the process until the node syncs it.
+    pub lose_unsynced_writes: bool,
 }
 
 /// How replicas other than the primary serve reads (docs/consistency.md).
@@ -193,6 +206,9 @@ impl NodeConfig {
         if r.snapshot_every_entries == 0 {
             bail!("raft.snapshot_every_entries: must be at least 1");
         }
+        if self.faults.lose_unsynced_writes && !cfg!(feature = "failpoints") {
+            bail!("faults.lose_unsynced_writes: needs a kv-server built with the failpoints feature");
+        }
         Ok(())
     }
 
@@ -213,6 +229,13 @@ impl NodeConfig {
             election_timeout_max: r.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_every_entries),
             max_in_snapshot_log_to_keep: r.logs_kept_behind_snapshot,
+            // A candidate first asks whether it could win (see the PreVote RPC).
+            enable_pre_vote: Some(true),
+            // A restarted leader must win an election again. Restoring its
+            // leadership would trust its committed index, which is not
+            // fsynced: after a power loss it can lag writes a quorum
+            // acknowledged, and reads served at it would miss them.
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         config.validate().context("raft: openraft rejected the settings")

@@ -33,3 +33,42 @@ pub fn blocks_peer(name: &str, peer: u64) -> bool {
         false
     }
 }
+
+/// Failpoint `name` as a pause of the calling thread: `return(MS)` blocks
+/// it MS milliseconds, for a read held between two steps (a concurrent
+/// write or removal lands in between). On a multi-threaded runtime the
+/// worker first hands its other tasks away (`block_in_place`), so the rest
+/// of the node keeps running. Nothing when off.
+pub fn pause(name: &str) {
+    #[cfg(feature = "failpoints")]
+    {
+        let ms = fail::eval(name, |arg| arg.and_then(|a| a.trim().parse::<u64>().ok()).unwrap_or(0));
+        if let Some(ms) = ms {
+            let sleep = || std::thread::sleep(std::time::Duration::from_millis(ms));
+            match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(sleep),
+                _ => sleep(),
+            }
+        }
+    }
+    #[cfg(not(feature = "failpoints"))]
+    {
+        let _ = name;
+    }
+}
+
+/// Failpoint `name` as an asynchronous delay: `return(MS)` waits MS
+/// milliseconds without blocking a thread. Nothing when off.
+pub async fn delay(name: &str) {
+    #[cfg(feature = "failpoints")]
+    {
+        let ms = fail::eval(name, |arg| arg.and_then(|a| a.trim().parse::<u64>().ok()).unwrap_or(0));
+        if let Some(ms) = ms {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+    }
+    #[cfg(not(feature = "failpoints"))]
+    {
+        let _ = name;
+    }
+}

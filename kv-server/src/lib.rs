@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`clock`]: the node's wall clock (TTL, freshness), skewable in fault tests.
+//! - [`peer_clocks`]: how far this node's clock is from its peers' (leaders refuse to stamp writes with a clock a quorum disagrees with).
 //! - [`config`]: the node's TOML configuration and its validation.
 //! - [`layout`]: the cluster layout (nodes, keyspaces, shards) a node serves.
 //! - [`types`]: newtypes for ids and versions.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod failpoints;
 pub mod keys;
 pub mod layout;
+pub mod peer_clocks;
 pub mod raft;
 pub mod rpc;
 pub mod server;

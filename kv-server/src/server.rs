@@ -77,11 +77,12 @@ pub async fn run(
     let horizons = ExpiryHorizons::new();
     let reclaim = horizons.clone();
     let engine: SharedEngine = Arc::new(
-        RocksEngine::open(
+        RocksEngine::open_with(
             &config.data_dir.join("db"),
             Some(Arc::new(move |key: &[u8], value: &[u8]| {
                 reclaim.reclaimable(key, value)
             })),
+            config.faults.lose_unsynced_writes,
         )
         .context("opening the RocksDB database")?,
     );

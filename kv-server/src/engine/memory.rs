@@ -2,7 +2,7 @@
 //! Used by unit tests and the storage conformance suite; it keeps the same
 //! atomicity (a batch applies under one lock) but has no durability.
 
-use super::{BatchOp, Direction, Engine, ExportSink, ScanVisitor, Visit, WriteBatch};
+use super::{BatchOp, Direction, Engine, ExportSink, ReadView, ScanVisitor, ViewReader, Visit, WriteBatch};
 use crate::keys::ALL_CFS;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -111,6 +111,16 @@ impl Engine for MemEngine {
         Ok(())
     }
 
+    fn read_view(&self, reader: &mut ViewReader<'_>) -> io::Result<()> {
+        // A copy of every table: slow, but this engine serves tests only.
+        let tables = self
+            .tables
+            .lock()
+            .map_err(|_| io::Error::other("mem engine lock poisoned"))?
+            .clone();
+        reader(&MemView { tables })
+    }
+
     fn approximate_bytes(&self, cf: &'static str, start: &[u8], end: &[u8]) -> io::Result<u64> {
         if start >= end {
             return Ok(0);
@@ -129,6 +139,49 @@ impl Engine for MemEngine {
             let mut iter = entries.into_iter().map(Ok);
             sink(&mut iter);
         })?;
+        Ok(())
+    }
+}
+
+/// A copy of the tables at one moment.
+struct MemView {
+    tables: HashMap<&'static str, Table>,
+}
+
+impl MemView {
+    fn table(&self, cf: &'static str) -> io::Result<&Table> {
+        self.tables
+            .get(cf)
+            .ok_or_else(|| io::Error::other(format!("missing column family {cf}")))
+    }
+}
+
+impl ReadView for MemView {
+    fn get(&self, cf: &'static str, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.table(cf)?.get(key).cloned())
+    }
+
+    fn scan(
+        &self,
+        cf: &'static str,
+        start: &[u8],
+        end: &[u8],
+        direction: Direction,
+        visitor: &mut ScanVisitor<'_>,
+    ) -> io::Result<()> {
+        if start >= end {
+            return Ok(());
+        }
+        let range = self.table(cf)?.range(start.to_vec()..end.to_vec());
+        let entries: Box<dyn Iterator<Item = (&Vec<u8>, &Vec<u8>)>> = match direction {
+            Direction::Forward => Box::new(range),
+            Direction::Reverse => Box::new(range.rev()),
+        };
+        for (key, value) in entries {
+            if visitor(key, value)? == Visit::Stop {
+                break;
+            }
+        }
         Ok(())
     }
 }

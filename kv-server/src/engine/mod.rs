@@ -82,6 +82,25 @@ pub type ScanVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> io::Result<Visit> + 'a;
 /// Says whether compaction may drop an entry (key, value).
 pub type DataFilter = Arc<dyn Fn(&[u8], &[u8]) -> bool + Send + Sync>;
 
+/// One point-in-time state of the engine: every read through it sees the
+/// same writes, whatever is written meanwhile (see [`Engine::read_view`]).
+pub trait ReadView {
+    fn get(&self, cf: &'static str, key: &[u8]) -> io::Result<Option<Vec<u8>>>;
+
+    /// Like [`Engine::scan`], over this view.
+    fn scan(
+        &self,
+        cf: &'static str,
+        start: &[u8],
+        end: &[u8],
+        direction: Direction,
+        visitor: &mut ScanVisitor<'_>,
+    ) -> io::Result<()>;
+}
+
+/// Reads through one [`ReadView`].
+pub type ViewReader<'a> = dyn FnMut(&dyn ReadView) -> io::Result<()> + 'a;
+
 /// Receives the entries of a frozen (point-in-time) range export.
 pub type ExportSink = Box<dyn FnOnce(&mut dyn Iterator<Item = io::Result<(Vec<u8>, Vec<u8>)>>) + Send>;
 
@@ -106,6 +125,11 @@ pub trait Engine: Send + Sync + 'static {
         direction: Direction,
         visitor: &mut ScanVisitor<'_>,
     ) -> io::Result<()>;
+
+    /// Runs `reader` against one point-in-time view of the whole engine, so
+    /// several gets and scans see one state (a multi-get or a scan never
+    /// sees half of an atomic batch). The view lives until `reader` returns.
+    fn read_view(&self, reader: &mut ViewReader<'_>) -> io::Result<()>;
 
     /// Pins a point-in-time view of `[start, end)` and feeds it to `sink` on a
     /// background thread. Returns once the view is pinned: writes made after

@@ -1,6 +1,6 @@
 //! [`Engine`] over RocksDB. The only module that mentions `rocksdb`.
 
-use super::{BatchOp, DataFilter, Direction, Engine, ExportSink, ScanVisitor, Visit, WriteBatch};
+use super::{BatchOp, DataFilter, Direction, Engine, ExportSink, ReadView, ScanVisitor, ViewReader, Visit, WriteBatch};
 use crate::keys::{ALL_CFS, CF_DATA};
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, ReadOptions, DB};
 use std::io;
@@ -20,7 +20,20 @@ impl RocksEngine {
     /// family. `reclaim` says which entries of `data` compaction may drop
     /// (expired keys, see [`crate::ttl`]).
     pub fn open(path: &Path, reclaim: Option<DataFilter>) -> io::Result<RocksEngine> {
+        RocksEngine::open_with(path, reclaim, false)
+    }
+
+    /// [`Self::open`], and with `lose_unsynced_on_crash` the WAL is kept in
+    /// the process until [`Engine::sync_wal`] (RocksDB's manual WAL flush):
+    /// a kill -9 then loses every write not yet synced, as a power loss
+    /// would. A fault-injection mode, never for production.
+    pub fn open_with(
+        path: &Path,
+        reclaim: Option<DataFilter>,
+        lose_unsynced_on_crash: bool,
+    ) -> io::Result<RocksEngine> {
         let mut opts = Options::default();
+        opts.set_manual_wal_flush(lose_unsynced_on_crash);
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         // Writes are ordered through one WAL shared by all shards; after a
@@ -48,6 +61,66 @@ impl RocksEngine {
         self.db
             .cf_handle(name)
             .ok_or_else(|| io::Error::other(format!("missing column family {name}")))
+    }
+}
+
+/// Visits `[start, end)` of `cf` in `direction`, at `snapshot` if given.
+fn scan_db(
+    db: &DB,
+    cf: &rocksdb::ColumnFamily,
+    snapshot: Option<&rocksdb::Snapshot<'_>>,
+    start: &[u8],
+    end: &[u8],
+    direction: Direction,
+    visitor: &mut ScanVisitor<'_>,
+) -> io::Result<()> {
+    let mut read_opts = ReadOptions::default();
+    read_opts.set_iterate_lower_bound(start.to_vec());
+    read_opts.set_iterate_upper_bound(end.to_vec());
+    if let Some(snapshot) = snapshot {
+        read_opts.set_snapshot(snapshot);
+    }
+    let mode = match direction {
+        Direction::Forward => IteratorMode::Start,
+        Direction::Reverse => IteratorMode::End,
+    };
+    for item in db.iterator_cf_opt(cf, read_opts, mode) {
+        let (key, value) = item.map_err(io_err)?;
+        if visitor(&key, &value)? == Visit::Stop {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// A RocksDB snapshot: gets and scans at one sequence number.
+struct RocksView<'a> {
+    engine: &'a RocksEngine,
+    snapshot: &'a rocksdb::Snapshot<'a>,
+}
+
+impl ReadView for RocksView<'_> {
+    fn get(&self, cf: &'static str, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        self.snapshot.get_cf(self.engine.cf(cf)?, key).map_err(io_err)
+    }
+
+    fn scan(
+        &self,
+        cf: &'static str,
+        start: &[u8],
+        end: &[u8],
+        direction: Direction,
+        visitor: &mut ScanVisitor<'_>,
+    ) -> io::Result<()> {
+        scan_db(
+            &self.engine.db,
+            self.engine.cf(cf)?,
+            Some(self.snapshot),
+            start,
+            end,
+            direction,
+            visitor,
+        )
     }
 }
 
@@ -80,20 +153,15 @@ impl Engine for RocksEngine {
         direction: Direction,
         visitor: &mut ScanVisitor<'_>,
     ) -> io::Result<()> {
-        let mut read_opts = ReadOptions::default();
-        read_opts.set_iterate_lower_bound(start.to_vec());
-        read_opts.set_iterate_upper_bound(end.to_vec());
-        let mode = match direction {
-            Direction::Forward => IteratorMode::Start,
-            Direction::Reverse => IteratorMode::End,
-        };
-        for item in self.db.iterator_cf_opt(self.cf(cf)?, read_opts, mode) {
-            let (key, value) = item.map_err(io_err)?;
-            if visitor(&key, &value)? == Visit::Stop {
-                break;
-            }
-        }
-        Ok(())
+        scan_db(&self.db, self.cf(cf)?, None, start, end, direction, visitor)
+    }
+
+    fn read_view(&self, reader: &mut ViewReader<'_>) -> io::Result<()> {
+        let snapshot = self.db.snapshot();
+        reader(&RocksView {
+            engine: self,
+            snapshot: &snapshot,
+        })
     }
 
     fn compact(&self, cf: &'static str, start: &[u8], end: &[u8]) -> io::Result<()> {

@@ -8,26 +8,41 @@
 
 use crate::engine::{Direction, SharedEngine, Visit, WriteBatch};
 use crate::keys::{self, RaftMetaTag, CF_RAFT_LOG, CF_RAFT_META};
+use crate::raft::acceptance::Acceptances;
 use crate::raft::types::{decode, encode, Entry, LogId, TypeConfig, Vote};
 use crate::raft::wal_syncer::WalSyncer;
 use crate::types::ShardId;
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::OptionalSend;
+use openraft::{EntryPayload, OptionalSend};
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct ShardLogStore {
     shard: ShardId,
     engine: SharedEngine,
     syncer: WalSyncer,
+    /// Told of every fast-ack entry this store appends.
+    acceptances: Arc<Acceptances>,
 }
 
 impl ShardLogStore {
     pub fn new(shard: ShardId, engine: SharedEngine, syncer: WalSyncer) -> ShardLogStore {
-        ShardLogStore { shard, engine, syncer }
+        ShardLogStore {
+            shard,
+            engine,
+            syncer,
+            acceptances: Arc::default(),
+        }
+    }
+
+    /// Reports appended fast-ack entries to `acceptances`.
+    pub fn with_acceptances(mut self, acceptances: Arc<Acceptances>) -> ShardLogStore {
+        self.acceptances = acceptances;
+        self
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, tag: RaftMetaTag) -> io::Result<Option<T>> {
@@ -144,7 +159,13 @@ impl RaftLogStorage<TypeConfig> for ShardLogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = WriteBatch::default();
+        let mut accepted = Vec::new();
         for entry in entries {
+            if let EntryPayload::Normal(command) = &entry.payload {
+                if command.accept_ticket() != 0 {
+                    accepted.push((command.accept_ticket(), entry.index()));
+                }
+            }
             batch.put(
                 CF_RAFT_LOG,
                 keys::raft_log_key(self.shard, entry.index()),
@@ -153,6 +174,11 @@ impl RaftLogStorage<TypeConfig> for ShardLogStore {
         }
         // Written (and readable) now; acknowledged once the syncer fsyncs.
         self.engine.write(batch)?;
+        // A fast-ack write is acknowledged here: in the leader's log, safe
+        // from a process crash (the WAL is in the OS), not yet fsynced.
+        for (ticket, index) in accepted {
+            self.acceptances.accepted(ticket, index);
+        }
         self.syncer.flush_then(callback);
         Ok(())
     }

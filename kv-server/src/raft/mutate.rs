@@ -105,6 +105,7 @@ impl Applier<'_, '_> {
                 ops,
                 now_ms,
                 request,
+                ..
             } => {
                 self.advance_clock(now_ms);
                 let Some(request) = request else {
@@ -332,6 +333,7 @@ mod tests {
             ops,
             now_ms,
             request,
+            accept_ticket: 0,
         }
     }
 

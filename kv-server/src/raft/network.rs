@@ -5,6 +5,7 @@
 //! traffic to a peer rides one HTTP/2 connection (multiplexed by shard id
 //! in each message) instead of one connection per shard per peer.
 
+use crate::peer_clocks::PeerClocks;
 use crate::raft::types::{decode, encode, RaftError, RpcError, Snapshot, SnapshotData, TypeConfig, Vote};
 use crate::shard::freshness::Freshness;
 use crate::types::ShardId;
@@ -32,11 +33,18 @@ const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 #[derive(Default)]
 pub struct PeerChannels {
     channels: DashMap<String, Channel>,
+    /// Every reply's wall clock, per peer node.
+    clocks: Arc<PeerClocks>,
 }
 
 impl PeerChannels {
     pub fn new() -> Arc<PeerChannels> {
         Arc::new(PeerChannels::default())
+    }
+
+    /// How far this node's clock is from each peer's.
+    pub fn clocks(&self) -> &Arc<PeerClocks> {
+        &self.clocks
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
@@ -122,6 +130,13 @@ fn decode_reply<T: DeserializeOwned>(reply: RaftReply) -> Result<T, RpcError> {
 }
 
 impl ShardPeer {
+    /// Records the peer's clock from a reply to a request sent at `sent`
+    /// (our wall clock, our monotonic clock).
+    fn observe_clock(&self, sent: (u64, std::time::Instant), reply: RaftReply) -> RaftReply {
+        self.peers.clocks.observe(self.target, sent.0, sent.1, reply.wall_ms);
+        reply
+    }
+
     fn client(&self) -> Result<RaftTransportClient<Channel>, RpcError> {
         if crate::failpoints::blocks_peer("raft-send", self.target) {
             return Err(unreachable("failpoint raft-send"));
@@ -162,12 +177,13 @@ impl RaftNetworkV2<TypeConfig> for ShardPeer {
             message.fresh_applied = stamp.applied;
             message.fresh_as_of_ms = stamp.as_of_ms;
         }
+        let sent = (crate::clock::wall_ms(), std::time::Instant::now());
         let reply = self
             .client()?
             .append_entries(request)
             .await
             .map_err(status_to_rpc_error)?;
-        decode_reply(reply.into_inner())
+        decode_reply(self.observe_clock(sent, reply.into_inner()))
     }
 
     async fn vote(
@@ -176,7 +192,21 @@ impl RaftNetworkV2<TypeConfig> for ShardPeer {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RpcError> {
         let request = self.request(&rpc, option.hard_ttl())?;
+        let sent = (crate::clock::wall_ms(), std::time::Instant::now());
         let reply = self.client()?.vote(request).await.map_err(status_to_rpc_error)?;
+        decode_reply(self.observe_clock(sent, reply.into_inner()))
+    }
+
+    /// Implemented (openraft's default grants every Pre-Vote): without it, a
+    /// node cut off from the leader bumps its term on every election timeout
+    /// and disrupts the group when it reconnects.
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RpcError> {
+        let request = self.request(&rpc, option.hard_ttl())?;
+        let reply = self.client()?.pre_vote(request).await.map_err(status_to_rpc_error)?;
         decode_reply(reply.into_inner())
     }
 

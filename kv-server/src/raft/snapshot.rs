@@ -56,6 +56,10 @@ fn write_chunk(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
     out.write_all(bytes)
 }
 
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 /// Reads every entry of a snapshot file, checking magic and trailer.
 pub fn read_snapshot_file(file: &mut File, mut visit: impl FnMut(Vec<u8>, Vec<u8>)) -> io::Result<u64> {
     use std::io::Seek;
@@ -119,7 +123,18 @@ pub struct SnapshotDir {
 impl SnapshotDir {
     pub fn new(dir: PathBuf) -> io::Result<SnapshotDir> {
         fs::create_dir_all(&dir)?;
+        // The folder's own entry must survive a power loss too.
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
         Ok(SnapshotDir { dir })
+    }
+
+    /// Makes the folder's entries durable: a file created (or deleted) here
+    /// survives a power loss only once its folder is fsynced. Call after a
+    /// new file is synced and before anything durable names it.
+    pub fn sync(&self) -> io::Result<()> {
+        sync_dir(&self.dir)
     }
 
     pub fn path_of(&self, file_name: &str) -> PathBuf {

@@ -114,9 +114,11 @@ fn stage_snapshot_info(batch: &mut WriteBatch, shard: ShardId, info: &StoredSnap
     Ok(())
 }
 
-/// Writes `batch` (which records the new current snapshot), makes it
-/// durable, and only then deletes older snapshot files. Blocking.
+/// Makes the new snapshot file's folder entry durable, writes `batch`
+/// (which records it as the current snapshot), makes that durable, and
+/// only then deletes older snapshot files. Blocking.
 fn commit_snapshot_switch(engine: &SharedEngine, dir: &SnapshotDir, batch: WriteBatch, keep: &str) -> io::Result<()> {
+    dir.sync()?;
     engine.write(batch)?;
     engine.sync_wal()?;
     dir.remove_all_but(keep)

@@ -74,6 +74,22 @@ pub enum MutateOp {
     Increment { ushard: UshardId, key: Vec<u8>, delta: i64 },
 }
 
+impl Command {
+    /// Whether the command carries its proposer's wall clock (which moves
+    /// the shard's apply clock).
+    pub fn is_timed(&self) -> bool {
+        matches!(self, Command::Mutate { .. } | Command::ForgetIdleClients { .. })
+    }
+
+    /// The fast-ack ticket this entry carries on its leader (0: none).
+    pub fn accept_ticket(&self) -> u64 {
+        match self {
+            Command::Mutate { accept_ticket, .. } => *accept_ticket,
+            _ => 0,
+        }
+    }
+}
+
 impl MutateOp {
     pub fn condition(&self) -> Option<&Condition> {
         match self {
@@ -111,6 +127,11 @@ pub enum Command {
         ops: Vec<MutateOp>,
         now_ms: u64,
         request: Option<RequestId>,
+        /// Leader-local, never encoded (followers and the stored log see
+        /// 0): a fast-ack proposal's ticket, reported by the leader's log
+        /// store when it appends the entry (see [`crate::raft::acceptance`]).
+        #[serde(skip)]
+        accept_ticket: u64,
     },
     /// Forgets the exactly-once record of every client no request touched
     /// for `idle_ms` on the apply clock (advanced to `now_ms` first).

@@ -76,6 +76,7 @@ impl KvService {
             ops,
             now_ms,
             request,
+            accept_ticket: 0,
         };
         // A deliberate bug for proving the fault-injection suite can fail:
         // acknowledge before the write is committed (docs/failpoints.md).
@@ -162,13 +163,12 @@ impl Kv for KvService {
                 let (keyspace, shard) = self.resolve(&layout, req.header.as_ref())?;
                 let (ushard, key) = check_key(&self.host.limits, keyspace, shard, req.key.as_ref())?;
                 let replica = self.read_replica(shard, read_mode(req.consistency.as_ref())).await?;
-                let value = replica.get_local(keyspace.id, ushard, key)?.map(to_value);
-                // Read after the data: the token covers everything the read saw.
-                let applied_version = replica.applied();
+                crate::failpoints::delay("read-before").await;
+                let read = replica.read(|view| view.get(keyspace.id, ushard, key))?;
                 Ok(GetResponse {
                     header: self.response_header(&layout, shard),
-                    value,
-                    applied_version,
+                    value: read.value.map(to_value),
+                    applied_version: read.applied,
                 })
             }
             .await,
@@ -193,13 +193,21 @@ impl Kv for KvService {
                     keys.push(check_key(&self.host.limits, keyspace, shard, Some(key))?);
                 }
                 let replica = self.read_replica(shard, read_mode(req.consistency.as_ref())).await?;
-                let found = keys
-                    .into_iter()
-                    .map(|(ushard, key)| Ok(replica.get_local(keyspace.id, ushard, key)?.map(to_value)))
-                    .collect::<KvResult<Vec<_>>>()?;
-                // Read after the data: the token covers everything the reads saw.
-                let applied_version = replica.applied();
+                crate::failpoints::delay("read-before").await;
+                let found = replica.read(|view| {
+                    keys.iter()
+                        .enumerate()
+                        .map(|(i, (ushard, key))| {
+                            if i > 0 {
+                                crate::failpoints::pause("read-between");
+                            }
+                            Ok(view.get(keyspace.id, *ushard, key)?.map(to_value))
+                        })
+                        .collect::<KvResult<Vec<_>>>()
+                })?;
+                let applied_version = found.applied;
                 let values = found
+                    .value
                     .into_iter()
                     .map(|value| GetResponse {
                         header: None,
@@ -337,7 +345,9 @@ impl Kv for KvService {
                     },
                 };
                 let replica = self.read_replica(shard, read_mode(req.consistency.as_ref())).await?;
-                let page = scan_shard(&replica, keyspace.id, &ushards, &spec)?;
+                crate::failpoints::delay("read-before").await;
+                let read = replica.read(|view| scan_shard(view, keyspace.id, &ushards, &spec))?;
+                let page = read.value;
                 let resume_after = match (page.more, page.items.last()) {
                     (true, Some(last)) => Cursor {
                         key: last.key.clone(),

@@ -5,6 +5,7 @@ use crate::raft::types::TypeConfig;
 use crate::raft::types::{decode, encode, RaftError, Snapshot, SnapshotMeta, Vote};
 use crate::shard::freshness::FreshnessStamp;
 use crate::shard::host::NodeHost;
+use crate::shard::replica::ShardReplica;
 use crate::types::ShardId;
 use futures::StreamExt;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
@@ -26,12 +27,40 @@ impl RaftService {
         RaftService { host, incoming_dir }
     }
 
+    /// Votes and pre-votes wait for the restart embargo
+    /// ([`NodeHost::may_vote`]).
+    fn refuse_while_embargoed(&self) -> Result<(), Status> {
+        if self.host.may_vote() {
+            return Ok(());
+        }
+        Err(Status::unavailable(
+            "restarted less than one leader lease ago: not voting yet",
+        ))
+    }
+
+    /// The replica a request names, with its decoded payload.
+    fn route<T: serde::de::DeserializeOwned>(&self, req: &RaftRequest) -> Result<Routed<T>, Status> {
+        let shard = ShardId(req.shard_id);
+        let Ok(replica) = self.host.shard(shard) else {
+            return Ok(Routed::NotHosted(Self::not_hosted(shard)));
+        };
+        Ok(Routed::Here(replica, decode(&req.payload).map_err(bad_payload)?))
+    }
+
     fn not_hosted(shard: ShardId) -> Response<RaftReply> {
         Response::new(RaftReply {
             payload: Vec::new(),
             error: format!("shard {shard} is not hosted here"),
+            wall_ms: crate::clock::wall_ms(),
         })
     }
+}
+
+/// Where a Raft message goes: a replica hosted here and the message, or
+/// the answer that the shard is not hosted here.
+enum Routed<T> {
+    Here(Arc<ShardReplica>, T),
+    NotHosted(Response<RaftReply>),
 }
 
 /// The `raft-receive` failpoint: with `raft-send` it cuts a node off from
@@ -52,6 +81,7 @@ fn encode_reply<T: serde::Serialize>(result: &T) -> Result<Response<RaftReply>, 
     Ok(Response::new(RaftReply {
         payload,
         error: String::new(),
+        wall_ms: crate::clock::wall_ms(),
     }))
 }
 
@@ -82,26 +112,30 @@ impl RaftTransport for RaftService {
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         receive_failpoint()?;
-        if !self.host.may_vote() {
-            return Err(Status::unavailable(
-                "restarted less than one leader lease ago: not voting yet",
-            ));
-        }
-        let req = request.into_inner();
-        let Ok(replica) = self.host.shard(ShardId(req.shard_id)) else {
-            return Ok(Self::not_hosted(ShardId(req.shard_id)));
+        self.refuse_while_embargoed()?;
+        let (replica, rpc) = match self.route(&request.into_inner())? {
+            Routed::Here(replica, rpc) => (replica, rpc),
+            Routed::NotHosted(reply) => return Ok(reply),
         };
-        let rpc = decode(&req.payload).map_err(bad_payload)?;
         encode_reply(&replica.raft.vote(rpc).await)
+    }
+
+    async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        receive_failpoint()?;
+        self.refuse_while_embargoed()?;
+        let (replica, rpc) = match self.route(&request.into_inner())? {
+            Routed::Here(replica, rpc) => (replica, rpc),
+            Routed::NotHosted(reply) => return Ok(reply),
+        };
+        encode_reply(&replica.raft.pre_vote(rpc).await)
     }
 
     async fn transfer_leader(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         receive_failpoint()?;
-        let req = request.into_inner();
-        let Ok(replica) = self.host.shard(ShardId(req.shard_id)) else {
-            return Ok(Self::not_hosted(ShardId(req.shard_id)));
+        let (replica, rpc) = match self.route(&request.into_inner())? {
+            Routed::Here(replica, rpc) => (replica, rpc),
+            Routed::NotHosted(reply) => return Ok(reply),
         };
-        let rpc = decode(&req.payload).map_err(bad_payload)?;
         let result: Result<_, RaftError> = replica.raft.handle_transfer_leader(rpc).await.map_err(RaftError::Fatal);
         encode_reply(&result)
     }

@@ -14,15 +14,19 @@
 //! - it stops vouching when it starts a leadership transfer, since a
 //!   transfer lets the target be elected inside the lease.
 //!
+//! - it vouches only while a quorum of voters agrees with its wall clock
+//!   (see [`crate::peer_clocks`]), so a clock jump cannot vouch ahead.
+//!
 //! A follower or learner that accepted the message keeps the newest stamp;
 //! once it has applied `applied`, its state is at most
 //! `now - as_of_ms + max_clock_offset` old, the offset covering the skew
 //! between the two wall clocks.
 
+use crate::peer_clocks::PeerClocks;
 use crate::raft::types::Raft;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{Instant as _, ServerState};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -33,8 +37,16 @@ pub struct FreshnessStamp {
     pub as_of_ms: u64,
 }
 
+/// What a leader's clock must agree with before it stamps anything.
+pub struct ClockGuard {
+    pub me: u64,
+    pub clocks: Arc<PeerClocks>,
+    pub max_offset_ms: u64,
+}
+
 pub struct Freshness {
     raft: OnceLock<Raft>,
+    clock: ClockGuard,
     applied: watch::Receiver<u64>,
     /// openraft's leader lease (its `election_timeout_max`).
     lease: Duration,
@@ -45,9 +57,10 @@ pub struct Freshness {
 }
 
 impl Freshness {
-    pub fn new(applied: watch::Receiver<u64>, lease: Duration) -> Freshness {
+    pub fn new(applied: watch::Receiver<u64>, lease: Duration, clock: ClockGuard) -> Freshness {
         Freshness {
             raft: OnceLock::new(),
+            clock,
             applied,
             lease,
             received: Mutex::new(None),
@@ -64,6 +77,22 @@ impl Freshness {
     /// This replica's applied index.
     pub fn applied(&self) -> u64 {
         *self.applied.borrow()
+    }
+
+    /// Whether this node's wall clock may stamp writes and freshness: a
+    /// majority of the shard's voters have clocks within the offset budget
+    /// of ours (see [`crate::peer_clocks`]).
+    pub fn clock_agrees(&self) -> Result<(), String> {
+        let Some(raft) = self.raft.get() else {
+            return Ok(());
+        };
+        let voters: Vec<u64> = raft.voter_ids().collect();
+        self.clock.clocks.check_quorum(
+            self.clock.me,
+            &voters,
+            self.clock.max_offset_ms,
+            crate::clock::wall_ms(),
+        )
     }
 
     /// Call before asking Raft to hand leadership to another node.
@@ -94,6 +123,11 @@ impl Freshness {
             (metrics.last_quorum_acked?, metrics.current_term)
         };
         if *self.transferring_in_term.lock().unwrap_or_else(|p| p.into_inner()) == Some(term) {
+            return None;
+        }
+        // `as_of` is read off our wall clock: vouch only with a clock a
+        // quorum agrees with, or a jump ahead would vouch for the future.
+        if self.clock_agrees().is_err() {
             return None;
         }
         // Read after the metrics: every write acknowledged so far is applied.

@@ -7,12 +7,13 @@ use crate::engine::{Direction, Visit, WriteBatch};
 use crate::error::{KvError, KvResult};
 use crate::keys;
 use crate::layout::ClusterLayout;
+use crate::raft::acceptance::Acceptances;
 use crate::raft::log_store::ShardLogStore;
 use crate::raft::network::{PeerChannels, ShardNetworkFactory};
 use crate::raft::snapshot::SnapshotDir;
 use crate::raft::state_machine::ShardStateMachine;
 use crate::raft::wal_syncer::WalSyncer;
-use crate::shard::freshness::Freshness;
+use crate::shard::freshness::{ClockGuard, Freshness};
 use crate::shard::replica::ShardReplica;
 use crate::ttl::ExpiryHorizons;
 use crate::types::{NodeId, ShardId};
@@ -80,12 +81,29 @@ impl NodeHost {
     /// Whether this node may take part in elections yet. Before a crash it
     /// may have acknowledged a leader, promising (openraft's follower lease)
     /// not to vote for anyone else for one lease; openraft forgets that
-    /// promise on restart, so the node keeps it by voting for no one until
-    /// one lease (`election_timeout_max_ms`) after it started. Otherwise a
-    /// quick restart could elect a second leader while the first still
-    /// serves reads under its lease.
+    /// promise on restart, so the node keeps it by neither voting (votes and
+    /// pre-votes are refused) nor campaigning (elections are off, see
+    /// `allow_elections_after_embargo`) until one lease
+    /// (`election_timeout_max_ms`) after it started. Otherwise a quick
+    /// restart could elect a second leader while the first still serves
+    /// reads under its lease. A leadership transfer still goes through: the
+    /// old leader asked for it and stopped serving under its lease.
     pub fn may_vote(&self) -> bool {
         std::time::Instant::now() >= self.votes_from
+    }
+
+    /// Lets `raft` campaign once the restart embargo is over. Until then a
+    /// replica opened during the embargo neither starts an election nor
+    /// grants a vote (see [`Self::may_vote`]): a restarted node that
+    /// campaigned could be elected by a peer whose lease on the old leader
+    /// has run out, while the old leader still serves under the lease this
+    /// node promised it before the crash.
+    fn allow_elections_after_embargo(&self, raft: crate::raft::types::Raft) {
+        let at = tokio::time::Instant::from_std(self.votes_from);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            raft.runtime_config().elect(true);
+        });
     }
 
     /// Asks for an early map refresh (requests coalesce).
@@ -152,17 +170,36 @@ impl NodeHost {
             }
             let snapshots = SnapshotDir::new(config.data_dir.join("snapshots").join(format!("shard-{}", shard.id)))
                 .with_context(|| format!("creating snapshot dir of shard {}", shard.id))?;
-            let log = ShardLogStore::new(shard.id, self.engine.clone(), self.syncer.clone());
+            let acceptances = Arc::new(Acceptances::default());
+            let log = ShardLogStore::new(shard.id, self.engine.clone(), self.syncer.clone())
+                .with_acceptances(acceptances.clone());
             let sm = ShardStateMachine::open(shard.id, self.engine.clone(), snapshots, self.horizons.clone())
                 .with_context(|| format!("opening state machine of shard {}", shard.id))?;
             let freshness = Arc::new(Freshness::new(
                 sm.applied_watch(),
                 Duration::from_millis(raft_config.election_timeout_max),
+                ClockGuard {
+                    me: self.node_id.0,
+                    clocks: self.peers.clocks().clone(),
+                    max_offset_ms: self.reads.max_clock_offset_ms,
+                },
             ));
             let network = ShardNetworkFactory::new(shard.id, self.peers.clone(), freshness.clone());
-            let raft = openraft::Raft::new(self.node_id.0, raft_config.clone(), network, log, sm)
+            let embargoed = !self.may_vote();
+            let shard_config = if embargoed {
+                Arc::new(openraft::Config {
+                    enable_elect: false,
+                    ..(*raft_config).clone()
+                })
+            } else {
+                raft_config.clone()
+            };
+            let raft = openraft::Raft::new(self.node_id.0, shard_config, network, log, sm)
                 .await
                 .with_context(|| format!("starting raft of shard {}", shard.id))?;
+            if embargoed {
+                self.allow_elections_after_embargo(raft.clone());
+            }
             freshness.attach(raft.clone());
             if shard.conf_ver == 1 && shard.replicas.first() == Some(&self.node_id) && !raft.is_initialized().await? {
                 let members: BTreeMap<u64, BasicNode> = shard
@@ -186,7 +223,13 @@ impl NodeHost {
             }
             self.shards.insert(
                 shard.id,
-                Arc::new(ShardReplica::new(shard.id, raft, self.engine.clone(), freshness)),
+                Arc::new(ShardReplica::new(
+                    shard.id,
+                    raft,
+                    self.engine.clone(),
+                    freshness,
+                    acceptances,
+                )),
             );
         }
         Ok(())
@@ -205,6 +248,9 @@ impl NodeHost {
                 continue;
             }
             if let Some((_, replica)) = self.shards.remove(&shard) {
+                // Before any data goes: reads in flight must not answer
+                // "absent" from a half-deleted replica.
+                replica.retire();
                 if let Err(e) = replica.raft.shutdown().await {
                     tracing::warn!(shard_id = %shard, error = %e, "raft shutdown failed");
                 }

@@ -6,3 +6,4 @@ pub mod host;
 pub mod membership;
 pub mod replica;
 pub mod scan;
+pub mod view;

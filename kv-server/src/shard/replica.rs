@@ -1,12 +1,14 @@
 //! One shard replica hosted on this node: its Raft handle, and the read and
 //! write operations the RPC layer calls.
 
-use crate::engine::{Direction, SharedEngine, Visit};
+use crate::engine::SharedEngine;
 use crate::error::{KvError, KvResult};
-use crate::keys::{self, ValueRecord, CF_DATA};
+use crate::keys::{self, CF_DATA};
+use crate::raft::acceptance::Acceptances;
 use crate::raft::types::{Command, CommandResult, Raft, RaftError, TypeConfig};
 use crate::shard::freshness::Freshness;
-use crate::types::{KeyspaceId, NodeId, ShardId, UshardId};
+use crate::shard::view::ReplicaView;
+use crate::types::{NodeId, ShardId};
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError as OpenraftError};
 use openraft::ReadPolicy;
 use std::sync::Arc;
@@ -18,6 +20,10 @@ pub struct ShardReplica {
     /// Client requests this replica has served (for load reports).
     served: std::sync::atomic::AtomicU64,
     freshness: Arc<Freshness>,
+    /// Set once removal begins (see [`ShardReplica::retire`]).
+    retired: std::sync::atomic::AtomicBool,
+    /// Fast-ack proposals waiting for their append (shared with the log store).
+    acceptances: Arc<Acceptances>,
 }
 
 /// What a read asks of the replica that serves it (docs/consistency.md).
@@ -31,37 +37,30 @@ pub enum ReadMode {
     AtLeast { version: u64 },
 }
 
-/// How much one micro-shard's scan may collect.
-#[derive(Clone, Copy, Debug)]
-pub struct ScanBudget {
-    pub limit: usize,
-    pub max_bytes: u64,
-}
-
-/// What one micro-shard's scan collected.
-#[derive(Clone, Debug, Default)]
-pub struct UshardScan {
-    pub items: Vec<ScanItem>,
-    /// True when no entry in range remains past `items`.
-    pub exhausted: bool,
-}
-
-/// One entry returned by a scan.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ScanItem {
-    pub ushard: UshardId,
-    pub key: Vec<u8>,
-    pub record: ValueRecord,
+/// What a read saw, and the applied version of the state it saw: the
+/// read-your-writes token it returns.
+#[derive(Debug)]
+pub struct ReadAt<T> {
+    pub value: T,
+    pub applied: u64,
 }
 
 impl ShardReplica {
-    pub fn new(id: ShardId, raft: Raft, engine: SharedEngine, freshness: Arc<Freshness>) -> ShardReplica {
+    pub fn new(
+        id: ShardId,
+        raft: Raft,
+        engine: SharedEngine,
+        freshness: Arc<Freshness>,
+        acceptances: Arc<Acceptances>,
+    ) -> ShardReplica {
         ShardReplica {
+            acceptances,
             id,
             raft,
             engine,
             served: Default::default(),
             freshness,
+            retired: Default::default(),
         }
     }
 
@@ -91,16 +90,28 @@ impl ShardReplica {
         self.engine.approximate_bytes(CF_DATA, &start, &end).unwrap_or(0)
     }
 
-    /// Proposes `command` and waits until it is committed and applied.
-    pub async fn propose(&self, command: Command) -> KvResult<CommandResult> {
-        // Checked first so that NOT_LEADER always means "not proposed": the
-        // client may then retry elsewhere without risking a double apply.
+    /// Refuses unless this node leads the shard and its clock may stamp
+    /// `command` (see [`crate::peer_clocks`]). Checked before proposing,
+    /// so NOT_LEADER always means "not proposed": the client may then retry
+    /// elsewhere without risking a double apply.
+    fn check_may_propose(&self, command: &Command) -> KvResult<()> {
         if let Err(forward) = self.raft.as_leader() {
             return Err(KvError::NotLeader {
                 shard: self.id,
                 leader: forward.leader_id.map(NodeId),
             });
         }
+        if command.is_timed() {
+            self.freshness
+                .clock_agrees()
+                .map_err(|why| KvError::Unavailable(format!("shard {}: {why}", self.id)))?;
+        }
+        Ok(())
+    }
+
+    /// Proposes `command` and waits until it is committed and applied.
+    pub async fn propose(&self, command: Command) -> KvResult<CommandResult> {
+        self.check_may_propose(&command)?;
         match self.raft.client_write(command).await {
             Ok(response) => Ok(response.data),
             Err(OpenraftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(KvError::NotLeader {
@@ -124,20 +135,43 @@ impl ShardReplica {
         }
     }
 
-    /// Hands `command` to Raft for replication and returns without waiting
-    /// for a quorum (fast-ack). The write is lost if this node stops
-    /// leading before a quorum has it.
-    pub async fn propose_fast(&self, command: Command) -> KvResult<()> {
-        if let Err(forward) = self.raft.as_leader() {
-            return Err(KvError::NotLeader {
-                shard: self.id,
-                leader: forward.leader_id.map(NodeId),
-            });
+    /// Proposes `command` and returns once it is in this leader's log,
+    /// without waiting for a quorum (fast-ack). A proposal the Raft core
+    /// refuses (not leader, a leadership transfer under way, the lease
+    /// lapsed) is `NOT_LEADER`: never proposed, safe to retry elsewhere. An
+    /// accepted write is lost only if this node stops leading before a
+    /// quorum has it (a crash, or a partition that elects another leader).
+    pub async fn propose_fast(&self, mut command: Command) -> KvResult<()> {
+        self.check_may_propose(&command)?;
+        let (ticket, accepted) = self.acceptances.register();
+        if let Command::Mutate { accept_ticket, .. } = &mut command {
+            *accept_ticket = ticket;
         }
-        self.raft.client_write_ff(command, None).await.map_err(|e| {
+        let (responder, done) = openraft::impls::ProgressResponder::complete_only();
+        if let Err(e) = self.raft.client_write_ff(command, Some(responder)).await {
+            self.acceptances.forget(ticket);
             tracing::warn!(shard_id = %self.id, error = %e, "raft stopped during a fast-ack write");
-            KvError::Unavailable(format!("shard {}: {e}", self.id))
-        })
+            return Err(KvError::Unavailable(format!("shard {}: {e}", self.id)));
+        }
+        tokio::select! {
+            biased;
+            Ok(_) = accepted => Ok(()),
+            done = done => {
+                self.acceptances.forget(ticket);
+                match done {
+                    // Committed and applied before the append was reported.
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(KvError::NotLeader {
+                        shard: self.id,
+                        leader: f.leader_id.map(NodeId),
+                    }),
+                    Ok(Err(e)) => Err(KvError::Internal(e.to_string())),
+                    // The core dropped the request without appending it
+                    // (an append would have answered first).
+                    Err(_) => Err(KvError::Unavailable(format!("shard {}: raft stopped", self.id))),
+                }
+            }
+        }
     }
 
     /// Waits until a read in `mode` may be served from local state, or
@@ -230,72 +264,49 @@ impl ShardReplica {
         self.raft.metrics().borrow_watched().id
     }
 
-    /// Reads a key from local state; an expired key is absent. Call
-    /// [`Self::read_barrier_for`] first.
-    pub fn get_local(&self, keyspace: KeyspaceId, ushard: UshardId, key: &[u8]) -> KvResult<Option<ValueRecord>> {
-        let raw = self
-            .engine
-            .get(CF_DATA, &keys::data_key(self.id, keyspace, ushard, key))?;
-        let record = raw
-            .map(|bytes| ValueRecord::decode(&bytes).ok_or_else(|| KvError::Internal("corrupt value record".into())))
-            .transpose()?;
-        Ok(record.filter(|r| r.is_live_at(crate::clock::wall_ms())))
+    /// Runs `read` against one point-in-time state of this replica, so
+    /// every key and range it reads comes from the same applied index. Call
+    /// [`Self::read_barrier_for`] first: the view is taken after it, so it
+    /// holds at least what the barrier waited for.
+    ///
+    /// **A replica that has begun to be removed answers no read**: the flag
+    /// is checked after reading, so a read whose view may postdate the
+    /// deletion fails with `UNKNOWN_SHARD` (the client refreshes its map and
+    /// goes elsewhere) instead of answering "absent" with a valid token.
+    pub fn read<T>(&self, read: impl FnOnce(&ReplicaView<'_>) -> KvResult<T>) -> KvResult<ReadAt<T>> {
+        let mut read = Some(read);
+        let mut answer: Option<KvResult<ReadAt<T>>> = None;
+        let now_ms = crate::clock::wall_ms();
+        self.engine.read_view(&mut |view| {
+            let view = ReplicaView {
+                shard: self.id,
+                view,
+                now_ms,
+            };
+            if let Some(read) = read.take() {
+                answer = Some(view.applied().and_then(|applied| {
+                    Ok(ReadAt {
+                        value: read(&view)?,
+                        applied,
+                    })
+                }));
+            }
+            Ok(())
+        })?;
+        if self.is_retired() {
+            return Err(KvError::UnknownShard(self.id));
+        }
+        answer.unwrap_or_else(|| Err(KvError::Internal("the read view never ran".into())))
     }
 
-    /// Collects entries of one micro-shard whose user keys lie in
-    /// `[lower, upper)` (`upper = None`: no bound), in `direction` order,
-    /// stopping once it holds `budget.limit` entries or `budget.max_bytes`
-    /// bytes of keys and values.
-    pub fn scan_ushard_local(
-        &self,
-        keyspace: KeyspaceId,
-        ushard: UshardId,
-        lower: &[u8],
-        upper: Option<&[u8]>,
-        direction: Direction,
-        budget: ScanBudget,
-    ) -> KvResult<UshardScan> {
-        let prefix = keys::ushard_prefix(self.id, keyspace, ushard);
-        let mut start = prefix.clone();
-        start.extend_from_slice(lower);
-        let end = match upper {
-            Some(upper) => {
-                let mut end = prefix.clone();
-                end.extend_from_slice(upper);
-                end
-            }
-            None => keys::prefix_successor(&prefix).unwrap_or_else(|| vec![0xFF; prefix.len() + 1]),
-        };
-        let mut scan = UshardScan {
-            items: Vec::new(),
-            exhausted: true,
-        };
-        if start >= end {
-            return Ok(scan);
-        }
-        let mut bytes = 0u64;
-        let now = crate::clock::wall_ms();
-        self.engine.scan(CF_DATA, &start, &end, direction, &mut |key, value| {
-            if scan.items.len() >= budget.limit || bytes >= budget.max_bytes {
-                // There is at least one more entry past what we hold.
-                scan.exhausted = false;
-                return Ok(Visit::Stop);
-            }
-            let record = ValueRecord::decode(value)
-                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt value record"))?;
-            if !record.is_live_at(now) {
-                return Ok(Visit::Continue);
-            }
-            let user_key = keys::user_key_of(key).to_vec();
-            bytes += (user_key.len() + record.value.len()) as u64;
-            scan.items.push(ScanItem {
-                ushard,
-                key: user_key,
-                record,
-            });
-            Ok(Visit::Continue)
-        })?;
-        Ok(scan)
+    /// Marks this replica as being removed: from now on it answers no read
+    /// (see [`Self::read`]). Call before deleting its data.
+    pub fn retire(&self) {
+        self.retired.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A copy of this replica's current Raft metrics.

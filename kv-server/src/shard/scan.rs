@@ -8,7 +8,7 @@
 use crate::engine::Direction;
 use crate::error::{KvError, KvResult};
 use crate::keys;
-use crate::shard::replica::{ScanBudget, ScanItem, ShardReplica};
+use crate::shard::view::{ReplicaView, ScanBudget, ScanItem};
 use crate::types::{KeyspaceId, UshardId};
 
 /// A decoded scan request.
@@ -111,7 +111,7 @@ fn scan_order(item: &ScanItem) -> (&[u8], UshardId) {
     (&item.key, item.ushard)
 }
 
-/// One page of `keyspace` in `replica`, merged across `ushards`.
+/// One page of `keyspace` in `view`, merged across `ushards`.
 ///
 /// Each micro-shard contributes at most `limit` entries and a share of
 /// `max_bytes`, so a page never holds much more than its byte limit in
@@ -119,7 +119,7 @@ fn scan_order(item: &ScanItem) -> (&[u8], UshardId) {
 /// last one, so the merged page is cut at the earliest such "frontier":
 /// everything before it is complete and in order.
 pub fn scan_shard(
-    replica: &ShardReplica,
+    view: &ReplicaView<'_>,
     keyspace: KeyspaceId,
     ushards: &[u32],
     spec: &ScanSpec,
@@ -135,10 +135,13 @@ pub fn scan_shard(
     };
     let mut all = Vec::new();
     let mut frontier: Option<ScanItem> = None;
-    for ushard in ushards {
+    for (i, ushard) in ushards.iter().enumerate() {
+        if i > 0 {
+            crate::failpoints::pause("read-between");
+        }
         let ushard = UshardId(*ushard);
         let (lower, upper) = bounds_for(spec, ushard);
-        let scan = replica.scan_ushard_local(keyspace, ushard, &lower, upper.as_deref(), direction, budget)?;
+        let scan = view.scan_ushard(keyspace, ushard, &lower, upper.as_deref(), direction, budget)?;
         if !scan.exhausted {
             if let Some(last) = scan.items.last() {
                 let earlier = match &frontier {

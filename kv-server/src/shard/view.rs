@@ -1,0 +1,121 @@
+//! One point-in-time state of a replica, through which a request does all
+//! its reading: a multi-get or a scan across micro-shards sees one applied
+//! index, never half of an atomic batch, and learns exactly which index
+//! that is (the read-your-writes token it returns).
+
+use crate::engine::{Direction, ReadView, Visit};
+use crate::error::{KvError, KvResult};
+use crate::keys::{self, SmMetaTag, ValueRecord, CF_DATA};
+use crate::raft::state_machine::applied_index_of;
+use crate::types::{KeyspaceId, ShardId, UshardId};
+
+/// How much one micro-shard's scan may collect.
+#[derive(Clone, Copy, Debug)]
+pub struct ScanBudget {
+    pub limit: usize,
+    pub max_bytes: u64,
+}
+
+/// What one micro-shard's scan collected.
+#[derive(Clone, Debug, Default)]
+pub struct UshardScan {
+    pub items: Vec<ScanItem>,
+    /// True when no entry in range remains past `items`.
+    pub exhausted: bool,
+}
+
+/// One entry returned by a scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanItem {
+    pub ushard: UshardId,
+    pub key: Vec<u8>,
+    pub record: ValueRecord,
+}
+
+/// A shard's data at one applied index (see [`crate::shard::replica::ShardReplica::read`]).
+pub struct ReplicaView<'a> {
+    pub(crate) shard: ShardId,
+    pub(crate) view: &'a dyn ReadView,
+    /// Records expired at this time (the node's wall clock) are hidden.
+    pub(crate) now_ms: u64,
+}
+
+impl ReplicaView<'_> {
+    /// The applied index this view holds: the state machine writes it in
+    /// the same batch as the data it produced.
+    pub fn applied(&self) -> KvResult<u64> {
+        match self
+            .view
+            .get(CF_DATA, &keys::sm_meta_key(self.shard, SmMetaTag::AppliedState))?
+        {
+            Some(bytes) => Ok(applied_index_of(&bytes)?),
+            None => Ok(0),
+        }
+    }
+
+    /// One key; an expired key is absent.
+    pub fn get(&self, keyspace: KeyspaceId, ushard: UshardId, key: &[u8]) -> KvResult<Option<ValueRecord>> {
+        let raw = self
+            .view
+            .get(CF_DATA, &keys::data_key(self.shard, keyspace, ushard, key))?;
+        let record = raw
+            .map(|bytes| ValueRecord::decode(&bytes).ok_or_else(|| KvError::Internal("corrupt value record".into())))
+            .transpose()?;
+        Ok(record.filter(|r| r.is_live_at(self.now_ms)))
+    }
+
+    /// Collects entries of one micro-shard whose user keys lie in
+    /// `[lower, upper)` (`upper = None`: no bound), in `direction` order,
+    /// stopping once it holds `budget.limit` entries or `budget.max_bytes`
+    /// bytes of keys and values. Expired entries are skipped.
+    pub fn scan_ushard(
+        &self,
+        keyspace: KeyspaceId,
+        ushard: UshardId,
+        lower: &[u8],
+        upper: Option<&[u8]>,
+        direction: Direction,
+        budget: ScanBudget,
+    ) -> KvResult<UshardScan> {
+        let prefix = keys::ushard_prefix(self.shard, keyspace, ushard);
+        let mut start = prefix.clone();
+        start.extend_from_slice(lower);
+        let end = match upper {
+            Some(upper) => {
+                let mut end = prefix.clone();
+                end.extend_from_slice(upper);
+                end
+            }
+            None => keys::prefix_successor(&prefix).unwrap_or_else(|| vec![0xFF; prefix.len() + 1]),
+        };
+        let mut scan = UshardScan {
+            items: Vec::new(),
+            exhausted: true,
+        };
+        if start >= end {
+            return Ok(scan);
+        }
+        let mut bytes = 0u64;
+        self.view.scan(CF_DATA, &start, &end, direction, &mut |key, value| {
+            if scan.items.len() >= budget.limit || bytes >= budget.max_bytes {
+                // There is at least one more entry past what we hold.
+                scan.exhausted = false;
+                return Ok(Visit::Stop);
+            }
+            let record = ValueRecord::decode(value)
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt value record"))?;
+            if !record.is_live_at(self.now_ms) {
+                return Ok(Visit::Continue);
+            }
+            let user_key = keys::user_key_of(key).to_vec();
+            bytes += (user_key.len() + record.value.len()) as u64;
+            scan.items.push(ScanItem {
+                ushard,
+                key: user_key,
+                record,
+            });
+            Ok(Visit::Continue)
+        })?;
+        Ok(scan)
+    }
+}
