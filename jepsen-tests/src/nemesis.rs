@@ -283,37 +283,73 @@ async fn heal<T: Target>(target: &mut T, heal: Heal, recorder: &Recorder) -> any
         }
         Heal::Activate(node) => {
             // How far the drain got: replicas still on the node, moves in flight.
-            let map = target.shard_map().await?;
+            let map = shard_map_soon(target).await?;
             let held = map.nodes.iter().find(|n| n.node_id == node).map(|n| n.replica_count);
             let moving = map.shards.iter().filter(|s| s.removing == node).count();
             recorder.nemesis(format!(
                 "activate node {node} (still holds {} replicas, {moving} moving)",
                 held.unwrap_or(0)
             ));
-            target.activate(node).await
+            // The shard manager may have been restarted a moment ago.
+            let mut tries = 0;
+            loop {
+                match target.activate(node).await {
+                    Err(_) if tries < SM_RETRIES => tries += 1,
+                    done => return done,
+                }
+                tokio::time::sleep(SM_RETRY_EVERY).await;
+            }
         }
         Heal::Clock {
             epochs,
             conf_vers,
             node,
         } => {
-            let (now_epochs, now_conf_vers) = churn(&target.shard_map().await?);
+            let (now_epochs, now_conf_vers) = churn(&shard_map_soon(target).await?);
             recorder.nemesis(format!(
                 "shard-manager and node {node} clocks back to true time (meanwhile: {} primary changes, {} membership steps)",
                 now_epochs - epochs,
                 now_conf_vers - conf_vers
             ));
-            // A killed node comes back with true time anyway.
+            // A killed node comes back with true time anyway, and so does a
+            // restarted shard manager.
             let _ = target.set_node_clock(node, 0).await;
-            target.set_shard_manager_clock(0).await
+            let mut tries = 0;
+            loop {
+                match target.set_shard_manager_clock(0).await {
+                    Err(_) if tries < SM_RETRIES => tries += 1,
+                    done => return done,
+                }
+                tokio::time::sleep(SM_RETRY_EVERY).await;
+            }
         }
         Heal::Nothing => Ok(()),
     }
 }
 
+/// How long a heal waits for a shard manager that was just restarted.
+const SM_RETRIES: u32 = 50;
+const SM_RETRY_EVERY: Duration = Duration::from_millis(200);
+
+/// The shard map, waiting up to 10 s for a shard manager that was just
+/// restarted in the same round.
+async fn shard_map_soon<T: Target>(target: &T) -> anyhow::Result<shoal_proto::sm::ShardMap> {
+    let mut tries = 0;
+    loop {
+        match target.shard_map().await {
+            Err(_) if tries < SM_RETRIES => tries += 1,
+            done => return done,
+        }
+        tokio::time::sleep(SM_RETRY_EVERY).await;
+    }
+}
+
 /// The faults of one round: one from `mix`, or with `composed` one to
 /// three, at most one of them a network fault (which goes first, while
-/// every node is up to take its filters).
+/// every node is up to take its filters). A shard-manager kill goes last,
+/// so the faults that ask the shard manager (clock, drain, move-primary,
+/// one-way's choice of a primary) find it up; healing runs in reverse, so
+/// it is back before they are undone.
 fn pick_round(mix: &[Nemesis], composed: bool, rng: &mut StdRng) -> Vec<Nemesis> {
     let first = *mix.choose(rng).expect("mix");
     if !composed {
@@ -329,7 +365,7 @@ fn pick_round(mix: &[Nemesis], composed: bool, rng: &mut StdRng) -> Vec<Nemesis>
             round.push(next);
         }
     }
-    round.sort_by_key(|n| !n.is_network());
+    round.sort_by_key(|n| (!n.is_network(), *n == Nemesis::ShardManagerKill));
     round
 }
 
@@ -400,6 +436,9 @@ mod tests {
             assert!(round.iter().filter(|n| n.is_network()).count() <= 1, "{round:?}");
             if round.iter().any(|n| n.is_network()) {
                 assert!(round[0].is_network(), "network faults go first: {round:?}");
+            }
+            if let Some(i) = round.iter().position(|n| *n == Nemesis::ShardManagerKill) {
+                assert_eq!(i, round.len() - 1, "the shard manager dies last: {round:?}");
             }
         }
         assert!(sizes[2] > 0 && sizes[3] > 0, "rounds of 2 and 3 faults: {sizes:?}");
