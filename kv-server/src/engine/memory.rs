@@ -99,16 +99,8 @@ impl Engine for MemEngine {
             return Ok(());
         }
         // Copy first so the visitor runs without the lock held.
-        let mut entries = self.range_copy(cf, start, end)?;
-        if direction == Direction::Reverse {
-            entries.reverse();
-        }
-        for (key, value) in entries {
-            if visitor(&key, &value)? == Visit::Stop {
-                break;
-            }
-        }
-        Ok(())
+        let entries = self.range_copy(cf, start, end)?;
+        visit_in_order(entries.iter().map(|(k, v)| (k, v)), direction, visitor)
     }
 
     fn read_view(&self, reader: &mut ViewReader<'_>) -> io::Result<()> {
@@ -143,6 +135,24 @@ impl Engine for MemEngine {
     }
 }
 
+/// Feeds `entries` (in key order) to `visitor` in `direction` until it stops.
+fn visit_in_order<'a>(
+    entries: impl DoubleEndedIterator<Item = (&'a Vec<u8>, &'a Vec<u8>)>,
+    direction: Direction,
+    visitor: &mut ScanVisitor<'_>,
+) -> io::Result<()> {
+    let entries: Box<dyn Iterator<Item = (&Vec<u8>, &Vec<u8>)>> = match direction {
+        Direction::Forward => Box::new(entries),
+        Direction::Reverse => Box::new(entries.rev()),
+    };
+    for (key, value) in entries {
+        if visitor(key, value)? == Visit::Stop {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// A copy of the tables at one moment.
 struct MemView {
     tables: HashMap<&'static str, Table>,
@@ -172,16 +182,6 @@ impl ReadView for MemView {
         if start >= end {
             return Ok(());
         }
-        let range = self.table(cf)?.range(start.to_vec()..end.to_vec());
-        let entries: Box<dyn Iterator<Item = (&Vec<u8>, &Vec<u8>)>> = match direction {
-            Direction::Forward => Box::new(range),
-            Direction::Reverse => Box::new(range.rev()),
-        };
-        for (key, value) in entries {
-            if visitor(key, value)? == Visit::Stop {
-                break;
-            }
-        }
-        Ok(())
+        visit_in_order(self.table(cf)?.range(start.to_vec()..end.to_vec()), direction, visitor)
     }
 }
