@@ -206,6 +206,39 @@ pub fn check_set(ops: &[Op], final_elements: &BTreeSet<u64>) -> Verdict {
     }
 }
 
+/// The pairs workload: every read saw both keys of its pair alike (never
+/// half of a batch), and each pair, read as one register, is
+/// linearizable.
+pub fn check_pairs(ops: &[Op], budget: Duration) -> Verdict {
+    let mut torn = Vec::new();
+    let as_register: Vec<Op> = ops
+        .iter()
+        .filter_map(|op| match op.kind {
+            OpKind::ReadPair { a, b, by_scan } if op.outcome == Outcome::Ok => {
+                if a != b {
+                    torn.push(format!(
+                        "pair {}: a {} at {:.3} s saw {a:?} and {b:?}",
+                        op.key,
+                        if by_scan { "scan" } else { "multi-get" },
+                        op.invoke_ns as f64 / 1e9
+                    ));
+                    return None;
+                }
+                Some(Op {
+                    kind: OpKind::Read { value: a },
+                    ..op.clone()
+                })
+            }
+            OpKind::ReadPair { .. } => None,
+            _ => Some(op.clone()),
+        })
+        .collect();
+    if !torn.is_empty() {
+        return verdict_of(torn, "torn reads");
+    }
+    check_register(&as_register, budget)
+}
+
 /// What a read of the bounded and ryw workloads must see. Each key has one
 /// writer, which writes increasing values, so "at least as new" is "at
 /// least as large".
@@ -267,8 +300,36 @@ pub fn check_fresh_reads(ops: &[Op], rule: FreshnessRule) -> Verdict {
                 ));
             }
         }
+        if matches!(rule, FreshnessRule::OwnWrites) {
+            problems.extend(non_monotonic_reads(key, &ops));
+        }
     }
     verdict_of(problems, "stale reads")
+}
+
+/// Monotonic reads: each process's successful reads of `key`, in the order
+/// it made them (one at a time), never see an older value than the one
+/// before.
+fn non_monotonic_reads(key: &str, ops: &[&Op]) -> Vec<String> {
+    let mut last_seen: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut reads: Vec<&&Op> = ops.iter().filter(|o| o.outcome == Outcome::Ok).collect();
+    reads.sort_by_key(|o| o.invoke_ns);
+    let mut problems = Vec::new();
+    for read in reads {
+        let OpKind::Read { value: Some(seen) } = read.kind else {
+            continue;
+        };
+        let before = last_seen.entry(read.process).or_insert(0);
+        if seen < *before {
+            problems.push(format!(
+                "key {key}: process {} read {seen} at {:.3} s after reading {before}",
+                read.process,
+                read.invoke_ns as f64 / 1e9
+            ));
+        }
+        *before = (*before).max(seen);
+    }
+    problems
 }
 
 fn first(v: &[u64]) -> &[u64] {
@@ -398,9 +459,40 @@ mod tests {
             check_fresh_reads(&missed, FreshnessRule::OwnWrites),
             Verdict::Invalid(_)
         ));
+        // A session never reads back in time, even within what it may see.
+        let back = vec![w(1, 10), w(2, 20), r(1, 2, 30), r(1, 1, 40)];
+        assert!(matches!(
+            check_fresh_reads(&back, FreshnessRule::OwnWrites),
+            Verdict::Invalid(_)
+        ));
+        let forward = vec![w(1, 10), w(2, 20), r(1, 1, 30), r(1, 2, 40)];
+        assert_eq!(check_fresh_reads(&forward, FreshnessRule::OwnWrites), Verdict::Valid);
         // A value from the future, or never written, is invalid under any rule.
         let future = vec![w(1, 10), r(1, 2, 30), w(2, 50)];
         assert!(matches!(check_fresh_reads(&future, bound), Verdict::Invalid(_)));
+    }
+
+    #[test]
+    fn pair_reads_must_see_both_keys_alike_and_be_linearizable() {
+        let pair = |a, b, invoke| {
+            op(
+                1,
+                OpKind::ReadPair { a, b, by_scan: false },
+                Outcome::Ok,
+                invoke,
+                invoke + 1,
+            )
+        };
+        let whole = vec![write(1, Outcome::Ok, 0, 10), pair(Some(1), Some(1), 20)];
+        assert_eq!(check_pairs(&whole, BUDGET), Verdict::Valid);
+        let torn = vec![write(1, Outcome::Ok, 0, 10), pair(Some(1), Some(0), 20)];
+        assert!(matches!(check_pairs(&torn, BUDGET), Verdict::Invalid(_)));
+        let stale = vec![
+            write(1, Outcome::Ok, 0, 10),
+            write(2, Outcome::Ok, 20, 30),
+            pair(Some(1), Some(1), 40),
+        ];
+        assert!(matches!(check_pairs(&stale, BUDGET), Verdict::Invalid(_)));
     }
 
     #[test]

@@ -39,6 +39,13 @@ pub enum OpKind {
         expected: u64,
         new: u64,
     },
+    /// A strong read of both keys of a pair (pairs workload), by multi-get
+    /// or by scan; each value as in [`OpKind::Read`].
+    ReadPair {
+        a: Option<u64>,
+        b: Option<u64>,
+        by_scan: bool,
+    },
 }
 
 /// One client operation.

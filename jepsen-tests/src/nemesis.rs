@@ -18,6 +18,11 @@ pub enum Nemesis {
     /// kill -9 a node and restart it within 0-800 ms: inside the leader
     /// lease it may have promised before the crash.
     QuickRestart,
+    /// kill -9 a node that loses every write it had not fsynced (a power
+    /// loss; its nodes run with `faults.lose_unsynced_writes`), restart it
+    /// within 0-2 s. In a run whose mix has it, every kill of the local
+    /// target loses unsynced writes too.
+    PowerKill,
     /// SIGSTOP a node, SIGCONT it when healing.
     Pause,
     /// Network partitions: a shard's primary isolated, a 2/3 split, or a
@@ -44,12 +49,17 @@ pub enum Nemesis {
     /// that bounded-staleness reads assume (TTLs and freshness stamps read
     /// it; leases use the monotonic clock).
     Clock,
+    /// One node's wall clock jumps far beyond the offset budget (±1 s to
+    /// ±1 h), back when healing: as a leader it may stamp nothing (its
+    /// peers' clocks disagree), as a follower it proves no staleness.
+    NodeClockJump,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 10] = [
+    pub const ALL: [Nemesis; 12] = [
         Nemesis::Kill,
         Nemesis::QuickRestart,
+        Nemesis::PowerKill,
         Nemesis::Pause,
         Nemesis::Partition,
         Nemesis::OneWay,
@@ -58,6 +68,7 @@ impl Nemesis {
         Nemesis::MovePrimary,
         Nemesis::Drain,
         Nemesis::Clock,
+        Nemesis::NodeClockJump,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +83,8 @@ impl Nemesis {
             Nemesis::MovePrimary => "move-primary",
             Nemesis::Drain => "drain",
             Nemesis::Clock => "clock",
+            Nemesis::PowerKill => "power-kill",
+            Nemesis::NodeClockJump => "node-clock-jump",
         }
     }
 
@@ -83,7 +96,10 @@ impl Nemesis {
 
     /// Faults that may appear twice in one composed round (on two nodes).
     fn may_repeat(self) -> bool {
-        matches!(self, Nemesis::Kill | Nemesis::QuickRestart | Nemesis::Pause)
+        matches!(
+            self,
+            Nemesis::Kill | Nemesis::QuickRestart | Nemesis::PowerKill | Nemesis::Pause
+        )
     }
 
     /// A `--nemesis` value: `none`, `all` (every nemesis, composed), or a
@@ -117,6 +133,8 @@ enum Heal {
     Network,
     ShardManager,
     Activate(u64),
+    /// A node's wall clock back to true time.
+    NodeClock(u64),
     /// With the shards' epochs and membership versions summed before the
     /// jump, and the node whose clock was skewed.
     Clock {
@@ -165,6 +183,27 @@ async fn inject<T: Target>(
             tokio::time::sleep(after).await;
             target.restart(victim)?;
             Heal::Nothing
+        }
+        Nemesis::PowerKill => {
+            let after = Duration::from_millis(rng.gen_range(0..2_000));
+            recorder.nemesis(format!(
+                "power-kill node {victim} (unsynced writes lost), restart after {} ms",
+                after.as_millis()
+            ));
+            target.kill(victim)?;
+            tokio::time::sleep(after).await;
+            target.restart(victim)?;
+            Heal::Nothing
+        }
+        Nemesis::NodeClockJump => {
+            let magnitude = rng.gen_range(1_000..3_600_000i64);
+            let offset = if rng.gen_bool(0.5) { magnitude } else { -magnitude };
+            recorder.nemesis(format!(
+                "node {victim} clock jumps {:+.1} s (beyond the offset budget)",
+                offset as f64 / 1e3
+            ));
+            target.set_node_clock(victim, offset).await?;
+            Heal::NodeClock(victim)
         }
         Nemesis::OneWay => {
             // Half the time a primary: it can still hear, but not lead.
@@ -322,6 +361,12 @@ async fn heal<T: Target>(target: &mut T, heal: Heal, recorder: &Recorder) -> any
                 }
                 tokio::time::sleep(SM_RETRY_EVERY).await;
             }
+        }
+        Heal::NodeClock(node) => {
+            recorder.nemesis(format!("node {node} clock back to true time"));
+            // A node killed meanwhile came back with true time anyway.
+            let _ = target.set_node_clock(node, 0).await;
+            Ok(())
         }
         Heal::Nothing => Ok(()),
     }

@@ -1,7 +1,7 @@
 //! One run: clients and a nemesis against a target for a while, then a
 //! final read (set), the history written out, and a verdict.
 
-use crate::checker::{check_fresh_reads, check_register, check_set, FreshnessRule, Verdict};
+use crate::checker::{check_fresh_reads, check_pairs, check_register, check_set, FreshnessRule, Verdict};
 use crate::history::{Counts, Recorder};
 use crate::nemesis::{run_schedule, Nemesis};
 use crate::target::Target;
@@ -159,6 +159,7 @@ pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Resul
         Workload::Set => check_set(&ops, &read_set(&client, &prefix).await?),
         Workload::Bounded => check_fresh_reads(&ops, FreshnessRule::Bounded(BOUNDED_STALENESS)),
         Workload::Ryw => check_fresh_reads(&ops, FreshnessRule::OwnWrites),
+        Workload::Pairs => check_pairs(&ops, config.check_budget),
     };
     recorder.write(&config.out_dir.join("history.jsonl"))?;
     let report = RunReport {

@@ -9,18 +9,27 @@
 //!   stays small enough for the linearizability search.
 //! - **set**: each add writes a key of its own (`set/<element>`); at the end
 //!   one strong scan reads back what the set holds.
-//! - **cas-register**: strong reads, writes and compare-and-sets over a small
-//!   value domain (1..=5, so CAS often succeeds), keys rotating every 100
-//!   operations; checked for linearizability.
+//! - **cas-register**: strong reads, writes and compare-and-sets of unique
+//!   values (a CAS expects the last value its process saw, so it often
+//!   succeeds), keys rotating every 100 operations; checked for
+//!   linearizability.
 //! - **bounded**: each process writes increasing values to a key of its
 //!   own and reads other processes' keys with bounded staleness
 //!   ([`BOUNDED_STALENESS`]), served by followers first.
+//! - **pairs**: a pair of keys in one micro-shard, always written together
+//!   by one atomic batch of the same unique value, read back by strong
+//!   multi-gets and strong scans; every read must see both keys alike, and
+//!   the pair, read as one register, must be linearizable.
 //! - **ryw**: each process writes increasing values to its own key through
 //!   a [`kv_client::Session`] and reads it back through the session
-//!   (followers first); every read must see the process's last write.
+//!   (followers first); every read must see the process's last write, and
+//!   no read may see an older value than the process's previous read.
 
 use crate::history::{Op, OpKind, Outcome, Recorder};
-use kv_client::{ClientError, Condition, PutOptions, ReadConsistency, Session, ShoalClient, Versioned, WriteResult};
+use kv_client::{
+    ClientError, Condition, Key, Mutation, PutOptions, ReadConsistency, ScanOptions, Session, ShoalClient, Versioned,
+    WriteResult,
+};
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,15 +47,17 @@ pub enum Workload {
     CasRegister,
     Bounded,
     Ryw,
+    Pairs,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 6] = [
         Workload::Register,
         Workload::Set,
         Workload::CasRegister,
         Workload::Bounded,
         Workload::Ryw,
+        Workload::Pairs,
     ];
 
     pub fn parse(name: &str) -> anyhow::Result<Workload> {
@@ -63,6 +74,7 @@ impl Workload {
             Workload::CasRegister => "cas-register",
             Workload::Bounded => "bounded",
             Workload::Ryw => "ryw",
+            Workload::Pairs => "pairs",
         }
     }
 }
@@ -116,6 +128,9 @@ struct Process {
     session: Session,
     /// The last value this process wrote to its own key (bounded, ryw).
     own: u64,
+    /// The cas-register key generation and the last value this process
+    /// read or wrote there.
+    cas_seen: Option<(u64, u64)>,
 }
 
 impl Process {
@@ -130,32 +145,45 @@ impl Process {
         }
     }
 
-    /// Strong reads, writes and compare-and-sets over the values 1..=5.
+    /// Strong reads, writes and compare-and-sets, every written value
+    /// unique (so a write reported failed that did apply shows up as a
+    /// value no write could have made). A compare-and-set expects the last
+    /// value this process saw on the key, so it often succeeds.
     async fn cas_register(&mut self, n: u64) -> Step {
-        let key = format!("{}/cas/{}", self.ctx.prefix, n / OPS_PER_KEY);
+        let generation = n / OPS_PER_KEY;
+        let key = format!("{}/cas/{generation}", self.ctx.prefix);
         let client = &self.ctx.client;
-        match self.rng.gen_range(0..3) {
-            0 => read_step(key.clone(), client.get(key).await),
-            1 => {
-                let value = self.rng.gen_range(1..=5);
-                let result = client.put(key.clone(), value.to_string()).await;
-                write_step(key, OpKind::Write { value }, result)
+        let last_seen = self.cas_seen.filter(|(g, _)| *g == generation).map(|(_, v)| v);
+        let step = match (self.rng.gen_range(0..3), last_seen) {
+            (0, _) | (_, None) => read_step(key.clone(), client.get(key).await),
+            (1, _) => {
+                let result = client.put(key.clone(), n.to_string()).await;
+                write_step(key, OpKind::Write { value: n }, result)
             }
-            _ => {
-                let (expected, new) = (self.rng.gen_range(1..=5), self.rng.gen_range(1..=5));
+            (_, Some(expected)) => {
                 let options = PutOptions {
                     condition: Some(Condition::Value(expected.to_string().into_bytes())),
                     ..PutOptions::default()
                 };
-                let result = client.put_with(key.clone(), new.to_string(), &options).await;
-                let kind = OpKind::Cas { expected, new };
+                let result = client.put_with(key.clone(), n.to_string(), &options).await;
+                let kind = OpKind::Cas { expected, new: n };
                 match result {
                     // A refused condition is an answer: `Fail` with no error.
                     Ok(WriteResult::ConditionFailed { .. }) => (key, kind, Outcome::Fail, None),
                     other => write_step(key, kind, other),
                 }
             }
+        };
+        let seen = match (&step.1, step.2) {
+            (OpKind::Read { value: Some(v) }, Outcome::Ok) if *v != 0 => Some(*v),
+            (OpKind::Write { value }, Outcome::Ok) => Some(*value),
+            (OpKind::Cas { new, .. }, Outcome::Ok) => Some(*new),
+            _ => None,
+        };
+        if let Some(v) = seen {
+            self.cas_seen = Some((generation, v));
         }
+        step
     }
 
     /// Writes of increasing values to the process's own key, alternating
@@ -184,6 +212,72 @@ impl Process {
         }
     }
 
+    /// Batch writes of a pair, or strong reads of both its keys.
+    async fn pairs(&mut self, n: u64) -> Step {
+        let name = format!("{}/pairs/{}", self.ctx.prefix, n / OPS_PER_KEY);
+        let keys = [
+            Key::routed(name.clone(), format!("{name}/a")),
+            Key::routed(name.clone(), format!("{name}/b")),
+        ];
+        let client = &self.ctx.client;
+        match self.rng.gen_range(0..4) {
+            0 | 1 => {
+                let value = n.to_string().into_bytes();
+                let batch = keys.into_iter().map(|k| Mutation::Put(k, value.clone())).collect();
+                let result = client.batch(batch).await;
+                write_step(name, OpKind::Write { value: n }, result)
+            }
+            2 => match client.multi_get(keys.to_vec()).await {
+                Ok(values) => {
+                    let of = |i: usize| {
+                        Some(
+                            values
+                                .get(i)
+                                .cloned()
+                                .flatten()
+                                .map(|v| parse_value(&v.value))
+                                .unwrap_or(0),
+                        )
+                    };
+                    let kind = OpKind::ReadPair {
+                        a: of(0),
+                        b: of(1),
+                        by_scan: false,
+                    };
+                    (name, kind, Outcome::Ok, None)
+                }
+                Err(e) => (name, pair_unknown(false), Outcome::Info, Some(e.to_string())),
+            },
+            _ => {
+                let options = ScanOptions {
+                    prefix: format!("{name}/").into_bytes(),
+                    ..ScanOptions::default()
+                };
+                match client.scan_all(&options, 10).await {
+                    Ok(entries) => {
+                        let of = |suffix: &str| {
+                            let key = format!("{name}/{suffix}").into_bytes();
+                            Some(
+                                entries
+                                    .iter()
+                                    .find(|e| e.key == key)
+                                    .map(|e| parse_value(&e.value))
+                                    .unwrap_or(0),
+                            )
+                        };
+                        let kind = OpKind::ReadPair {
+                            a: of("a"),
+                            b: of("b"),
+                            by_scan: true,
+                        };
+                        (name, kind, Outcome::Ok, None)
+                    }
+                    Err(e) => (name, pair_unknown(true), Outcome::Info, Some(e.to_string())),
+                }
+            }
+        }
+    }
+
     /// Each add writes a key of its own.
     async fn set(&mut self, n: u64) -> Step {
         let key = set_key(&self.ctx.prefix, n);
@@ -200,6 +294,7 @@ pub async fn client_loop(ctx: ClientContext, process: usize) {
         ctx,
         id: process,
         own: 0,
+        cas_seen: None,
     };
     while !me.ctx.stop.load(Ordering::Relaxed) {
         let n = me.ctx.counter.fetch_add(1, Ordering::Relaxed) + 1;
@@ -209,6 +304,7 @@ pub async fn client_loop(ctx: ClientContext, process: usize) {
             Workload::CasRegister => me.cas_register(n).await,
             Workload::Bounded | Workload::Ryw => me.own_key().await,
             Workload::Set => me.set(n).await,
+            Workload::Pairs => me.pairs(n).await,
         };
         me.ctx.recorder.record(Op {
             process,
@@ -219,6 +315,15 @@ pub async fn client_loop(ctx: ClientContext, process: usize) {
             complete_ns: me.ctx.recorder.now(),
             error,
         });
+    }
+}
+
+/// A pair read that failed: it tells nothing.
+fn pair_unknown(by_scan: bool) -> OpKind {
+    OpKind::ReadPair {
+        a: None,
+        b: None,
+        by_scan,
     }
 }
 

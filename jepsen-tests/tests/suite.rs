@@ -14,7 +14,9 @@ use std::time::Duration;
 async fn must_run(mut config: RunConfig) -> jepsen_tests::run::RunReport {
     let out = tempfile::tempdir().unwrap();
     config.out_dir = out.path().to_path_buf();
-    let mut target = LocalTarget::start().await.expect("start a local cluster");
+    let mut target = LocalTarget::start_for(&config.nemeses)
+        .await
+        .expect("start a local cluster");
     let report = run(&mut target, &config).await;
     target.stop().await;
     let report = report.expect("run");
@@ -91,6 +93,14 @@ async fn ryw_and_bounded_keep_their_promises_under_composed_faults() {
         assert_eq!(report.verdict, Verdict::Valid, "{report}");
         assert!(report.nemesis_events >= 4, "faults were injected: {report}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_pairs_read_whole_and_linearizable_under_composed_faults() {
+    let report = must_run(config(Workload::Pairs, &Nemesis::ALL, 30, 20, false)).await;
+    assert_eq!(report.verdict, Verdict::Valid, "{report}");
+    assert!(report.nemesis_events >= 4, "faults were injected: {report}");
+    assert!(report.counts.ok > 500, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
-//! The node's wall clock. It stamps TTL expiry times, judges whether a key
-//! has expired, and dates the freshness a leader vouches for
+//! The node's wall clock. It stamps proposals (which advance a shard's
+//! apply clock, the one clock that judges TTL expiry) and TTL expiry times,
+//! and dates the freshness a leader vouches for
 //! (bounded-staleness reads). Leases do not read it: openraft measures them
 //! on the monotonic clock, which a wall-clock jump cannot move.
 //!

@@ -138,6 +138,10 @@ pub struct RaftTuning {
     pub idle_client_expiry_ms: u64,
     /// How often each shard leader proposes forgetting idle clients.
     pub idle_client_sweep_ms: u64,
+    /// A shard leader ticks the apply clock of a shard no write has stamped
+    /// for this long, so follower reads see TTL keys expire at most this
+    /// late (docs/consistency.md, "TTL").
+    pub clock_tick_ms: u64,
 }
 
 impl Default for RaftTuning {
@@ -150,6 +154,7 @@ impl Default for RaftTuning {
             logs_kept_behind_snapshot: 1_000,
             idle_client_expiry_ms: 3_600_000,
             idle_client_sweep_ms: 60_000,
+            clock_tick_ms: 1_000,
         }
     }
 }
@@ -205,6 +210,9 @@ impl NodeConfig {
         }
         if r.snapshot_every_entries == 0 {
             bail!("raft.snapshot_every_entries: must be at least 1");
+        }
+        if r.clock_tick_ms == 0 {
+            bail!("raft.clock_tick_ms: must be at least 1");
         }
         if self.faults.lose_unsynced_writes && !cfg!(feature = "failpoints") {
             bail!("faults.lose_unsynced_writes: needs a kv-server built with the failpoints feature");

@@ -116,7 +116,7 @@ pub async fn run(
         ))
     });
 
-    let sweeper = tokio::spawn(sweep_idle_clients(host.clone(), config.raft.clone(), stop_rx.clone()));
+    let sweeper = tokio::spawn(leader_chores(host.clone(), config.raft.clone(), stop_rx.clone()));
 
     let client_server = tokio::spawn(
         tonic::transport::Server::builder()
@@ -148,20 +148,28 @@ pub async fn run(
     Ok(())
 }
 
-/// Every `idle_client_sweep_ms`, as leader of each shard, proposes
-/// forgetting the exactly-once records of idle clients (docs/consistency.md).
-async fn sweep_idle_clients(
+/// What a node does as leader of its shards, periodically: every
+/// `idle_client_sweep_ms` it proposes forgetting the exactly-once records of
+/// idle clients, and every `clock_tick_ms` it ticks the apply clock of
+/// shards nobody wrote to meanwhile (docs/consistency.md).
+async fn leader_chores(
     host: Arc<NodeHost>,
     tuning: crate::config::RaftTuning,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(tuning.idle_client_sweep_ms.max(1)));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let every = |ms: u64| {
+        let mut interval = tokio::time::interval(std::time::Duration::from_millis(ms.max(1)));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    };
+    let mut sweeps = every(tuning.idle_client_sweep_ms);
+    let mut clock_ticks = every(tuning.clock_tick_ms);
     // The only change the stop channel ever sees is "stop".
     while !*stop.borrow() {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = ticks.tick() => host.forget_idle_clients(tuning.idle_client_expiry_ms).await,
+            _ = sweeps.tick() => host.forget_idle_clients(tuning.idle_client_expiry_ms).await,
+            _ = clock_ticks.tick() => host.tick_idle_clocks(tuning.clock_tick_ms).await,
         }
     }
 }

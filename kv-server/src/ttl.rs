@@ -1,6 +1,6 @@
-//! Reclaiming expired keys. An expired record is invisible at once (reads
-//! compare its expiry with the node's clock; writes with the shard's apply
-//! clock) and is dropped later by RocksDB compaction.
+//! Reclaiming expired keys. An expired record is invisible at once (reads,
+//! conditions and counters all judge it by the shard's apply clock, see
+//! [`crate::shard::view`]) and is dropped later by RocksDB compaction.
 //!
 //! Compaction must not change what a state machine decides: a condition or
 //! counter applied later must see the same "absent" on every replica. So
@@ -58,6 +58,11 @@ impl ExpiryHorizons {
     /// every applied batch, open and snapshot install).
     pub fn set(&self, shard: ShardId, clock_ms: u64) {
         self.by_shard.entry(shard).or_default().clock_ms = clock_ms;
+    }
+
+    /// The shard's apply clock as last applied here.
+    pub fn clock_of(&self, shard: ShardId) -> Option<u64> {
+        self.by_shard.get(&shard).map(|h| h.clock_ms)
     }
 
     /// Pins the shard's horizon at its current clock until the pin drops.

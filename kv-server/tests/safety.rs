@@ -533,3 +533,202 @@ async fn a_leader_back_from_power_loss_serves_no_stale_strong_read() {
         "strong reads missed acknowledged writes after a power loss: {stale:?}"
     );
 }
+
+fn real_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Sleeps until this machine's real clock reads `at_ms`.
+async fn sleep_until_real(at_ms: u64) {
+    let now = real_ms();
+    if at_ms > now {
+        tokio::time::sleep(Duration::from_millis(at_ms - now)).await;
+    }
+}
+
+/// Puts `key` with a 1 s TTL and returns its expiry on the writing
+/// leader's clock.
+async fn must_put_expiring(client: &kv_client::ShoalClient, key: &str) -> u64 {
+    let ttl = kv_client::PutOptions {
+        ttl: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
+    client.put_with(key, "expires", &ttl).await.expect("ttl write");
+    client.get(key).await.expect("read back").expect("live").expires_at_ms
+}
+
+/// Promise: a key's expiry is judged by one clock, so a condition and a
+/// strong read on the same shard never disagree about whether it is there
+/// (hole 2). Both schedules keep the leader's clock inside the 250 ms
+/// offset budget; the test machine's clock is the real time.
+///  1. Leader 200 ms fast. Once the key has expired by the leader's clock,
+///     `delete --if-present` reports it absent; the clock comes back to real
+///     time (still before the expiry) and a strong read must not show the
+///     key again.
+///  2. Leader on time. Once the key has expired, a strong read reports it
+///     absent; the leader's clock goes 200 ms slow (back before the expiry)
+///     and `put --if-absent` must not find the key there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_condition_and_a_strong_read_judge_expiry_alike() {
+    let mut tc = common::must_start_cluster(3, 1, &[]).await;
+    let client = must_connect(&tc.cluster).await;
+    let leader = tc.cluster.wait_for_leaders(Duration::from_secs(30)).await.unwrap()[&1];
+    let mut broken = Vec::new();
+
+    tc.cluster.set_node_clock(leader, 200).await.unwrap();
+    // Heartbeat replies carry the new clock to the leader's peer samples.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let expires = must_put_expiring(&client, "fast-clock").await;
+    sleep_until_real(expires - 200 + 20).await;
+    let deleted = client
+        .delete_with("fast-clock", Some(kv_client::Condition::Present))
+        .await
+        .expect("delete-if-present");
+    tc.cluster.set_node_clock(leader, 0).await.unwrap();
+    let read = client.get("fast-clock").await.expect("strong read");
+    let read_at = real_ms();
+    eprintln!("schedule 1: delete-if-present {deleted:?}; then strong read {read:?} at {read_at}, expiry {expires}");
+    assert!(read_at < expires, "schedule 1 ran too slowly to test anything");
+    if matches!(deleted, kv_client::WriteResult::ConditionFailed { .. }) && read.is_some() {
+        broken.push("delete-if-present saw the key absent, a later strong read saw it live");
+    }
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let expires = must_put_expiring(&client, "slow-clock").await;
+    sleep_until_real(expires + 20).await;
+    let read = client.get("slow-clock").await.expect("strong read");
+    tc.cluster.set_node_clock(leader, -200).await.unwrap();
+    let if_absent = kv_client::PutOptions {
+        condition: Some(kv_client::Condition::Absent),
+        ..Default::default()
+    };
+    let put = client
+        .put_with("slow-clock", "taken over", &if_absent)
+        .await
+        .expect("put-if-absent");
+    let put_at = real_ms();
+    eprintln!("schedule 2: strong read {read:?}; then put-if-absent {put:?} at {put_at}, expiry {expires}");
+    assert!(put_at < expires + 200, "schedule 2 ran too slowly to test anything");
+    if read.is_none() && matches!(put, kv_client::WriteResult::ConditionFailed { .. }) {
+        broken.push("a strong read saw the key absent, a later put-if-absent found it live");
+    }
+    tc.cluster.stop_all(Duration::from_secs(10));
+    assert!(broken.is_empty(), "expiry judged on two clocks: {broken:?}");
+}
+
+/// Promise: a write a quorum acknowledged survives a node losing its data
+/// directory (hole 8, amnesia). Schedule: follower C is cut off; "acked" is
+/// written through leader A and follower B; B and A are killed, B's data
+/// directory is wiped and B starts again with the same node id; C is
+/// healed. If B, remembering nothing, votes for C, C leads without
+/// "acked" and a strong read returns the older value. Then A comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_data_does_not_elect_a_leader_without_acknowledged_writes() {
+    let mut tc = common::must_start_cluster(3, 1, &[]).await;
+    let client = must_connect(&tc.cluster).await;
+    let a = tc.cluster.wait_for_leaders(Duration::from_secs(30)).await.unwrap()[&1];
+    let (b, c) = match a {
+        1 => (2, 3),
+        2 => (1, 3),
+        _ => (1, 2),
+    };
+    let ushard = client.routes().place("default", b"amnesia", None).unwrap().ushard;
+    client.put("amnesia", "before").await.expect("first write");
+    for failpoint in ["raft-send", "raft-receive"] {
+        tc.cluster.set_failpoint(c, failpoint, "return").await.unwrap();
+    }
+    client.put("amnesia", "acked").await.expect("write through A and B");
+    tc.cluster.kill(b).unwrap();
+    tc.cluster.kill(a).unwrap();
+    let b_dir = tc.cluster.data_dir().join(format!("node-{b}"));
+    std::fs::remove_dir_all(&b_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    tc.cluster.start_node(b).unwrap();
+    for failpoint in ["raft-send", "raft-receive"] {
+        tc.cluster.set_failpoint(c, failpoint, "off").await.unwrap();
+    }
+    eprintln!("A = {a} and B = {b} down, B wiped and restarted, C = {c} healed");
+
+    // Long enough for B's restart embargo and several of C's elections.
+    let mut answers = Vec::new();
+    let mut nodes = [(b, direct(&tc.cluster, b).await), (c, direct(&tc.cluster, c).await)];
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        for (node, peer) in nodes.iter_mut() {
+            if let Some(value) = strong_get(peer, 1, ushard, "amnesia", Duration::from_millis(300)).await {
+                answers.push((*node, String::from_utf8_lossy(&value).to_string()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("with A down, strong reads answered {answers:?}");
+    tc.cluster.start_node(a).unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(Some(found)) = client.get("amnesia").await {
+                return String::from_utf8_lossy(&found.value).to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    eprintln!("with A back: {read:?}");
+    tc.cluster.stop_all(Duration::from_secs(10));
+    let stale: Vec<_> = answers.iter().filter(|(_, v)| v != "acked").collect();
+    assert!(stale.is_empty(), "strong reads lost an acknowledged write: {stale:?}");
+    assert_eq!(
+        read.as_deref(),
+        Ok("acked"),
+        "the shard came back with the acknowledged write"
+    );
+}
+
+/// Promise: a bounded read is never older than its bound, even on a
+/// follower whose clock is far behind the leader's (beyond the offset
+/// budget): such a follower cannot measure the age of its state, so it
+/// refuses. The follower's clock is set 10 s back, it is cut off from the
+/// leader, a newer value is written, and 2 s later it is asked for a read
+/// at most 1 s old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_with_a_clock_far_behind_serves_no_stale_bounded_read() {
+    let mut tc = common::must_start_cluster(3, 1, &[]).await;
+    let client = must_connect(&tc.cluster).await;
+    let leader = tc.cluster.wait_for_leaders(Duration::from_secs(30)).await.unwrap()[&1];
+    let follower = (1..=3).find(|n| *n != leader).unwrap();
+    let ushard = client.routes().place("default", b"bounded", None).unwrap().ushard;
+    client.put("bounded", "old").await.expect("first write");
+    tc.cluster.set_node_clock(follower, -10_000).await.unwrap();
+    // Stamps keep arriving for a while: the follower is current, its clock is not.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tc.cluster
+        .set_failpoint(follower, "raft-receive", "return")
+        .await
+        .unwrap();
+    client.put("bounded", "new").await.expect("write the follower misses");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut node = direct(&tc.cluster, follower).await;
+    let request = GetRequest {
+        header: header(1),
+        key: key_ref(ushard, "bounded"),
+        consistency: Some(shoal_proto::kv::ReadConsistency {
+            mode: Some(shoal_proto::kv::read_consistency::Mode::MaxStalenessMs(1_000)),
+        }),
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(5), node.get(request)).await;
+    let _ = tc.cluster.set_failpoint(follower, "raft-receive", "off").await;
+    tc.cluster.stop_all(Duration::from_secs(10));
+    let served = match answer {
+        Ok(Ok(reply)) => reply
+            .into_inner()
+            .value
+            .map(|v| String::from_utf8_lossy(&v.value).to_string()),
+        other => {
+            eprintln!("the follower refused: {other:?}");
+            return;
+        }
+    };
+    panic!("a follower 2 s behind the leader, clock 10 s slow, served a read at most 1 s old: {served:?}");
+}

@@ -100,6 +100,13 @@ impl Applier<'_, '_> {
                     outcome: Outcome::Applied,
                 })
             }
+            Command::Tick { now_ms } => {
+                self.advance_clock(now_ms);
+                Ok(CommandResult {
+                    version,
+                    outcome: Outcome::Applied,
+                })
+            }
             Command::Mutate {
                 keyspace,
                 ops,

@@ -78,7 +78,10 @@ impl Command {
     /// Whether the command carries its proposer's wall clock (which moves
     /// the shard's apply clock).
     pub fn is_timed(&self) -> bool {
-        matches!(self, Command::Mutate { .. } | Command::ForgetIdleClients { .. })
+        matches!(
+            self,
+            Command::Mutate { .. } | Command::ForgetIdleClients { .. } | Command::Tick { .. }
+        )
     }
 
     /// The fast-ack ticket this entry carries on its leader (0: none).
@@ -136,6 +139,11 @@ pub enum Command {
     /// Forgets the exactly-once record of every client no request touched
     /// for `idle_ms` on the apply clock (advanced to `now_ms` first).
     ForgetIdleClients { idle_ms: u64, now_ms: u64 },
+    /// Advances the apply clock to `now_ms` and changes nothing else: the
+    /// leader brings the clock up to its own before a strong read that the
+    /// clock's lag would change, and on a shard no write has stamped for a
+    /// while (see [`crate::shard::view`], "one clock judges expiry").
+    Tick { now_ms: u64 },
 }
 
 // Display is what openraft logs: never print user keys or values.
@@ -151,6 +159,7 @@ impl fmt::Display for Command {
                 write!(f, "Mutate(keyspace={keyspace}, ops={}, request={request:?})", ops.len())
             }
             Command::ForgetIdleClients { idle_ms, .. } => write!(f, "ForgetIdleClients(idle_ms={idle_ms})"),
+            Command::Tick { .. } => write!(f, "Tick"),
         }
     }
 }

@@ -162,9 +162,10 @@ impl Kv for KvService {
                 let layout = self.host.layout();
                 let (keyspace, shard) = self.resolve(&layout, req.header.as_ref())?;
                 let (ushard, key) = check_key(&self.host.limits, keyspace, shard, req.key.as_ref())?;
-                let replica = self.read_replica(shard, read_mode(req.consistency.as_ref())).await?;
+                let mode = read_mode(req.consistency.as_ref());
+                let replica = self.read_replica(shard, mode).await?;
                 crate::failpoints::delay("read-before").await;
-                let read = replica.read(|view| view.get(keyspace.id, ushard, key))?;
+                let read = replica.read(mode, |view| view.get(keyspace.id, ushard, key)).await?;
                 Ok(GetResponse {
                     header: self.response_header(&layout, shard),
                     value: read.value.map(to_value),
@@ -192,19 +193,22 @@ impl Kv for KvService {
                 for key in &req.keys {
                     keys.push(check_key(&self.host.limits, keyspace, shard, Some(key))?);
                 }
-                let replica = self.read_replica(shard, read_mode(req.consistency.as_ref())).await?;
+                let mode = read_mode(req.consistency.as_ref());
+                let replica = self.read_replica(shard, mode).await?;
                 crate::failpoints::delay("read-before").await;
-                let found = replica.read(|view| {
-                    keys.iter()
-                        .enumerate()
-                        .map(|(i, (ushard, key))| {
-                            if i > 0 {
-                                crate::failpoints::pause("read-between");
-                            }
-                            Ok(view.get(keyspace.id, *ushard, key)?.map(to_value))
-                        })
-                        .collect::<KvResult<Vec<_>>>()
-                })?;
+                let found = replica
+                    .read(mode, |view| {
+                        keys.iter()
+                            .enumerate()
+                            .map(|(i, (ushard, key))| {
+                                if i > 0 {
+                                    crate::failpoints::pause("read-between");
+                                }
+                                Ok(view.get(keyspace.id, *ushard, key)?.map(to_value))
+                            })
+                            .collect::<KvResult<Vec<_>>>()
+                    })
+                    .await?;
                 let applied_version = found.applied;
                 let values = found
                     .value
@@ -344,9 +348,12 @@ impl Kv for KvService {
                         Some(Cursor::decode(&req.resume_after)?)
                     },
                 };
-                let replica = self.read_replica(shard, read_mode(req.consistency.as_ref())).await?;
+                let mode = read_mode(req.consistency.as_ref());
+                let replica = self.read_replica(shard, mode).await?;
                 crate::failpoints::delay("read-before").await;
-                let read = replica.read(|view| scan_shard(view, keyspace.id, &ushards, &spec))?;
+                let read = replica
+                    .read(mode, |view| scan_shard(view, keyspace.id, &ushards, &spec))
+                    .await?;
                 let page = read.value;
                 let resume_after = match (page.more, page.items.last()) {
                     (true, Some(last)) => Cursor {

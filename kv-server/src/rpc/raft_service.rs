@@ -56,6 +56,20 @@ impl RaftService {
     }
 }
 
+/// Votes and pre-votes a replica in quarantine may not grant (see
+/// [`ShardReplica::in_quarantine`]): those for a candidate with anything in
+/// its log.
+fn refuse_in_quarantine(replica: &ShardReplica, rpc: &openraft::raft::VoteRequest<TypeConfig>) -> Result<(), Status> {
+    let candidate_log_empty = rpc.last_log_id.as_ref().is_none_or(|last| last.index == 0);
+    if candidate_log_empty || !replica.in_quarantine() {
+        return Ok(());
+    }
+    Err(Status::unavailable(format!(
+        "shard {}: this replica was opened with no Raft state and has not caught up with a leader: not voting",
+        replica.id
+    )))
+}
+
 /// Where a Raft message goes: a replica hosted here and the message, or
 /// the answer that the shard is not hosted here.
 enum Routed<T> {
@@ -117,6 +131,7 @@ impl RaftTransport for RaftService {
             Routed::Here(replica, rpc) => (replica, rpc),
             Routed::NotHosted(reply) => return Ok(reply),
         };
+        refuse_in_quarantine(&replica, &rpc)?;
         encode_reply(&replica.raft.vote(rpc).await)
     }
 
@@ -127,6 +142,7 @@ impl RaftTransport for RaftService {
             Routed::Here(replica, rpc) => (replica, rpc),
             Routed::NotHosted(reply) => return Ok(reply),
         };
+        refuse_in_quarantine(&replica, &rpc)?;
         encode_reply(&replica.raft.pre_vote(rpc).await)
     }
 

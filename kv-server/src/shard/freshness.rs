@@ -20,7 +20,11 @@
 //! A follower or learner that accepted the message keeps the newest stamp;
 //! once it has applied `applied`, its state is at most
 //! `now - as_of_ms + max_clock_offset` old, the offset covering the skew
-//! between the two wall clocks.
+//! between the two wall clocks. That needs the follower's own clock within
+//! the offset of the leader's: a clock behind by more would make `now -
+//! as_of_ms` stand still while the state ages. **A follower whose clock
+//! reads a received stamp as more than the offset in its future proves no
+//! staleness at all** until a stamp arrives that its clock agrees with.
 
 use crate::peer_clocks::PeerClocks;
 use crate::raft::types::Raft;
@@ -50,8 +54,9 @@ pub struct Freshness {
     applied: watch::Receiver<u64>,
     /// openraft's leader lease (its `election_timeout_max`).
     lease: Duration,
-    /// Newest stamp received from a leader.
-    received: Mutex<Option<FreshnessStamp>>,
+    /// Newest stamp received from a leader, with this node's wall clock
+    /// when it arrived.
+    received: Mutex<Option<(FreshnessStamp, u64)>>,
     /// The term in which this node started a leadership transfer.
     transferring_in_term: Mutex<Option<u64>>,
 }
@@ -144,8 +149,8 @@ impl Freshness {
     /// message this replica's Raft accepted.
     pub fn observe(&self, stamp: FreshnessStamp) {
         let mut held = self.received.lock().unwrap_or_else(|p| p.into_inner());
-        if held.is_none_or(|h| stamp.as_of_ms > h.as_of_ms) {
-            *held = Some(stamp);
+        if held.is_none_or(|(h, _)| stamp.as_of_ms > h.as_of_ms) {
+            *held = Some((stamp, crate::clock::wall_ms()));
         }
     }
 
@@ -155,9 +160,14 @@ impl Freshness {
         if let Some(own) = self.leader_stamp(now_wall_ms) {
             return Ok(now_wall_ms.saturating_sub(own.as_of_ms));
         }
-        let Some(stamp) = *self.received.lock().unwrap_or_else(|p| p.into_inner()) else {
+        let Some((stamp, received_at_ms)) = *self.received.lock().unwrap_or_else(|p| p.into_inner()) else {
             return Err(u64::MAX);
         };
+        if stamp.as_of_ms > received_at_ms + max_clock_offset_ms {
+            // Our clock is behind the leader's by more than the budget: it
+            // cannot measure how old the state is (see the module docs).
+            return Err(u64::MAX);
+        }
         if self.applied() < stamp.applied {
             return Err(stamp.applied);
         }

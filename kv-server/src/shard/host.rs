@@ -201,6 +201,7 @@ impl NodeHost {
                 self.allow_elections_after_embargo(raft.clone());
             }
             freshness.attach(raft.clone());
+            let opened_empty = !raft.is_initialized().await?;
             if shard.conf_ver == 1 && shard.replicas.first() == Some(&self.node_id) && !raft.is_initialized().await? {
                 let members: BTreeMap<u64, BasicNode> = shard
                     .replicas
@@ -229,6 +230,7 @@ impl NodeHost {
                     self.engine.clone(),
                     freshness,
                     acceptances,
+                    opened_empty,
                 )),
             );
         }
@@ -296,6 +298,32 @@ impl NodeHost {
             };
             if let Err(e) = replica.propose(command).await {
                 tracing::debug!(shard_id = %replica.id, error = %e, "idle-client sweep not applied");
+            }
+        }
+    }
+
+    /// As leader of each shard whose apply clock has not moved for
+    /// `lag_ms` on this node's clock (no write stamped it), proposes a
+    /// tick: follower reads judge expiry by the clock they apply, so they
+    /// see a key expire at most `lag_ms` late. Failures wait for the next
+    /// round.
+    pub async fn tick_idle_clocks(&self, lag_ms: u64) {
+        for replica in self.replicas() {
+            if replica.raft.as_leader().is_err() {
+                continue;
+            }
+            let now_ms = crate::clock::wall_ms();
+            let clock_ms = self.horizons.clock_of(replica.id).unwrap_or(0);
+            if clock_ms.saturating_add(lag_ms) > now_ms {
+                continue;
+            }
+            // A leader cut off from its quorum never commits: do not let
+            // one such shard hold up the others.
+            let tick = replica.propose(crate::raft::types::Command::Tick { now_ms });
+            match tokio::time::timeout(Duration::from_millis(lag_ms.max(100)), tick).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::debug!(shard_id = %replica.id, error = %e, "apply clock tick not applied"),
+                Err(_) => tracing::debug!(shard_id = %replica.id, "apply clock tick not committed in time"),
             }
         }
     }

@@ -24,6 +24,9 @@ pub struct ShardReplica {
     retired: std::sync::atomic::AtomicBool,
     /// Fast-ack proposals waiting for their append (shared with the log store).
     acceptances: Arc<Acceptances>,
+    /// Set while this replica may have forgotten a vote or acknowledged
+    /// entries (see [`ShardReplica::in_quarantine`]).
+    quarantined: std::sync::atomic::AtomicBool,
 }
 
 /// What a read asks of the replica that serves it (docs/consistency.md).
@@ -52,8 +55,10 @@ impl ShardReplica {
         engine: SharedEngine,
         freshness: Arc<Freshness>,
         acceptances: Arc<Acceptances>,
+        opened_empty: bool,
     ) -> ShardReplica {
         ShardReplica {
+            quarantined: std::sync::atomic::AtomicBool::new(opened_empty),
             acceptances,
             id,
             raft,
@@ -269,34 +274,90 @@ impl ShardReplica {
     /// [`Self::read_barrier_for`] first: the view is taken after it, so it
     /// holds at least what the barrier waited for.
     ///
+    /// Expiry is judged by the view's apply clock (see
+    /// [`crate::shard::view`]). A strong read that found a record live only
+    /// because that clock lags the leader's has the leader tick the clock
+    /// up to its own and reads again: it then hides what any later
+    /// condition would find expired. If the tick cannot be proposed (lost
+    /// leadership, a clock the quorum disputes), the first answer stands:
+    /// it agrees with the state machine, only the expiry shows late.
+    ///
     /// **A replica that has begun to be removed answers no read**: the flag
     /// is checked after reading, so a read whose view may postdate the
     /// deletion fails with `UNKNOWN_SHARD` (the client refreshes its map and
     /// goes elsewhere) instead of answering "absent" with a valid token.
-    pub fn read<T>(&self, read: impl FnOnce(&ReplicaView<'_>) -> KvResult<T>) -> KvResult<ReadAt<T>> {
-        let mut read = Some(read);
-        let mut answer: Option<KvResult<ReadAt<T>>> = None;
-        let now_ms = crate::clock::wall_ms();
-        self.engine.read_view(&mut |view| {
-            let view = ReplicaView {
-                shard: self.id,
-                view,
-                now_ms,
-            };
-            if let Some(read) = read.take() {
-                answer = Some(view.applied().and_then(|applied| {
-                    Ok(ReadAt {
-                        value: read(&view)?,
-                        applied,
-                    })
-                }));
+    pub async fn read<T>(&self, mode: ReadMode, read: impl Fn(&ReplicaView<'_>) -> KvResult<T>) -> KvResult<ReadAt<T>> {
+        let wall_ms = (mode == ReadMode::Strong).then(crate::clock::wall_ms);
+        let (first, lags_wall) = self.read_once(wall_ms, &read)?;
+        if !lags_wall {
+            return Ok(first);
+        }
+        let tick = Command::Tick {
+            now_ms: crate::clock::wall_ms(),
+        };
+        // Bounded: a leader that just lost its quorum never commits it.
+        match tokio::time::timeout(std::time::Duration::from_secs(1), self.propose(tick)).await {
+            Ok(Ok(_)) => Ok(self.read_once(None, &read)?.0),
+            Ok(Err(e)) => {
+                tracing::debug!(shard_id = %self.id, error = %e, "apply clock not ticked for a read");
+                Ok(first)
             }
+            Err(_) => Ok(first),
+        }
+    }
+
+    /// One read in one view; also says whether the view's apply clock
+    /// lagged `wall_ms` for something the read returned.
+    fn read_once<T>(
+        &self,
+        wall_ms: Option<u64>,
+        read: &impl Fn(&ReplicaView<'_>) -> KvResult<T>,
+    ) -> KvResult<(ReadAt<T>, bool)> {
+        let mut answer: Option<KvResult<(ReadAt<T>, bool)>> = None;
+        self.engine.read_view(&mut |view| {
+            answer = Some(ReplicaView::new(self.id, view, wall_ms).and_then(|view| {
+                let applied = view.applied()?;
+                let value = read(&view)?;
+                Ok((ReadAt { value, applied }, view.lags_wall()))
+            }));
             Ok(())
         })?;
         if self.is_retired() {
             return Err(KvError::UnknownShard(self.id));
         }
         answer.unwrap_or_else(|| Err(KvError::Internal("the read view never ran".into())))
+    }
+
+    /// Whether this replica is still in quarantine. A replica opened with
+    /// no Raft state at all — a new replica, or one whose data was wiped
+    /// (amnesia) — cannot tell which it is, and an amnesic voter is
+    /// dangerous: it may have voted in a term and acknowledged entries it
+    /// no longer has, so its vote could elect a second leader in that term
+    /// or a leader that lacks committed writes.
+    ///
+    /// **A replica opened empty votes only for a candidate whose log is
+    /// empty too, until it has applied an entry of the leader it follows.**
+    /// That leader's log holds every committed entry (Raft's leader
+    /// completeness), and the replica's log now matches it up to an entry
+    /// of the leader's own term, so it holds them too: from then on its
+    /// vote is as good as any. The exception for empty candidates lets a
+    /// brand-new group elect its first leader, where nothing can have been
+    /// committed.
+    pub fn in_quarantine(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.quarantined.load(Ordering::SeqCst) {
+            return false;
+        }
+        let metrics = self.metrics();
+        let caught_up = metrics.vote.committed
+            && metrics
+                .last_applied
+                .is_some_and(|applied| applied.leader_id == metrics.vote.leader_id);
+        if caught_up {
+            self.quarantined.store(false, Ordering::SeqCst);
+            tracing::info!(shard_id = %self.id, "replica opened empty caught up with its leader: votes again");
+        }
+        !caught_up
     }
 
     /// Marks this replica as being removed: from now on it answers no read

@@ -2,12 +2,26 @@
 //! its reading: a multi-get or a scan across micro-shards sees one applied
 //! index, never half of an atomic batch, and learns exactly which index
 //! that is (the read-your-writes token it returns).
+//!
+//! **One clock judges expiry: the apply clock of the state being read.**
+//! Conditions, counters and compaction judge a record by the shard's apply
+//! clock (the largest proposal time applied, the same on every replica);
+//! reads judge it by the apply clock stored in the very view they read, not
+//! by the serving node's wall clock. So a read and a condition at the same
+//! index always agree whether a key is there, and a later state never shows
+//! a key an earlier one hid (the apply clock never goes back). The apply
+//! clock lags real time on a shard nobody writes to; two things bring it up:
+//! a strong read that touches a record expired by the leader's clock but
+//! not yet by the apply clock has the leader propose a
+//! [`Command::Tick`](crate::raft::types::Command::Tick) and reads again, and
+//! each leader ticks a shard whose clock has not moved for `clock_tick_ms`.
 
 use crate::engine::{Direction, ReadView, Visit};
 use crate::error::{KvError, KvResult};
 use crate::keys::{self, SmMetaTag, ValueRecord, CF_DATA};
 use crate::raft::state_machine::applied_index_of;
 use crate::types::{KeyspaceId, ShardId, UshardId};
+use std::cell::Cell;
 
 /// How much one micro-shard's scan may collect.
 #[derive(Clone, Copy, Debug)]
@@ -34,13 +48,49 @@ pub struct ScanItem {
 
 /// A shard's data at one applied index (see [`crate::shard::replica::ShardReplica::read`]).
 pub struct ReplicaView<'a> {
-    pub(crate) shard: ShardId,
-    pub(crate) view: &'a dyn ReadView,
-    /// Records expired at this time (the node's wall clock) are hidden.
-    pub(crate) now_ms: u64,
+    shard: ShardId,
+    view: &'a dyn ReadView,
+    /// The apply clock this view holds: records expired at it are hidden.
+    clock_ms: u64,
+    /// For strong reads on the leader, its wall clock: a visible record
+    /// already expired by it sets `lags_wall`.
+    wall_ms: Option<u64>,
+    lags_wall: Cell<bool>,
 }
 
-impl ReplicaView<'_> {
+impl<'a> ReplicaView<'a> {
+    /// A view of `shard` in `view`, judging expiry by the apply clock the
+    /// view holds. `wall_ms`: see [`Self::lags_wall`].
+    pub fn new(shard: ShardId, view: &'a dyn ReadView, wall_ms: Option<u64>) -> KvResult<ReplicaView<'a>> {
+        let clock_ms = view
+            .get(CF_DATA, &keys::clock_key(shard))?
+            .map(|bytes| keys::decode_clock(&bytes))
+            .unwrap_or(0);
+        Ok(ReplicaView {
+            shard,
+            view,
+            clock_ms,
+            wall_ms,
+            lags_wall: Cell::new(false),
+        })
+    }
+
+    /// Whether something this view returned as live had already expired
+    /// by the `wall_ms` it was given: the apply clock lags that clock, and
+    /// a later condition stamped with it would find the record gone.
+    pub fn lags_wall(&self) -> bool {
+        self.lags_wall.get()
+    }
+
+    /// Whether `record` is visible in this view.
+    fn visible(&self, record: &ValueRecord) -> bool {
+        let live = record.is_live_at(self.clock_ms);
+        if live && self.wall_ms.is_some_and(|wall| !record.is_live_at(wall)) {
+            self.lags_wall.set(true);
+        }
+        live
+    }
+
     /// The applied index this view holds: the state machine writes it in
     /// the same batch as the data it produced.
     pub fn applied(&self) -> KvResult<u64> {
@@ -61,7 +111,7 @@ impl ReplicaView<'_> {
         let record = raw
             .map(|bytes| ValueRecord::decode(&bytes).ok_or_else(|| KvError::Internal("corrupt value record".into())))
             .transpose()?;
-        Ok(record.filter(|r| r.is_live_at(self.now_ms)))
+        Ok(record.filter(|r| self.visible(r)))
     }
 
     /// Collects entries of one micro-shard whose user keys lie in
@@ -104,7 +154,7 @@ impl ReplicaView<'_> {
             }
             let record = ValueRecord::decode(value)
                 .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt value record"))?;
-            if !record.is_live_at(self.now_ms) {
+            if !self.visible(&record) {
                 return Ok(Visit::Continue);
             }
             let user_key = keys::user_key_of(key).to_vec();
