@@ -239,6 +239,79 @@ pub fn check_pairs(ops: &[Op], budget: Duration) -> Verdict {
     check_register(&as_register, budget)
 }
 
+/// The ttl workload. Values are unique and each is written at most once,
+/// so a key holds a value over one stretch of its history: once it has
+/// been seen, then something else (absence, after expiry or a delete, or
+/// another value), it is gone for good. An observation is an operation that
+/// saw the key's state at some point between its invocation and its
+/// completion: a read, an acknowledged write (it saw its own value), a
+/// put-if-absent (applied: its value; refused: the value it found), a
+/// delete-if-present (absence, either way). Also, every value seen was
+/// written by an operation that began before the observation ended.
+pub fn check_no_resurrection(ops: &[Op]) -> Verdict {
+    let mut by_key: BTreeMap<&str, Vec<(u64, u64, u64)>> = BTreeMap::new();
+    let mut written: BTreeMap<&str, BTreeMap<u64, u64>> = BTreeMap::new();
+    for op in ops {
+        let seen = match (&op.kind, op.outcome, &op.error) {
+            (OpKind::Read { value: Some(v) }, Outcome::Ok, _) => Some(*v),
+            (OpKind::Write { value }, Outcome::Ok, _) => Some(*value),
+            (OpKind::IfAbsent { new, .. }, Outcome::Ok, _) => Some(*new),
+            (OpKind::IfAbsent { found: Some(v), .. }, Outcome::Fail, None) => Some(*v),
+            (OpKind::DeleteIfPresent, Outcome::Ok, _) | (OpKind::DeleteIfPresent, Outcome::Fail, None) => Some(0),
+            _ => None,
+        };
+        if let OpKind::Write { value: v } | OpKind::IfAbsent { new: v, .. } = op.kind {
+            // A refused or failed write wrote nothing; an indeterminate one may have.
+            if op.outcome != Outcome::Fail {
+                let first = written.entry(&op.key).or_default().entry(v).or_insert(op.invoke_ns);
+                *first = (*first).min(op.invoke_ns);
+            }
+        }
+        if let Some(v) = seen {
+            by_key
+                .entry(&op.key)
+                .or_default()
+                .push((op.invoke_ns, op.complete_ns, v));
+        }
+    }
+    let mut problems = Vec::new();
+    for (key, observations) in by_key {
+        let writes = written.get(key);
+        // Per value: the earliest completion and the latest invocation of
+        // an observation of it.
+        let mut span: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        for (invoke, complete, v) in &observations {
+            let written_before = writes.and_then(|w| w.get(v)).is_some_and(|at| at < complete);
+            if *v != 0 && !written_before {
+                problems.push(format!("key {key}: saw {v}, which no write made before"));
+            }
+            let entry = span.entry(*v).or_insert((*complete, *invoke));
+            entry.0 = entry.0.min(*complete);
+            entry.1 = entry.1.max(*invoke);
+        }
+        for (v, (first_done, last_begun)) in &span {
+            if *v == 0 {
+                continue;
+            }
+            let between = observations
+                .iter()
+                .find(|(invoke, complete, other)| other != v && invoke > first_done && complete < last_begun);
+            if let Some((invoke, _, other)) = between {
+                problems.push(format!(
+                    "key {key}: {v} was seen, then {} at {:.3} s, then {v} again",
+                    if *other == 0 {
+                        "absent".to_string()
+                    } else {
+                        other.to_string()
+                    },
+                    *invoke as f64 / 1e9
+                ));
+            }
+        }
+    }
+    verdict_of(problems, "resurrections")
+}
+
 /// What a read of the bounded and ryw workloads must see. Each key has one
 /// writer, which writes increasing values, so "at least as new" is "at
 /// least as large".
@@ -493,6 +566,36 @@ mod tests {
             pair(Some(1), Some(1), 40),
         ];
         assert!(matches!(check_pairs(&stale, BUDGET), Verdict::Invalid(_)));
+    }
+
+    #[test]
+    fn a_value_seen_gone_never_comes_back() {
+        let put = |v, invoke, complete| op(0, OpKind::Write { value: v }, Outcome::Ok, invoke, complete);
+        let get = |v, invoke| op(1, OpKind::Read { value: Some(v) }, Outcome::Ok, invoke, invoke + 5);
+        let gone = |invoke| op(2, OpKind::DeleteIfPresent, Outcome::Fail, invoke, invoke + 5);
+        // Expiry: seen, then absent, stays absent.
+        let expired = vec![put(1, 0, 10), get(1, 20), gone(40), get(0, 60)];
+        assert_eq!(check_no_resurrection(&expired), Verdict::Valid);
+        // Overlapping observations may go either way.
+        let overlapping = vec![put(1, 0, 10), gone(20), get(1, 22)];
+        assert_eq!(check_no_resurrection(&overlapping), Verdict::Valid);
+        // Hole 2: a delete-if-present finds it expired, a later read shows it.
+        let back = vec![put(1, 0, 10), gone(20), get(1, 40)];
+        assert!(matches!(check_no_resurrection(&back), Verdict::Invalid(_)));
+        // A put-if-absent that found another value, then the old one again.
+        let found = |v, invoke| {
+            op(
+                3,
+                OpKind::IfAbsent { new: 9, found: Some(v) },
+                Outcome::Fail,
+                invoke,
+                invoke + 5,
+            )
+        };
+        let overwritten = vec![put(1, 0, 10), put(2, 20, 30), found(2, 40), get(1, 60)];
+        assert!(matches!(check_no_resurrection(&overwritten), Verdict::Invalid(_)));
+        // A value nobody wrote.
+        assert!(matches!(check_no_resurrection(&[get(5, 10)]), Verdict::Invalid(_)));
     }
 
     #[test]

@@ -39,6 +39,16 @@ pub enum OpKind {
         expected: u64,
         new: u64,
     },
+    /// Put-if-absent (ttl workload): `Ok` it was absent and `new` was
+    /// written; `Fail` with no error it held `found` (0: an unparsable
+    /// value never appears; see the workload).
+    IfAbsent {
+        new: u64,
+        found: Option<u64>,
+    },
+    /// Delete-if-present (ttl workload): `Ok` it was there and is gone;
+    /// `Fail` with no error it was absent.
+    DeleteIfPresent,
     /// A strong read of both keys of a pair (pairs workload), by multi-get
     /// or by scan; each value as in [`OpKind::Read`].
     ReadPair {

@@ -23,14 +23,16 @@ struct Args {
     cluster: String,
     /// register (linearizability per key), set (lost / unexpected
     /// elements), cas-register (linearizability with compare-and-set),
-    /// bounded (no read older than its bound) or ryw (sessions see their
-    /// own writes).
+    /// bounded (no read older than its bound), ryw (sessions see their own
+    /// writes, monotonic reads), pairs (batches read whole by multi-get and
+    /// scan, linearizable) or ttl (no key comes back after expiry, delete or
+    /// overwrite).
     #[arg(long, default_value = "register")]
     workload: String,
-    /// Comma-separated, one fault at a time: kill, quick-restart, pause,
-    /// partition, one-way, sm-partition, sm-kill, move-primary, drain,
-    /// clock; "all" for every one of them composed (up to three overlapping
-    /// faults); or "none".
+    /// Comma-separated, one fault at a time: kill, quick-restart,
+    /// power-kill, pause, partition, one-way, sm-partition, sm-kill,
+    /// move-primary, drain, clock, node-clock-jump; "all" for every one of
+    /// them composed (up to three overlapping faults); or "none".
     #[arg(long, default_value = "kill,partition")]
     nemesis: String,
     /// Seconds of load and faults.

@@ -1,7 +1,9 @@
 //! One run: clients and a nemesis against a target for a while, then a
 //! final read (set), the history written out, and a verdict.
 
-use crate::checker::{check_fresh_reads, check_pairs, check_register, check_set, FreshnessRule, Verdict};
+use crate::checker::{
+    check_fresh_reads, check_no_resurrection, check_pairs, check_register, check_set, FreshnessRule, Verdict,
+};
 use crate::history::{Counts, Recorder};
 use crate::nemesis::{run_schedule, Nemesis};
 use crate::target::Target;
@@ -160,6 +162,7 @@ pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Resul
         Workload::Bounded => check_fresh_reads(&ops, FreshnessRule::Bounded(BOUNDED_STALENESS)),
         Workload::Ryw => check_fresh_reads(&ops, FreshnessRule::OwnWrites),
         Workload::Pairs => check_pairs(&ops, config.check_budget),
+        Workload::Ttl => check_no_resurrection(&ops),
     };
     recorder.write(&config.out_dir.join("history.jsonl"))?;
     let report = RunReport {

@@ -16,6 +16,12 @@
 //! - **bounded**: each process writes increasing values to a key of its
 //!   own and reads other processes' keys with bounded staleness
 //!   ([`BOUNDED_STALENESS`]), served by followers first.
+//! - **ttl**: keys shared by every process (rotating every
+//!   [`TTL_OPS_PER_KEY`] operations), written with short TTLs (100 ms – 1 s)
+//!   by puts and put-if-absents of unique values, deleted by
+//!   delete-if-present, read by strong reads: once anything else has been
+//!   seen after a value, that value must never be seen again (no key comes
+//!   back from expiry, deletion or overwrite), whatever the clocks do.
 //! - **pairs**: a pair of keys in one micro-shard, always written together
 //!   by one atomic batch of the same unique value, read back by strong
 //!   multi-gets and strong scans; every read must see both keys alike, and
@@ -37,6 +43,9 @@ use std::sync::Arc;
 /// Operations per register key before the clients move on.
 pub const OPS_PER_KEY: u64 = 100;
 
+/// Operations per ttl key: enough time per key for its TTLs to run out.
+pub const TTL_OPS_PER_KEY: u64 = 1000;
+
 /// The bound of the bounded workload's reads.
 pub const BOUNDED_STALENESS: std::time::Duration = std::time::Duration::from_millis(1_000);
 
@@ -48,16 +57,18 @@ pub enum Workload {
     Bounded,
     Ryw,
     Pairs,
+    Ttl,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 7] = [
         Workload::Register,
         Workload::Set,
         Workload::CasRegister,
         Workload::Bounded,
         Workload::Ryw,
         Workload::Pairs,
+        Workload::Ttl,
     ];
 
     pub fn parse(name: &str) -> anyhow::Result<Workload> {
@@ -75,6 +86,7 @@ impl Workload {
             Workload::Bounded => "bounded",
             Workload::Ryw => "ryw",
             Workload::Pairs => "pairs",
+            Workload::Ttl => "ttl",
         }
     }
 }
@@ -155,8 +167,9 @@ impl Process {
         let client = &self.ctx.client;
         let last_seen = self.cas_seen.filter(|(g, _)| *g == generation).map(|(_, v)| v);
         let step = match (self.rng.gen_range(0..3), last_seen) {
-            (0, _) | (_, None) => read_step(key.clone(), client.get(key).await),
-            (1, _) => {
+            (0, _) => read_step(key.clone(), client.get(key).await),
+            // With nothing seen yet there is nothing to compare with: write.
+            (1, _) | (_, None) => {
                 let result = client.put(key.clone(), n.to_string()).await;
                 write_step(key, OpKind::Write { value: n }, result)
             }
@@ -209,6 +222,42 @@ impl Process {
             let other = key_of(self.rng.gen_range(0..self.ctx.clients.max(1)));
             let consistency = ReadConsistency::Bounded(BOUNDED_STALENESS);
             read_step(other.clone(), self.ctx.client.get_with(other, consistency).await)
+        }
+    }
+
+    /// Writes with short TTLs, conditional writes and deletes, strong reads.
+    async fn ttl(&mut self, n: u64) -> Step {
+        let key = format!("{}/ttl/{}", self.ctx.prefix, n / TTL_OPS_PER_KEY);
+        let client = &self.ctx.client;
+        let ttl = Some(std::time::Duration::from_millis(self.rng.gen_range(100..1_000)));
+        match self.rng.gen_range(0..10) {
+            0..=2 => {
+                let options = PutOptions {
+                    ttl,
+                    ..PutOptions::default()
+                };
+                let result = client.put_with(key.clone(), n.to_string(), &options).await;
+                write_step(key, OpKind::Write { value: n }, result)
+            }
+            3 | 4 => {
+                let options = PutOptions {
+                    ttl,
+                    condition: Some(Condition::Absent),
+                    ..PutOptions::default()
+                };
+                match client.put_with(key.clone(), n.to_string(), &options).await {
+                    Ok(WriteResult::ConditionFailed { current }) => {
+                        let found = Some(current.map(|v| parse_value(&v.value)).unwrap_or(0));
+                        (key, OpKind::IfAbsent { new: n, found }, Outcome::Fail, None)
+                    }
+                    other => write_step(key, OpKind::IfAbsent { new: n, found: None }, other),
+                }
+            }
+            5 => match client.delete_with(key.clone(), Some(Condition::Present)).await {
+                Ok(WriteResult::ConditionFailed { .. }) => (key, OpKind::DeleteIfPresent, Outcome::Fail, None),
+                other => write_step(key, OpKind::DeleteIfPresent, other),
+            },
+            _ => read_step(key.clone(), client.get(key).await),
         }
     }
 
@@ -305,6 +354,7 @@ pub async fn client_loop(ctx: ClientContext, process: usize) {
             Workload::Bounded | Workload::Ryw => me.own_key().await,
             Workload::Set => me.set(n).await,
             Workload::Pairs => me.pairs(n).await,
+            Workload::Ttl => me.ttl(n).await,
         };
         me.ctx.recorder.record(Op {
             process,
