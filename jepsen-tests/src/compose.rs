@@ -284,7 +284,9 @@ impl Target for ComposeTarget {
         tokio::time::sleep(Duration::from_secs(2)).await;
         for node in self.nodes() {
             let _ = self.activate(node).await;
-            let _ = self.set_failpoint(node, "ack-before-commit", "off").await;
+            for bug in ["ack-before-commit", "multi-get-torn"] {
+                let _ = self.set_failpoint(node, bug, "off").await;
+            }
             let _ = self.set_node_clock(node, 0).await;
         }
     }

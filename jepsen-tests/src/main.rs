@@ -46,8 +46,8 @@ struct Args {
     /// Where history.jsonl and verdict.json go.
     #[arg(long, default_value = "jepsen-out")]
     out: PathBuf,
-    /// Turn on the deliberate bug (failpoint ack-before-commit): the verdict
-    /// must then be invalid.
+    /// Turn on a deliberate bug (failpoint multi-get-torn for pairs,
+    /// ack-before-commit otherwise): the verdict must then be invalid.
     #[arg(long)]
     bug: bool,
     /// Seconds the checker may search before saying "unknown".

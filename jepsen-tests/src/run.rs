@@ -27,8 +27,9 @@ pub struct RunConfig {
     pub clients: usize,
     /// Where `history.jsonl` and `verdict.json` go.
     pub out_dir: PathBuf,
-    /// Turns on the `ack-before-commit` failpoint on every node: a build
-    /// with a deliberate bug, to prove the checker can say "invalid".
+    /// Turns on a deliberate bug on every node, to prove the checker can
+    /// say "invalid": failpoint `multi-get-torn` for the pairs workload,
+    /// `ack-before-commit` for the others (see [`bug_failpoint`]).
     pub bug: bool,
     /// How long the checker may search before it says "unknown".
     pub check_budget: Duration,
@@ -103,11 +104,22 @@ async fn read_set(client: &ShoalClient, prefix: &str) -> anyhow::Result<BTreeSet
     }
 }
 
+/// The deliberate bug `--bug` turns on for `workload`: one its checker
+/// must catch.
+pub fn bug_failpoint(workload: Workload) -> &'static str {
+    match workload {
+        Workload::Pairs => "multi-get-torn",
+        _ => "ack-before-commit",
+    }
+}
+
 pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Result<RunReport> {
     std::fs::create_dir_all(&config.out_dir)?;
     if config.bug {
         for node in target.nodes() {
-            target.set_failpoint(node, "ack-before-commit", "return").await?;
+            target
+                .set_failpoint(node, bug_failpoint(config.workload), "return")
+                .await?;
         }
     }
     let client = Arc::new(

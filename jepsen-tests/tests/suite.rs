@@ -112,3 +112,12 @@ async fn acking_writes_before_commit_is_reported_invalid() {
     let report = must_run(config(Workload::Register, &[], 10, 13, true)).await;
     assert!(matches!(report.verdict, Verdict::Invalid(_)), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_gets_reading_each_key_apart_are_reported_torn() {
+    let report = must_run(config(Workload::Pairs, &[], 10, 22, true)).await;
+    match &report.verdict {
+        Verdict::Invalid(why) => assert!(why.iter().any(|w| w.contains("multi-get")), "{report}"),
+        other => panic!("a torn multi-get must be caught: {other:?} {report}"),
+    }
+}

@@ -125,6 +125,34 @@ impl KvService {
         Ok(response)
     }
 
+    /// **A deliberate bug** (failpoint `multi-get-torn`): each key read in
+    /// a view of its own, a millisecond apart, as multi-gets were before
+    /// issue 10. The fault-injection suite must catch the torn batches.
+    async fn torn_multi_get(
+        &self,
+        layout: &ClusterLayout,
+        shard: ShardId,
+        replica: &ShardReplica,
+        mode: ReadMode,
+        keyspace: crate::types::KeyspaceId,
+        keys: &[(crate::types::UshardId, &[u8])],
+    ) -> KvResult<MultiGetResponse> {
+        let mut values = Vec::with_capacity(keys.len());
+        for (ushard, key) in keys {
+            let read = replica.read(mode, |view| view.get(keyspace, *ushard, key)).await?;
+            values.push(GetResponse {
+                header: None,
+                value: read.value.map(to_value),
+                applied_version: read.applied,
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        Ok(MultiGetResponse {
+            header: self.response_header(layout, shard),
+            values,
+        })
+    }
+
     /// The replica that serves a read in `mode`, once it may.
     async fn read_replica(&self, shard: ShardId, mode: ReadMode) -> KvResult<Arc<ShardReplica>> {
         let replica = self.host.shard(shard)?;
@@ -196,6 +224,11 @@ impl Kv for KvService {
                 let mode = read_mode(req.consistency.as_ref());
                 let replica = self.read_replica(shard, mode).await?;
                 crate::failpoints::delay("read-before").await;
+                if crate::failpoints::is_on("multi-get-torn") {
+                    return self
+                        .torn_multi_get(&layout, shard, &replica, mode, keyspace.id, &keys)
+                        .await;
+                }
                 let found = replica
                     .read(mode, |view| {
                         keys.iter()
