@@ -315,8 +315,8 @@ impl ShardReplica {
     ) -> KvResult<(ReadAt<T>, bool)> {
         let mut answer: Option<KvResult<(ReadAt<T>, bool)>> = None;
         self.engine.read_view(&mut |view| {
-            answer = Some(ReplicaView::new(self.id, view, wall_ms).and_then(|view| {
-                let applied = view.applied()?;
+            let view = ReplicaView::new(self.id, view, wall_ms);
+            answer = Some(view.applied().and_then(|applied| {
                 let value = read(&view)?;
                 Ok((ReadAt { value, applied }, view.lags_wall()))
             }));

@@ -50,8 +50,10 @@ pub struct ScanItem {
 pub struct ReplicaView<'a> {
     shard: ShardId,
     view: &'a dyn ReadView,
-    /// The apply clock this view holds: records expired at it are hidden.
-    clock_ms: u64,
+    /// The apply clock this view holds (records expired at it are hidden),
+    /// read at the first record with an expiry: most reads touch none, and
+    /// then pay no extra engine read.
+    clock_ms: std::cell::OnceCell<u64>,
     /// For strong reads on the leader, its wall clock: a visible record
     /// already expired by it sets `lags_wall`.
     wall_ms: Option<u64>,
@@ -61,18 +63,27 @@ pub struct ReplicaView<'a> {
 impl<'a> ReplicaView<'a> {
     /// A view of `shard` in `view`, judging expiry by the apply clock the
     /// view holds. `wall_ms`: see [`Self::lags_wall`].
-    pub fn new(shard: ShardId, view: &'a dyn ReadView, wall_ms: Option<u64>) -> KvResult<ReplicaView<'a>> {
-        let clock_ms = view
-            .get(CF_DATA, &keys::clock_key(shard))?
-            .map(|bytes| keys::decode_clock(&bytes))
-            .unwrap_or(0);
-        Ok(ReplicaView {
+    pub fn new(shard: ShardId, view: &'a dyn ReadView, wall_ms: Option<u64>) -> ReplicaView<'a> {
+        ReplicaView {
             shard,
             view,
-            clock_ms,
+            clock_ms: std::cell::OnceCell::new(),
             wall_ms,
             lags_wall: Cell::new(false),
-        })
+        }
+    }
+
+    /// The apply clock stored in this view (0 before the first timed write).
+    fn clock_ms(&self) -> std::io::Result<u64> {
+        if let Some(clock) = self.clock_ms.get() {
+            return Ok(*clock);
+        }
+        let clock = self
+            .view
+            .get(CF_DATA, &keys::clock_key(self.shard))?
+            .map(|bytes| keys::decode_clock(&bytes))
+            .unwrap_or(0);
+        Ok(*self.clock_ms.get_or_init(|| clock))
     }
 
     /// Whether something this view returned as live had already expired
@@ -83,12 +94,15 @@ impl<'a> ReplicaView<'a> {
     }
 
     /// Whether `record` is visible in this view.
-    fn visible(&self, record: &ValueRecord) -> bool {
-        let live = record.is_live_at(self.clock_ms);
+    fn visible(&self, record: &ValueRecord) -> std::io::Result<bool> {
+        if record.expires_at_ms == 0 {
+            return Ok(true);
+        }
+        let live = record.is_live_at(self.clock_ms()?);
         if live && self.wall_ms.is_some_and(|wall| !record.is_live_at(wall)) {
             self.lags_wall.set(true);
         }
-        live
+        Ok(live)
     }
 
     /// The applied index this view holds: the state machine writes it in
@@ -111,7 +125,10 @@ impl<'a> ReplicaView<'a> {
         let record = raw
             .map(|bytes| ValueRecord::decode(&bytes).ok_or_else(|| KvError::Internal("corrupt value record".into())))
             .transpose()?;
-        Ok(record.filter(|r| self.visible(r)))
+        match record {
+            Some(record) if self.visible(&record)? => Ok(Some(record)),
+            _ => Ok(None),
+        }
     }
 
     /// Collects entries of one micro-shard whose user keys lie in
@@ -154,7 +171,7 @@ impl<'a> ReplicaView<'a> {
             }
             let record = ValueRecord::decode(value)
                 .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt value record"))?;
-            if !self.visible(&record) {
+            if !self.visible(&record)? {
                 return Ok(Visit::Continue);
             }
             let user_key = keys::user_key_of(key).to_vec();
