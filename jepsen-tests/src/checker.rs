@@ -174,6 +174,24 @@ fn verdict_of(mut problems: Vec<String>, what: &str) -> Verdict {
 /// Checks the set: every acknowledged element is in `final_elements`, and
 /// every element there was added by someone (acknowledged or not).
 pub fn check_set(ops: &[Op], final_elements: &BTreeSet<u64>) -> Verdict {
+    check_kept(ops, final_elements, LossRule::NoneLost).0
+}
+
+/// Whether a run may lose acknowledged elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossRule {
+    /// Quorum writes, or fast-ack writes under faults that kill or cut off
+    /// no primary: nothing acknowledged may be lost.
+    NoneLost,
+    /// Fast-ack writes under faults that kill or cut off primaries: losses
+    /// are counted, not judged (the fast-ack loss window).
+    Counted,
+}
+
+/// The set check, with losses judged by `rule`; also returns the
+/// acknowledged elements that were lost. Elements nobody added are always
+/// invalid.
+pub fn check_kept(ops: &[Op], final_elements: &BTreeSet<u64>, rule: LossRule) -> (Verdict, Vec<u64>) {
     let mut acked = BTreeSet::new();
     let mut attempted = BTreeSet::new();
     for op in ops {
@@ -189,7 +207,7 @@ pub fn check_set(ops: &[Op], final_elements: &BTreeSet<u64>) -> Verdict {
     let lost: Vec<u64> = acked.difference(final_elements).copied().collect();
     let unexpected: Vec<u64> = final_elements.difference(&attempted).copied().collect();
     let mut problems = Vec::new();
-    if !lost.is_empty() {
+    if !lost.is_empty() && rule == LossRule::NoneLost {
         problems.push(format!("{} acknowledged elements lost: {:?}", lost.len(), first(&lost)));
     }
     if !unexpected.is_empty() {
@@ -199,11 +217,12 @@ pub fn check_set(ops: &[Op], final_elements: &BTreeSet<u64>) -> Verdict {
             first(&unexpected)
         ));
     }
-    if problems.is_empty() {
+    let verdict = if problems.is_empty() {
         Verdict::Valid
     } else {
         Verdict::Invalid(problems)
-    }
+    };
+    (verdict, lost)
 }
 
 /// The pairs workload: every read saw both keys of its pair alike (never
@@ -310,6 +329,92 @@ pub fn check_no_resurrection(ops: &[Op]) -> Verdict {
         }
     }
     verdict_of(problems, "resurrections")
+}
+
+/// The ttl workload: keys that saw increments are counters
+/// ([`check_counters`]); every other key is checked for resurrections
+/// ([`check_no_resurrection`]).
+pub fn check_ttl(ops: &[Op]) -> Verdict {
+    let counters: BTreeSet<&str> = ops
+        .iter()
+        .filter(|o| matches!(o.kind, OpKind::Increment { .. }))
+        .map(|o| o.key.as_str())
+        .collect();
+    let (counter_ops, others): (Vec<Op>, Vec<Op>) =
+        ops.iter().cloned().partition(|o| counters.contains(o.key.as_str()));
+    both(check_no_resurrection(&others), check_counters(&counter_ops))
+}
+
+/// Counters incremented by one: every observation of a counter (a read,
+/// or the value an increment answered with) lies between the increments
+/// acknowledged before it began (an increment counts itself) and the
+/// increments that may have applied by the time it ended (indeterminate
+/// ones included); and no two acknowledged increments answered with the
+/// same value. An increment applied twice (an exactly-once record
+/// forgotten, a retry applied again) pushes a later observation above its
+/// upper bound.
+pub fn check_counters(ops: &[Op]) -> Verdict {
+    let mut by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    for op in ops {
+        by_key.entry(&op.key).or_default().push(op);
+    }
+    let mut problems = Vec::new();
+    for (key, ops) in by_key {
+        let increments: Vec<&Op> = ops
+            .iter()
+            .copied()
+            .filter(|o| matches!(o.kind, OpKind::Increment { .. }))
+            .collect();
+        let mut answered: BTreeMap<u64, usize> = BTreeMap::new();
+        for op in &ops {
+            let (seen, is_increment) = match (&op.kind, op.outcome) {
+                (OpKind::Read { value: Some(v) }, Outcome::Ok) => (*v, false),
+                (OpKind::Increment { result: Some(v) }, Outcome::Ok) => (*v, true),
+                _ => continue,
+            };
+            let acknowledged_before = increments
+                .iter()
+                .filter(|i| i.outcome == Outcome::Ok && i.complete_ns < op.invoke_ns)
+                .count() as u64;
+            let lower = acknowledged_before + u64::from(is_increment);
+            let upper = increments
+                .iter()
+                .filter(|i| i.outcome != Outcome::Fail && i.invoke_ns < op.complete_ns)
+                .count() as u64;
+            if seen < lower || seen > upper {
+                problems.push(format!(
+                    "key {key}: {} at {:.3} s saw {seen}, outside [{lower}, {upper}] (increments acknowledged before it, and begun before it ended)",
+                    if is_increment { "an increment" } else { "a read" },
+                    op.invoke_ns as f64 / 1e9
+                ));
+            }
+            if is_increment {
+                *answered.entry(seen).or_default() += 1;
+            }
+        }
+        for (value, times) in answered {
+            if times > 1 {
+                problems.push(format!(
+                    "key {key}: {times} acknowledged increments all answered {value}"
+                ));
+            }
+        }
+    }
+    verdict_of(problems, "counter anomalies")
+}
+
+/// Both verdicts: invalid if either is (with both reasons), else unknown
+/// if either is, else valid.
+fn both(a: Verdict, b: Verdict) -> Verdict {
+    match (a, b) {
+        (Verdict::Invalid(mut x), Verdict::Invalid(y)) => {
+            x.extend(y);
+            Verdict::Invalid(x)
+        }
+        (v @ Verdict::Invalid(_), _) | (_, v @ Verdict::Invalid(_)) => v,
+        (v @ Verdict::Unknown(_), _) | (_, v @ Verdict::Unknown(_)) => v,
+        (Verdict::Valid, Verdict::Valid) => Verdict::Valid,
+    }
 }
 
 /// What a read of the bounded and ryw workloads must see. Each key has one
@@ -596,6 +701,56 @@ mod tests {
         assert!(matches!(check_no_resurrection(&overwritten), Verdict::Invalid(_)));
         // A value nobody wrote.
         assert!(matches!(check_no_resurrection(&[get(5, 10)]), Verdict::Invalid(_)));
+    }
+
+    #[test]
+    fn fast_ack_losses_are_counted_or_judged_by_the_rule() {
+        let add = |e, outcome| op(0, OpKind::Add { element: e }, outcome, 0, 1);
+        let ops = vec![add(1, Outcome::Ok), add(2, Outcome::Ok)];
+        let kept = BTreeSet::from([1]);
+        assert_eq!(check_kept(&ops, &kept, LossRule::Counted), (Verdict::Valid, vec![2]));
+        assert!(matches!(
+            check_kept(&ops, &kept, LossRule::NoneLost),
+            (Verdict::Invalid(_), lost) if lost == [2]
+        ));
+        // An element nobody added is invalid whatever the rule.
+        assert!(matches!(
+            check_kept(&ops, &BTreeSet::from([1, 2, 7]), LossRule::Counted),
+            (Verdict::Invalid(_), lost) if lost.is_empty()
+        ));
+    }
+
+    #[test]
+    fn counters_catch_increments_applied_twice_and_lost() {
+        let inc = |result, outcome, invoke, complete| op(0, OpKind::Increment { result }, outcome, invoke, complete);
+        let get = |v, invoke| op(1, OpKind::Read { value: Some(v) }, Outcome::Ok, invoke, invoke + 5);
+        // Two increments, one indeterminate: a read may see 1 or 2.
+        let fine = vec![
+            inc(Some(1), Outcome::Ok, 0, 10),
+            inc(None, Outcome::Info, 20, 30),
+            get(1, 40),
+            get(2, 50),
+        ];
+        assert_eq!(check_counters(&fine), Verdict::Valid);
+        // One increment applied twice (a retry its exactly-once record forgot).
+        let twice = vec![inc(Some(1), Outcome::Ok, 0, 10), get(2, 20)];
+        assert!(matches!(check_counters(&twice), Verdict::Invalid(_)));
+        // An acknowledged increment lost.
+        let lost = vec![
+            inc(Some(1), Outcome::Ok, 0, 10),
+            inc(Some(2), Outcome::Ok, 20, 30),
+            get(1, 40),
+        ];
+        assert!(matches!(check_counters(&lost), Verdict::Invalid(_)));
+        // Two acknowledged increments answered alike.
+        let alike = vec![inc(Some(1), Outcome::Ok, 0, 10), inc(Some(1), Outcome::Ok, 5, 15)];
+        assert!(matches!(check_counters(&alike), Verdict::Invalid(_)));
+        // check_ttl sends counter keys to the counter check.
+        let mut counter_key = get(2, 20);
+        counter_key.key = "c".into();
+        let mut first = inc(Some(1), Outcome::Ok, 0, 10);
+        first.key = "c".into();
+        assert!(matches!(check_ttl(&[first, counter_key]), Verdict::Invalid(_)));
     }
 
     #[test]

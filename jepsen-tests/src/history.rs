@@ -56,6 +56,11 @@ pub enum OpKind {
         b: Option<u64>,
         by_scan: bool,
     },
+    /// Adding one to a counter (ttl workload); `result` is the counter's
+    /// value the increment answered with (`None` when it did not answer).
+    Increment {
+        result: Option<u64>,
+    },
 }
 
 /// One client operation.

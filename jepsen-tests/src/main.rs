@@ -25,8 +25,9 @@ struct Args {
     /// elements), cas-register (linearizability with compare-and-set),
     /// bounded (no read older than its bound), ryw (sessions see their own
     /// writes, monotonic reads), pairs (batches read whole by multi-get and
-    /// scan, linearizable) or ttl (no key comes back after expiry, delete or
-    /// overwrite).
+    /// scan, linearizable), ttl (no key comes back after expiry, delete or
+    /// overwrite; counters count each increment once) or fast-ack (set with
+    /// fast-ack writes; losses counted).
     #[arg(long, default_value = "register")]
     workload: String,
     /// Comma-separated, one fault at a time: kill, quick-restart,
@@ -47,6 +48,7 @@ struct Args {
     #[arg(long, default_value = "jepsen-out")]
     out: PathBuf,
     /// Turn on a deliberate bug (failpoint multi-get-torn for pairs,
+    /// read-clock-ahead for ttl, min-version-ignored for ryw,
     /// ack-before-commit otherwise): the verdict must then be invalid.
     #[arg(long)]
     bug: bool,

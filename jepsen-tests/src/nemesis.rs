@@ -71,6 +71,18 @@ impl Nemesis {
         Nemesis::NodeClockJump,
     ];
 
+    /// Whether this fault may lose acknowledged fast-ack writes: it kills
+    /// a primary, cuts it off from its peers, or makes the shard manager
+    /// give up on a live one (its clock, a partition from it), inside the
+    /// fast-ack loss window (docs/consistency.md). Moving a primary,
+    /// draining, the shard manager's death and node clock jumps lose none.
+    pub fn may_lose_fast_acks(self) -> bool {
+        !matches!(
+            self,
+            Nemesis::MovePrimary | Nemesis::Drain | Nemesis::ShardManagerKill | Nemesis::NodeClockJump
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Nemesis::Kill => "kill",

@@ -2,9 +2,9 @@
 //! final read (set), the history written out, and a verdict.
 
 use crate::checker::{
-    check_fresh_reads, check_no_resurrection, check_pairs, check_register, check_set, FreshnessRule, Verdict,
+    check_fresh_reads, check_kept, check_pairs, check_register, check_ttl, FreshnessRule, LossRule, Verdict,
 };
-use crate::history::{Counts, Recorder};
+use crate::history::{Counts, NemesisEvent, Op, OpKind, Outcome, Recorder};
 use crate::nemesis::{run_schedule, Nemesis};
 use crate::target::Target;
 use crate::workload::{client_loop, parse_value, set_key, ClientContext, Workload, BOUNDED_STALENESS};
@@ -25,7 +25,8 @@ pub struct RunConfig {
     pub duration: Duration,
     pub seed: u64,
     pub clients: usize,
-    /// Where `history.jsonl` and `verdict.json` go.
+    /// Where `history.jsonl`, `verdict.json` and (set, fast-ack) `lost.json`
+    /// go.
     pub out_dir: PathBuf,
     /// Turns on a deliberate bug on every node, to prove the checker can
     /// say "invalid": failpoint `multi-get-torn` for the pairs workload,
@@ -45,6 +46,9 @@ pub struct RunReport {
     pub counts: Counts,
     pub verdict: Verdict,
     pub nemesis_events: usize,
+    /// Acknowledged adds the final read did not find (set and fast-ack).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost_acknowledged: Option<usize>,
 }
 
 impl std::fmt::Display for RunReport {
@@ -61,6 +65,9 @@ impl std::fmt::Display for RunReport {
             self.nemesis_events,
             self.verdict.name()
         )?;
+        if let Some(lost) = self.lost_acknowledged {
+            write!(f, "; {lost} acknowledged adds lost")?;
+        }
         match &self.verdict {
             Verdict::Invalid(why) => write!(f, ": {}", why.join("; ")),
             Verdict::Unknown(why) => write!(f, ": {why}"),
@@ -69,11 +76,11 @@ impl std::fmt::Display for RunReport {
     }
 }
 
-/// Reads every set element back with strong scans, retrying until the
-/// cluster answers (it has just been healed).
-async fn read_set(client: &ShoalClient, prefix: &str) -> anyhow::Result<BTreeSet<u64>> {
+/// Reads every element of a set (or fast-ack) workload back with strong
+/// scans, retrying until the cluster answers (it has just been healed).
+async fn read_set(client: &ShoalClient, prefix: &str, workload: Workload) -> anyhow::Result<BTreeSet<u64>> {
     let options = ScanOptions {
-        prefix: format!("{prefix}/set/").into_bytes(),
+        prefix: format!("{prefix}/{}/", workload.name()).into_bytes(),
         limit: 1000,
         ..ScanOptions::default()
     };
@@ -87,7 +94,7 @@ async fn read_set(client: &ShoalClient, prefix: &str) -> anyhow::Result<BTreeSet
                         let element = parse_value(&e.value);
                         // A value that does not match its key is corrupt: report
                         // it as an element nobody added.
-                        if e.key == set_key(prefix, element).into_bytes() {
+                        if e.key == set_key(prefix, workload, element).into_bytes() {
                             element
                         } else {
                             u64::MAX
@@ -104,22 +111,54 @@ async fn read_set(client: &ShoalClient, prefix: &str) -> anyhow::Result<BTreeSet
     }
 }
 
-/// The deliberate bug `--bug` turns on for `workload`: one its checker
-/// must catch.
-pub fn bug_failpoint(workload: Workload) -> &'static str {
+/// The deliberate bug `--bug` turns on for `workload`, as a failpoint name
+/// and its actions: one its checker must catch (docs/failpoints.md).
+pub fn bug_failpoint(workload: Workload) -> (&'static str, &'static str) {
     match workload {
-        Workload::Pairs => "multi-get-torn",
-        _ => "ack-before-commit",
+        Workload::Pairs => ("multi-get-torn", "return"),
+        // Reads judge expiry half a second ahead of conditions.
+        Workload::Ttl => ("read-clock-ahead", "return(500)"),
+        Workload::Ryw => ("min-version-ignored", "return"),
+        _ => ("ack-before-commit", "return"),
     }
+}
+
+/// A lost acknowledged element and the last fault (nemesis event) before
+/// its acknowledgement: which fault's window lost it.
+#[derive(Serialize)]
+struct Loss<'a> {
+    element: u64,
+    acknowledged_at_s: f64,
+    after: &'a str,
+}
+
+fn losses_by_fault<'a>(ops: &[Op], events: &'a [NemesisEvent], lost: &[u64]) -> Vec<Loss<'a>> {
+    let lost: BTreeSet<u64> = lost.iter().copied().collect();
+    ops.iter()
+        .filter_map(|op| match op.kind {
+            OpKind::Add { element } if op.outcome == Outcome::Ok && lost.contains(&element) => {
+                let after = events
+                    .iter()
+                    .filter(|e| e.at_ns <= op.complete_ns)
+                    .max_by_key(|e| e.at_ns)
+                    .map_or("no fault yet", |e| e.action.as_str());
+                Some(Loss {
+                    element,
+                    acknowledged_at_s: op.complete_ns as f64 / 1e9,
+                    after,
+                })
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Result<RunReport> {
     std::fs::create_dir_all(&config.out_dir)?;
     if config.bug {
+        let (name, actions) = bug_failpoint(config.workload);
         for node in target.nodes() {
-            target
-                .set_failpoint(node, bug_failpoint(config.workload), "return")
-                .await?;
+            target.set_failpoint(node, name, actions).await?;
         }
     }
     let client = Arc::new(
@@ -168,13 +207,28 @@ pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Resul
     // failed run; the caller's `Target::stop` heals what it left behind.
     schedule?;
     let ops = recorder.ops();
+    let mut lost_acknowledged = None;
     let verdict = match config.workload {
         Workload::Register | Workload::CasRegister => check_register(&ops, config.check_budget),
-        Workload::Set => check_set(&ops, &read_set(&client, &prefix).await?),
+        Workload::Set | Workload::FastAck => {
+            let rule = match config.workload {
+                Workload::FastAck if config.nemeses.iter().any(|n| n.may_lose_fast_acks()) => LossRule::Counted,
+                _ => LossRule::NoneLost,
+            };
+            let (verdict, lost) = check_kept(&ops, &read_set(&client, &prefix, config.workload).await?, rule);
+            let events = recorder.nemesis_events();
+            let lost_after = losses_by_fault(&ops, &events, &lost);
+            std::fs::write(
+                config.out_dir.join("lost.json"),
+                serde_json::to_string_pretty(&lost_after)?,
+            )?;
+            lost_acknowledged = Some(lost.len());
+            verdict
+        }
         Workload::Bounded => check_fresh_reads(&ops, FreshnessRule::Bounded(BOUNDED_STALENESS)),
         Workload::Ryw => check_fresh_reads(&ops, FreshnessRule::OwnWrites),
         Workload::Pairs => check_pairs(&ops, config.check_budget),
-        Workload::Ttl => check_no_resurrection(&ops),
+        Workload::Ttl => check_ttl(&ops),
     };
     recorder.write(&config.out_dir.join("history.jsonl"))?;
     let report = RunReport {
@@ -186,6 +240,7 @@ pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Resul
         counts: Counts::of(&ops),
         verdict,
         nemesis_events: recorder.nemesis_events().len(),
+        lost_acknowledged,
     };
     std::fs::write(
         config.out_dir.join("verdict.json"),

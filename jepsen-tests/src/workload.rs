@@ -22,6 +22,15 @@
 //!   delete-if-present, read by strong reads: once anything else has been
 //!   seen after a value, that value must never be seen again (no key comes
 //!   back from expiry, deletion or overwrite), whatever the clocks do.
+//!   Beside each key a counter (no TTL) takes exactly-once increments and
+//!   strong reads: every value seen must count each acknowledged increment
+//!   once and no increment twice (a forgotten exactly-once record would
+//!   let a retry apply again).
+//! - **fast-ack**: like set, each add writes a key of its own, but with
+//!   fast-ack writes; at the end one strong scan reads the set back.
+//!   Acknowledged adds lost are counted; under faults that kill or cut off
+//!   no primary (move-primary, drain, the shard manager's faults, clocks)
+//!   any loss is invalid.
 //! - **pairs**: a pair of keys in one micro-shard, always written together
 //!   by one atomic batch of the same unique value, read back by strong
 //!   multi-gets and strong scans; every read must see both keys alike, and
@@ -58,10 +67,11 @@ pub enum Workload {
     Ryw,
     Pairs,
     Ttl,
+    FastAck,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 8] = [
         Workload::Register,
         Workload::Set,
         Workload::CasRegister,
@@ -69,6 +79,7 @@ impl Workload {
         Workload::Ryw,
         Workload::Pairs,
         Workload::Ttl,
+        Workload::FastAck,
     ];
 
     pub fn parse(name: &str) -> anyhow::Result<Workload> {
@@ -87,6 +98,7 @@ impl Workload {
             Workload::Ryw => "ryw",
             Workload::Pairs => "pairs",
             Workload::Ttl => "ttl",
+            Workload::FastAck => "fast-ack",
         }
     }
 }
@@ -225,12 +237,27 @@ impl Process {
         }
     }
 
-    /// Writes with short TTLs, conditional writes and deletes, strong reads.
+    /// Writes with short TTLs, conditional writes and deletes, strong
+    /// reads; increments and reads of a counter beside the key.
     async fn ttl(&mut self, n: u64) -> Step {
-        let key = format!("{}/ttl/{}", self.ctx.prefix, n / TTL_OPS_PER_KEY);
+        let generation = n / TTL_OPS_PER_KEY;
+        let key = format!("{}/ttl/{generation}", self.ctx.prefix);
         let client = &self.ctx.client;
         let ttl = Some(std::time::Duration::from_millis(self.rng.gen_range(100..1_000)));
-        match self.rng.gen_range(0..10) {
+        match self.rng.gen_range(0..12) {
+            10 => {
+                let counter = format!("{}/ttl-counter/{generation}", self.ctx.prefix);
+                let result = client.increment(counter.clone(), 1).await;
+                let answered = result
+                    .as_ref()
+                    .ok()
+                    .map(|(value, _)| u64::try_from(*value).unwrap_or(u64::MAX));
+                write_step(counter, OpKind::Increment { result: answered }, result)
+            }
+            11 => {
+                let counter = format!("{}/ttl-counter/{generation}", self.ctx.prefix);
+                read_step(counter.clone(), client.get(counter).await)
+            }
             0..=2 => {
                 let options = PutOptions {
                     ttl,
@@ -327,10 +354,16 @@ impl Process {
         }
     }
 
-    /// Each add writes a key of its own.
+    /// Each add writes a key of its own; fast-ack adds acknowledge once
+    /// the primary has the entry in its log.
     async fn set(&mut self, n: u64) -> Step {
-        let key = set_key(&self.ctx.prefix, n);
-        let result = self.ctx.client.put(key.clone(), n.to_string()).await;
+        let fast_ack = self.ctx.workload == Workload::FastAck;
+        let key = set_key(&self.ctx.prefix, self.ctx.workload, n);
+        let options = PutOptions {
+            fast_ack,
+            ..PutOptions::default()
+        };
+        let result = self.ctx.client.put_with(key.clone(), n.to_string(), &options).await;
         write_step(key, OpKind::Add { element: n }, result)
     }
 }
@@ -352,7 +385,7 @@ pub async fn client_loop(ctx: ClientContext, process: usize) {
             Workload::Register => me.register(n).await,
             Workload::CasRegister => me.cas_register(n).await,
             Workload::Bounded | Workload::Ryw => me.own_key().await,
-            Workload::Set => me.set(n).await,
+            Workload::Set | Workload::FastAck => me.set(n).await,
             Workload::Pairs => me.pairs(n).await,
             Workload::Ttl => me.ttl(n).await,
         };
@@ -377,9 +410,10 @@ fn pair_unknown(by_scan: bool) -> OpKind {
     }
 }
 
-/// The key of set element `n` in the run whose keys start with `prefix`.
-pub fn set_key(prefix: &str, n: u64) -> String {
-    format!("{prefix}/set/{n:012}")
+/// The key of set element `n` of `workload` (set or fast-ack) in the run
+/// whose keys start with `prefix`.
+pub fn set_key(prefix: &str, workload: Workload, n: u64) -> String {
+    format!("{prefix}/{}/{n:012}", workload.name())
 }
 
 /// Values are decimal numbers; anything else is a value nobody wrote, which

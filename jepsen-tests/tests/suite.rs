@@ -6,12 +6,12 @@
 
 use jepsen_tests::checker::Verdict;
 use jepsen_tests::nemesis::Nemesis;
-use jepsen_tests::run::{run, RunConfig};
+use jepsen_tests::run::{run, RunConfig, RunReport};
 use jepsen_tests::target::{LocalTarget, Target};
 use jepsen_tests::workload::Workload;
 use std::time::Duration;
 
-async fn must_run(mut config: RunConfig) -> jepsen_tests::run::RunReport {
+async fn must_run(mut config: RunConfig) -> RunReport {
     let out = tempfile::tempdir().unwrap();
     config.out_dir = out.path().to_path_buf();
     let mut target = LocalTarget::start_for(&config.nemeses)
@@ -22,6 +22,15 @@ async fn must_run(mut config: RunConfig) -> jepsen_tests::run::RunReport {
     let report = report.expect("run");
     println!("{report}");
     report
+}
+
+/// The bug must be caught: the verdict is invalid, and some reason
+/// mentions `needle`.
+fn must_be_invalid(report: &RunReport, needle: &str, what: &str) {
+    match &report.verdict {
+        Verdict::Invalid(why) => assert!(why.iter().any(|w| w.contains(needle)), "{report}"),
+        other => panic!("{what}: {other:?} {report}"),
+    }
 }
 
 fn config(workload: Workload, nemeses: &[Nemesis], seconds: u64, seed: u64, bug: bool) -> RunConfig {
@@ -107,6 +116,41 @@ async fn pairs_and_ttl_keep_their_promises_under_composed_faults() {
     }
 }
 
+/// Moving primaries and draining nodes lose no fast-ack write: one is
+/// acknowledged only once it is in the primary's log, and a new primary
+/// takes over only with the old one's whole log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_ack_writes_survive_moves_of_the_primary_and_drains() {
+    let nemeses = [Nemesis::MovePrimary, Nemesis::Drain];
+    let report = must_run(config(Workload::FastAck, &nemeses, 30, 23, false)).await;
+    assert_eq!(report.verdict, Verdict::Valid, "{report}");
+    assert_eq!(report.lost_acknowledged, Some(0), "{report}");
+    assert!(report.nemesis_events >= 2, "faults were injected: {report}");
+    assert!(report.counts.ok > 500, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_ack_writes_acknowledged_before_the_append_are_reported_lost_to_primary_moves() {
+    let report = must_run(config(Workload::FastAck, &[Nemesis::MovePrimary], 20, 24, true)).await;
+    must_be_invalid(&report, "lost", "fast-ack writes lost to a move must be caught");
+}
+
+/// Reads that judge expiry on a clock ahead of the conditions' show a key
+/// gone, then a put-if-absent finds it: a resurrection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_reads_judged_on_another_clock_are_reported_resurrected() {
+    let report = must_run(config(Workload::Ttl, &[], 15, 25, true)).await;
+    must_be_invalid(&report, "again", "two clocks for expiry must be caught");
+}
+
+/// Session reads served without waiting for the session's version miss
+/// the process's own writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_reads_that_ignore_their_version_are_reported_stale() {
+    let report = must_run(config(Workload::Ryw, &[], 10, 26, true)).await;
+    must_be_invalid(&report, "OwnWrites", "reads that miss their own writes must be caught");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acking_writes_before_commit_is_reported_invalid() {
     let report = must_run(config(Workload::Register, &[], 10, 13, true)).await;
@@ -116,8 +160,5 @@ async fn acking_writes_before_commit_is_reported_invalid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_gets_reading_each_key_apart_are_reported_torn() {
     let report = must_run(config(Workload::Pairs, &[], 10, 22, true)).await;
-    match &report.verdict {
-        Verdict::Invalid(why) => assert!(why.iter().any(|w| w.contains("multi-get")), "{report}"),
-        other => panic!("a torn multi-get must be caught: {other:?} {report}"),
-    }
+    must_be_invalid(&report, "multi-get", "a torn multi-get must be caught");
 }

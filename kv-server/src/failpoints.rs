@@ -15,6 +15,20 @@ pub fn is_on(name: &str) -> bool {
     }
 }
 
+/// Failpoint `name` as a number: `return(N)` gives `Some(N)`, `return`
+/// `Some(0)`; `None` when off.
+pub fn number(name: &str) -> Option<u64> {
+    #[cfg(feature = "failpoints")]
+    {
+        fail::eval(name, |arg| arg.and_then(|a| a.trim().parse::<u64>().ok()).unwrap_or(0))
+    }
+    #[cfg(not(feature = "failpoints"))]
+    {
+        let _ = name;
+        None
+    }
+}
+
 /// Whether failpoint `name` applies to `peer`: `return` means every peer,
 /// `return(2,3)` only nodes 2 and 3. That is how one node is cut off from
 /// some peers only (a partition between two groups, or a bridge).

@@ -4,6 +4,7 @@
 //! - [`clock`]: the node's wall clock (TTL, freshness), skewable in fault tests.
 //! - [`peer_clocks`]: how far this node's clock is from its peers' (leaders refuse to stamp writes with a clock a quorum disagrees with).
 //! - [`config`]: the node's TOML configuration and its validation.
+//! - [`identity`]: which node id a data directory belongs to.
 //! - [`layout`]: the cluster layout (nodes, keyspaces, shards) a node serves.
 //! - [`types`]: newtypes for ids and versions.
 //! - [`keys`]: **the only module that builds storage keys**.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod failpoints;
+pub mod identity;
 pub mod keys;
 pub mod layout;
 pub mod peer_clocks;

@@ -63,6 +63,7 @@ pub async fn run(
     let (node_id, layout, sm_client) = match (&config.layout_file, &config.shard_manager) {
         (Some(path), _) => {
             let node_id = config.node_id.context("node_id: required with layout_file")?;
+            crate::identity::claim(&config.data_dir, node_id)?;
             (node_id, ClusterLayout::load(path)?, None)
         }
         (None, Some(addr)) => {

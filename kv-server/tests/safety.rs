@@ -666,15 +666,7 @@ async fn a_node_that_lost_its_data_does_not_elect_a_leader_without_acknowledged_
     }
     eprintln!("with A down, strong reads answered {answers:?}");
     tc.cluster.start_node(a).unwrap();
-    let read = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            if let Ok(Some(found)) = client.get("amnesia").await {
-                return String::from_utf8_lossy(&found.value).to_string();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let read = first_strong_read(&client, "amnesia", Duration::from_secs(20)).await;
     eprintln!("with A back: {read:?}");
     tc.cluster.stop_all(Duration::from_secs(10));
     let stale: Vec<_> = answers.iter().filter(|(_, v)| v != "acked").collect();
@@ -731,4 +723,82 @@ async fn a_follower_with_a_clock_far_behind_serves_no_stale_bounded_read() {
         }
     };
     panic!("a follower 2 s behind the leader, clock 10 s slow, served a read at most 1 s old: {served:?}");
+}
+
+/// Promise: a data directory serves one node id for its whole life (hole 8,
+/// the other half: a directory reused under another id). Nodes 2 and 3
+/// swap data directories: each would vote with the other's promises. Both
+/// must refuse to start, and start again on their own directories with
+/// every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_started_under_another_node_id_is_refused() {
+    let mut tc = common::must_start_cluster(3, 1, &[]).await;
+    let client = must_connect(&tc.cluster).await;
+    client.put("owned", "v1").await.expect("a write on the whole cluster");
+    tc.cluster.kill(2).unwrap();
+    tc.cluster.kill(3).unwrap();
+    let data_dir = tc.cluster.data_dir().to_path_buf();
+    let dir = |id: u64| data_dir.join(format!("node-{id}"));
+    let swap = |a: &std::path::Path, b: &std::path::Path| {
+        let aside = a.with_extension("aside");
+        std::fs::rename(a, &aside).unwrap();
+        std::fs::rename(b, a).unwrap();
+        std::fs::rename(&aside, b).unwrap();
+    };
+    swap(&dir(2), &dir(3));
+    tc.cluster.start_node(2).unwrap();
+    tc.cluster.start_node(3).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut exited = Vec::new();
+    while exited.len() < 2 && Instant::now() < deadline {
+        exited.extend(tc.cluster.reap_exited());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logs: Vec<String> = [2, 3]
+        .iter()
+        .map(|id| std::fs::read_to_string(tc.cluster.log_path(*id).unwrap()).unwrap_or_default())
+        .collect();
+    eprintln!("exited: {exited:?}");
+    assert_eq!(
+        exited.len(),
+        2,
+        "both nodes must refuse a directory of another node: {exited:?}"
+    );
+    assert!(exited.iter().all(|(_, status)| !status.success()), "{exited:?}");
+    assert!(
+        logs[0].contains("belongs to node 3, not node 2"),
+        "node 2's log: {}",
+        logs[0]
+    );
+    assert!(
+        logs[1].contains("belongs to node 2, not node 3"),
+        "node 3's log: {}",
+        logs[1]
+    );
+
+    swap(&dir(2), &dir(3));
+    tc.cluster.start_node(2).unwrap();
+    tc.cluster.start_node(3).unwrap();
+    tc.cluster.kill(1).unwrap();
+    let read = first_strong_read(&client, "owned", Duration::from_secs(30)).await;
+    tc.cluster.stop_all(Duration::from_secs(10));
+    assert_eq!(read.as_deref(), Ok("v1"), "nodes 2 and 3 came back on their own data");
+}
+
+/// The value of the first strong read of `key` that finds it, within
+/// `patience` (the cluster is coming back).
+async fn first_strong_read(
+    client: &kv_client::ShoalClient,
+    key: &str,
+    patience: Duration,
+) -> Result<String, tokio::time::error::Elapsed> {
+    tokio::time::timeout(patience, async {
+        loop {
+            if let Ok(Some(found)) = client.get(key).await {
+                return String::from_utf8_lossy(&found.value).to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
 }

@@ -8,6 +8,7 @@
 //! map it has; heartbeats simply fail and are retried.
 
 use crate::config::NodeConfig;
+use crate::identity;
 use crate::layout::{ClusterLayout, KeyspaceLayout, NodeLayout, ShardLayout};
 use crate::shard::host::NodeHost;
 use crate::shard::membership::MembershipDriver;
@@ -17,7 +18,6 @@ use openraft::ServerState;
 use shoal_proto::sm::shard_manager_client::ShardManagerClient;
 use shoal_proto::sm::{GetShardMapRequest, HeartbeatRequest, RegisterNodeRequest, ReplicaReport, ShardMap};
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
@@ -33,34 +33,15 @@ pub fn connect(addr: &str) -> anyhow::Result<SmClient> {
     Ok(ShardManagerClient::new(channel))
 }
 
-fn read_node_id(path: &Path) -> anyhow::Result<Option<NodeId>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(NodeId(
-            text.trim()
-                .parse()
-                .with_context(|| format!("parsing {}", path.display()))?,
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
-fn write_node_id(path: &Path, id: NodeId) -> anyhow::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    writeln!(file, "{id}")?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
 /// Registers with the shard manager, retrying for up to `patience`. A node
 /// that registered before presents its id (from `data_dir/node_id`), so an
 /// id is allocated once per data directory and never reused.
 pub async fn register(config: &NodeConfig, client: &mut SmClient, patience: Duration) -> anyhow::Result<NodeId> {
-    let id_file = config.data_dir.join("node_id");
-    let known = read_node_id(&id_file)?.or(config.node_id);
+    let recorded = identity::recorded(&config.data_dir)?;
+    if let (Some(recorded), Some(configured)) = (recorded, config.node_id) {
+        identity::ensure_same(&config.data_dir, recorded, configured)?;
+    }
+    let known = recorded.or(config.node_id);
     let request = RegisterNodeRequest {
         node_id: known.map(|id| id.0).unwrap_or(0),
         client_addr: config.client_addr().to_string(),
@@ -79,8 +60,8 @@ pub async fn register(config: &NodeConfig, client: &mut SmClient, patience: Dura
             Err(status) => anyhow::bail!("registering with the shard manager: {}", status.message()),
         }
     };
-    if known != Some(id) {
-        write_node_id(&id_file, id)?;
+    if recorded != Some(id) {
+        identity::record(&config.data_dir, id)?;
     }
     Ok(id)
 }

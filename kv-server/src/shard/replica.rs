@@ -186,6 +186,9 @@ impl ShardReplica {
         let wait = std::time::Duration::from_millis(tuning.follower_wait_ms);
         match mode {
             ReadMode::Strong => self.read_barrier().await,
+            // A deliberate bug for proving the ryw checker can fail: serve
+            // without waiting for the version asked for (docs/failpoints.md).
+            ReadMode::AtLeast { .. } if crate::failpoints::is_on("min-version-ignored") => Ok(()),
             ReadMode::AtLeast { version } => self.wait_applied(version, wait).await,
             ReadMode::Bounded { max_staleness_ms } => {
                 let deadline = tokio::time::Instant::now() + wait;

@@ -83,6 +83,10 @@ impl<'a> ReplicaView<'a> {
             .get(CF_DATA, &keys::clock_key(self.shard))?
             .map(|bytes| keys::decode_clock(&bytes))
             .unwrap_or(0);
+        // A deliberate bug for proving the ttl checker can fail: reads judge
+        // expiry on a clock ahead of the one conditions use (the two-clock
+        // hole of issue 10; docs/failpoints.md).
+        let clock = clock + crate::failpoints::number("read-clock-ahead").unwrap_or(0);
         Ok(*self.clock_ms.get_or_init(|| clock))
     }
 
