@@ -3,7 +3,7 @@
 //! and (see `compose.rs`) containers started by docker-compose.
 
 use crate::nemesis::Nemesis;
-use kv_client::local_cluster::{LocalCluster, LocalClusterSpec};
+use local_cluster::{LocalCluster, LocalClusterSpec};
 use shoal_proto::sm::ShardMap;
 use std::time::Duration;
 

@@ -1,4 +1,6 @@
-//! kv-client: the Rust client of Shoal, and the `shoal` command-line tool.
+//! kv-client: the Rust client of Shoal. The `shoal` command is the
+//! `shoal-cli` crate; the process launcher for tests and the playground is
+//! `local-cluster`.
 //!
 //! # Layout
 //! - [`client`]: [`ShoalClient`]: routing, leader following, retries, scans.
@@ -6,17 +8,13 @@
 //! - [`session`]: [`Session`], read-your-writes with automatic tokens.
 //! - [`routing`]: the cached layout: key → micro-shard → shard → replicas.
 //! - [`error`]: [`ClientError`] with `is_retryable` / `is_indeterminate`.
-//! - [`local_cluster`]: kv-server child processes on this machine (playground, tests, benchmarks).
-//! - [`bench`](mod@bench): the load generator behind `shoal bench`.
 //!
 //! The client depends only on the wire protocol (`shoal-proto`), never on
 //! server internals.
 
-pub mod bench;
 pub mod client;
 pub mod consistency;
 pub mod error;
-pub mod local_cluster;
 mod request_ids;
 pub mod routing;
 pub mod session;

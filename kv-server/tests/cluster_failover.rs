@@ -61,7 +61,7 @@ async fn write_keys(client: Arc<ShoalClient>, range: std::ops::Range<u64>, worke
 
 /// Polls until all replicas of every shard report the same applied index
 /// and the same data digest.
-async fn must_converge(cluster: &kv_client::local_cluster::LocalCluster, shards: u64, nodes: u64) {
+async fn must_converge(cluster: &local_cluster::LocalCluster, shards: u64, nodes: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
         let mut diverged = Vec::new();

@@ -8,8 +8,8 @@
 mod common;
 
 use common::{must_align, must_start_two_region_cluster, must_wait_for_map};
-use kv_client::local_cluster::LocalCluster;
 use kv_client::{ClientConfig, ShoalClient};
+use local_cluster::LocalCluster;
 use shoal_proto::kv::kv_client::KvClient;
 use shoal_proto::kv::{GetRequest, KeyRef, PutRequest, RequestHeader};
 use std::time::Duration;

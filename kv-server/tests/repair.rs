@@ -7,8 +7,8 @@
 mod common;
 
 use common::{must_connect, must_start_two_region_cluster, must_wait_for_map, shard_hosts};
-use kv_client::local_cluster::LocalCluster;
 use kv_client::ShoalClient;
+use local_cluster::LocalCluster;
 use shoal_proto::sm::ShardMap;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};

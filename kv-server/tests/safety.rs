@@ -7,7 +7,7 @@
 mod common;
 
 use common::{must_connect, must_start_spec, test_spec};
-use kv_client::local_cluster::LocalCluster;
+use local_cluster::LocalCluster;
 use shoal_proto::kv::kv_client::KvClient;
 use shoal_proto::kv::{GetRequest, KeyRef, PutRequest, RequestHeader};
 use std::collections::HashMap;

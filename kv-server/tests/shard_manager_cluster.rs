@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 /// Shard → the nodes hosting a replica of it, as the nodes report.
-async fn hosted(cluster: &kv_client::local_cluster::LocalCluster, nodes: u64) -> HashMap<u64, BTreeSet<u64>> {
+async fn hosted(cluster: &local_cluster::LocalCluster, nodes: u64) -> HashMap<u64, BTreeSet<u64>> {
     let mut out: HashMap<u64, BTreeSet<u64>> = HashMap::new();
     for node in 1..=nodes {
         let status = cluster.replica_status(node).await.expect("replica status");

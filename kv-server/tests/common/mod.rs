@@ -3,8 +3,8 @@
 
 #![allow(dead_code)]
 
-use kv_client::local_cluster::{LocalCluster, LocalClusterSpec};
 use kv_client::{ClientConfig, ShoalClient};
+use local_cluster::{LocalCluster, LocalClusterSpec};
 use std::path::PathBuf;
 use std::time::Duration;
 use tempfile::TempDir;

@@ -1,18 +1,21 @@
 //! `shoal`: the command-line tool. Starts a local playground cluster, reads
 //! and writes keys, administers the cluster, runs the load generator.
 //!
-//! Layout: `main.rs` (arguments, dispatch), `data.rs` (put/get/del/scan),
-//! `admin.rs` (status, cluster, keyspace), `playground.rs`, `bench_cmd.rs`.
+//! Layout: `main.rs` (arguments, dispatch), `parse.rs` (consistency strings
+//! and durations), `data.rs` (put/get/del/scan), `admin.rs` (status,
+//! cluster, keyspace), `playground.rs`, `bench_cmd.rs` (the `bench`
+//! command) over `bench.rs` (the load generator and its histograms).
 
 mod admin;
+mod bench;
 mod bench_cmd;
 mod data;
+mod parse;
 mod playground;
 
+use crate::bench::BenchOp;
 use anyhow::bail;
 use clap::{Parser, Subcommand};
-use kv_client::bench::BenchOp;
-use kv_client::consistency::parse_duration;
 use kv_client::{ClientConfig, Condition, PutOptions, ReadConsistency};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -133,7 +136,7 @@ enum Commands {
         /// strong (primary, linearizable), bounded:DURATION (any replica
         /// provably at most that stale, e.g. bounded:500ms), or ryw:VERSION
         /// (any replica that has applied the version a put printed).
-        #[arg(long, default_value = "strong", value_parser = ReadConsistency::parse)]
+        #[arg(long, default_value = "strong", value_parser = parse::consistency)]
         consistency: ReadConsistency,
     },
     /// Delete a key.
@@ -488,7 +491,7 @@ fn flag_or_version(flag: bool, flagged: Condition, if_version: Option<u64>) -> O
 
 /// A TTL: a positive duration with its unit.
 fn parse_ttl(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
+    match parse::duration(text)? {
         ttl if ttl.is_zero() => Err("a TTL must be longer than 0".into()),
         ttl => Ok(ttl),
     }

@@ -4,9 +4,8 @@
 //! It reports figures, never judges them: compare runs made in the same
 //! session on the same machine.
 
-use crate::client::ShoalClient;
-use crate::consistency::{PutOptions, ReadConsistency};
 use hdrhistogram::Histogram;
+use kv_client::{PutOptions, ReadConsistency, ShoalClient};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,7 +86,7 @@ pub async fn preload(client: &Arc<ShoalClient>, keys: u64, value_bytes: usize) -
                 client.put(bench_key(i), value.clone()).await?;
                 i += 16;
             }
-            Ok::<(), crate::ClientError>(())
+            Ok::<(), kv_client::ClientError>(())
         }));
     }
     for task in tasks {

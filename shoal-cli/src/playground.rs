@@ -3,7 +3,7 @@
 
 use crate::{DEFAULT_ENDPOINTS, DEFAULT_SHARD_MANAGER};
 use anyhow::Context;
-use kv_client::local_cluster::{LocalCluster, LocalClusterSpec, Ports};
+use local_cluster::{LocalCluster, LocalClusterSpec, Ports};
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -1,9 +1,9 @@
 //! `shoal bench`: against a running cluster, or a fresh local one.
 
+use crate::bench::{self, BenchOp, BenchSpec};
 use crate::{client_config, Cli};
-use kv_client::bench::{self, BenchOp, BenchSpec};
-use kv_client::local_cluster::{LocalCluster, LocalClusterSpec};
 use kv_client::{ClientConfig, ShoalClient};
+use local_cluster::{LocalCluster, LocalClusterSpec};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,7 +82,7 @@ pub async fn local(duration: Duration, value_bytes: usize, keys: u64) -> anyhow:
 /// A fresh cluster for the fault measurements: a shard manager with repair
 /// grace period `grace`, 5 nodes in 2 regions, 5 shards; and a client.
 async fn start_five_nodes(dir: &std::path::Path, grace: Duration) -> anyhow::Result<(LocalCluster, ShoalClient)> {
-    use kv_client::local_cluster::LocalClusterSpec;
+    use local_cluster::LocalClusterSpec;
     let mut spec = LocalClusterSpec::new(dir);
     spec.nodes = 5;
     spec.shards = 5;
