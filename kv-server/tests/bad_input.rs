@@ -4,34 +4,12 @@ mod common;
 
 use ::kv_client::{ClientError, Key, Mutation, ScanOptions};
 use common::{must_connect, must_start_cluster};
-use shoal_proto::kv::kv_client::KvClient;
+use local_cluster::probe::error_code;
 use shoal_proto::kv::{
     batch_op, condition, BatchOp, BatchRequest, Condition, DeleteOp, GetRequest, KeyRef, PutOp, PutRequest,
     RequestHeader, ScanRequest, WriteOptions,
 };
-use shoal_proto::ERROR_CODE_METADATA;
 use std::time::Duration;
-use tonic::transport::Channel;
-
-async fn raw_client(addr: &str) -> KvClient<Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .expect("connect");
-    KvClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20)
-}
-
-fn code_of(status: &tonic::Status) -> String {
-    status
-        .metadata()
-        .get(ERROR_CODE_METADATA)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
 
 fn header(keyspace: &str, shard: u64) -> Option<RequestHeader> {
     Some(RequestHeader {
@@ -67,7 +45,7 @@ fn put(keyspace: &str, shard: u64, ushard: u32, key: &[u8], value: Vec<u8>) -> P
 async fn bad_writes_get_stable_codes_and_write_nothing() {
     let tc = must_start_cluster(1, 2, &[]).await;
     let addr = tc.cluster.endpoints()[0].clone();
-    let mut kv = raw_client(&addr).await;
+    let mut kv = local_cluster::probe::kv_at(&addr).unwrap();
     let (shard, ushard) = place(b"k");
     let other_shard = 3 - shard;
 
@@ -109,7 +87,7 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
     ];
     for (expected, request) in cases {
         let status = kv.put(request).await.expect_err(expected);
-        assert_eq!(code_of(&status), expected, "{status:?}");
+        assert_eq!(error_code(&status), expected, "{status:?}");
         assert!(!status.message().is_empty());
     }
 
@@ -149,7 +127,7 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
         })
         .await
         .expect_err("bad batch");
-    assert_eq!(code_of(&status), "EMPTY_KEY");
+    assert_eq!(error_code(&status), "EMPTY_KEY");
 
     let too_many: Vec<BatchOp> = (0..1001)
         .map(|_| BatchOp {
@@ -170,7 +148,7 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
         })
         .await
         .expect_err("too many ops");
-    assert_eq!(code_of(&status), "BATCH_TOO_LARGE");
+    assert_eq!(error_code(&status), "BATCH_TOO_LARGE");
 
     let too_big: Vec<BatchOp> = (0..5)
         .map(|i| BatchOp {
@@ -192,7 +170,7 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
         })
         .await
         .expect_err("too many bytes");
-    assert_eq!(code_of(&status), "BATCH_TOO_LARGE");
+    assert_eq!(error_code(&status), "BATCH_TOO_LARGE");
 
     let status = kv
         .batch(BatchRequest {
@@ -202,7 +180,7 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
         })
         .await
         .expect_err("empty op");
-    assert_eq!(code_of(&status), "MALFORMED_REQUEST");
+    assert_eq!(error_code(&status), "MALFORMED_REQUEST");
 
     let status = kv
         .scan(ScanRequest {
@@ -212,7 +190,7 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
         })
         .await
         .expect_err("bad cursor");
-    assert_eq!(code_of(&status), "MALFORMED_REQUEST");
+    assert_eq!(error_code(&status), "MALFORMED_REQUEST");
 
     // Malformed conditions and write options.
     let bad_puts = [
@@ -264,7 +242,7 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
     ];
     for (request, code) in bad_puts {
         let status = kv.put(request).await.expect_err("bad put");
-        assert_eq!(code_of(&status), code, "{status:?}");
+        assert_eq!(error_code(&status), code, "{status:?}");
     }
     // A batch whose second op's condition fails applies none of its ops.
     let answer = kv
@@ -337,14 +315,14 @@ async fn follower_answers_not_leader_with_a_hint_and_writes_nothing() {
     let leaders = tc.cluster.wait_for_leaders(Duration::from_secs(10)).await.unwrap();
     let leader = leaders[&1];
     let follower = (1..=3).find(|n| *n != leader).unwrap();
-    let mut kv = raw_client(tc.cluster.client_addr(follower).unwrap()).await;
+    let mut kv = tc.cluster.kv(follower).unwrap();
     let ushard = shoal_proto::routing::ushard_for_key(b"k", 64);
 
     let status = kv
         .put(put("default", 1, ushard, b"k", b"v".to_vec()))
         .await
         .expect_err("follower write");
-    assert_eq!(code_of(&status), "NOT_LEADER");
+    assert_eq!(error_code(&status), "NOT_LEADER");
     let hint = status
         .metadata()
         .get(shoal_proto::LEADER_HINT_METADATA)
@@ -362,7 +340,7 @@ async fn follower_answers_not_leader_with_a_hint_and_writes_nothing() {
         })
         .await
         .expect_err("follower strong read");
-    assert_eq!(code_of(&status), "NOT_LEADER");
+    assert_eq!(error_code(&status), "NOT_LEADER");
 
     let client = must_connect(&tc.cluster).await;
     assert_eq!(client.get("k").await.unwrap(), None, "the refused write did not happen");

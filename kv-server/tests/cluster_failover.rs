@@ -59,34 +59,6 @@ async fn write_keys(client: Arc<ShoalClient>, range: std::ops::Range<u64>, worke
     all
 }
 
-/// Polls until all replicas of every shard report the same applied index
-/// and the same data digest.
-async fn must_converge(cluster: &local_cluster::LocalCluster, shards: u64, nodes: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let mut diverged = Vec::new();
-        for shard in 1..=shards {
-            let mut digests = Vec::new();
-            for node in 1..=nodes {
-                match cluster.shard_digest(node, shard).await {
-                    Ok(d) => digests.push((d.applied_index, d.key_count, d.digest)),
-                    Err(e) => diverged.push(format!("shard {shard} node {node}: {e}")),
-                }
-            }
-            if digests.windows(2).any(|w| w[0] != w[1]) {
-                diverged.push(format!("shard {shard}: {digests:?}"));
-            }
-        }
-        if diverged.is_empty() {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("replicas did not converge: {diverged:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_leader_fails_over_and_catches_up_through_snapshot() {
     const SHARDS: u64 = 4;
@@ -159,7 +131,11 @@ async fn killed_leader_fails_over_and_catches_up_through_snapshot() {
     }
 
     tc.cluster.start_node(victim).expect("restart victim");
-    must_converge(&tc.cluster, SHARDS, NODES).await;
+    let everywhere: Vec<(u64, Vec<u64>)> = (1..=SHARDS).map(|shard| (shard, (1..=NODES).collect())).collect();
+    tc.cluster
+        .wait_converged(&everywhere, Duration::from_secs(90))
+        .await
+        .expect("replicas converge");
     let log = std::fs::read_to_string(tc.cluster.log_path(victim).unwrap()).unwrap();
     assert!(
         log.contains("installed snapshot"),

@@ -8,18 +8,11 @@ mod common;
 
 use common::{must_connect, must_start_cluster, must_start_spec, test_spec};
 use kv_client::{ClientConfig, ClientError, Condition, PutOptions, ReadConsistency, Session, ShoalClient, WriteResult};
-use shoal_proto::kv::kv_client::KvClient;
 use shoal_proto::kv::{read_consistency, GetRequest, KeyRef, ReadConsistency as WireConsistency, RequestHeader};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
-
-async fn direct(addr: &str) -> KvClient<tonic::transport::Channel> {
-    KvClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect to node")
-}
 
 fn get_request(shard: u64, ushard: u32, key: &str, mode: read_consistency::Mode) -> GetRequest {
     GetRequest {
@@ -101,7 +94,7 @@ async fn bounded_reads_are_never_older_than_their_bound_even_from_a_cut_off_foll
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let bound = Duration::from_millis(1_000);
-    let mut node = direct(tc.cluster.client_addr(follower).unwrap()).await;
+    let mut node = tc.cluster.kv(follower).unwrap();
     let mode = read_consistency::Mode::MaxStalenessMs(bound.as_millis() as u64);
     let (mut served, mut refused, mut served_while_cut) = (0, 0, 0);
     let start = Instant::now();
@@ -185,7 +178,7 @@ async fn read_your_writes_sees_the_own_write_through_a_lagging_follower() {
     for i in 0..20 {
         let ack = session.put("ryw", format!("v{i}")).await.unwrap();
         // Asked directly, the lagging follower refuses rather than answer stale.
-        let mut node = direct(tc.cluster.client_addr(follower).unwrap()).await;
+        let mut node = tc.cluster.kv(follower).unwrap();
         let refusal = node
             .get(get_request(
                 placement.shard,
@@ -203,7 +196,7 @@ async fn read_your_writes_sees_the_own_write_through_a_lagging_follower() {
     tc.cluster.set_failpoint(follower, "raft-receive", "off").await.unwrap();
     // Healed, the follower catches up and serves the token itself.
     let token = session.token(placement.shard);
-    let mut node = direct(tc.cluster.client_addr(follower).unwrap()).await;
+    let mut node = tc.cluster.kv(follower).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let request = get_request(

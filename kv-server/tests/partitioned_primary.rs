@@ -10,7 +10,6 @@ mod common;
 use common::{must_align, must_start_two_region_cluster, must_wait_for_map};
 use kv_client::{ClientConfig, ShoalClient};
 use local_cluster::LocalCluster;
-use shoal_proto::kv::kv_client::KvClient;
 use shoal_proto::kv::{GetRequest, KeyRef, PutRequest, RequestHeader};
 use std::time::Duration;
 
@@ -27,13 +26,6 @@ async fn must_connect_via_shard_manager(cluster: &LocalCluster) -> ShoalClient {
     ShoalClient::connect(config)
         .await
         .expect("connect via the shard manager")
-}
-
-/// A raw connection to one node, bypassing the client's routing.
-async fn direct(cluster: &LocalCluster, node: u64) -> KvClient<tonic::transport::Channel> {
-    KvClient::connect(format!("http://{}", cluster.client_addr(node).unwrap()))
-        .await
-        .expect("connect to node")
 }
 
 fn header(shard: u64) -> Option<RequestHeader> {
@@ -74,7 +66,7 @@ async fn isolated_primary_cannot_ack_writes_or_serve_strong_reads() {
     }
 
     // A write sent straight to the cut-off primary is never acknowledged.
-    let mut isolated = direct(&tc.cluster, old_primary).await;
+    let mut isolated = tc.cluster.kv(old_primary).unwrap();
     let stale_write = {
         let mut isolated = isolated.clone();
         let request = PutRequest {

@@ -6,44 +6,15 @@
 
 mod common;
 
-use common::{must_connect, must_start_two_region_cluster, must_wait_for_map, shard_hosts};
+use common::{must_connect, must_start_two_region_cluster, must_wait_for_map};
 use kv_client::ShoalClient;
+use local_cluster::probe::fully_replicated_without;
 use local_cluster::LocalCluster;
 use shoal_proto::sm::ShardMap;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Every shard has three voters, none on `gone`, and no change in flight.
-fn fully_replicated_without(map: &ShardMap, gone: u64) -> bool {
-    map.shards
-        .iter()
-        .all(|s| s.voters.len() == 3 && s.change_phase.is_empty() && !shard_hosts(s).contains(&gone))
-}
-
-/// Waits until, for every shard, exactly its voters host it and they all
-/// applied the same index with the same data digest.
-async fn must_converge(cluster: &LocalCluster, map: &ShardMap) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    'retry: loop {
-        assert!(tokio::time::Instant::now() < deadline, "replicas never converged");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        for shard in &map.shards {
-            let mut digests = BTreeSet::new();
-            for node in &shard.voters {
-                match cluster.shard_digest(*node, shard.shard_id).await {
-                    Ok(d) => digests.insert((d.applied_index, d.key_count, d.digest)),
-                    Err(_) => continue 'retry,
-                };
-            }
-            if digests.len() != 1 {
-                continue 'retry;
-            }
-        }
-        return;
-    }
-}
 
 /// Writes distinct keys until stopped; returns what was acknowledged and
 /// every error seen.
@@ -109,7 +80,7 @@ async fn dead_node_is_rebuilt_elsewhere_and_cleans_up_when_it_returns() {
     tc.cluster.kill(victim).expect("kill -9");
 
     let repaired = must_wait_for_map(&tc.cluster, Duration::from_secs(120), "full replication", |m| {
-        fully_replicated_without(m, victim)
+        fully_replicated_without(m, victim, 3)
     })
     .await;
     let took = killed_at.elapsed();
@@ -137,7 +108,10 @@ async fn dead_node_is_rebuilt_elsewhere_and_cleans_up_when_it_returns() {
         acked.len()
     );
     assert!(errors.iter().all(|e| e.contains("indeterminate")), "{errors:?}");
-    must_converge(&tc.cluster, &repaired).await;
+    tc.cluster
+        .wait_converged(&voters_of(&repaired), Duration::from_secs(60))
+        .await
+        .expect("replicas converge");
     must_read_back(&client, (0..500).chain(acked)).await;
 
     // The victim comes back: the map no longer places it anywhere, so it
@@ -214,7 +188,7 @@ async fn drain_moves_every_replica_and_primary_off_a_node_with_no_failed_request
     tc.cluster.drain_node(victim).await.expect("drain");
     let drained = must_wait_for_map(&tc.cluster, Duration::from_secs(120), "drain", |m| {
         let node = m.nodes.iter().find(|n| n.node_id == victim).unwrap();
-        node.replica_count == 0 && node.primary_count == 0 && fully_replicated_without(m, victim)
+        node.replica_count == 0 && node.primary_count == 0 && fully_replicated_without(m, victim, 3)
     })
     .await;
     eprintln!("node {victim} drained in {:?}", started.elapsed());
@@ -239,7 +213,10 @@ async fn drain_moves_every_replica_and_primary_off_a_node_with_no_failed_request
     assert!(write_errors.is_empty(), "failed writes: {write_errors:?}");
     assert!(read_errors.is_empty(), "failed reads: {read_errors:?}");
     assert!(!acked.is_empty() && reads > 0);
-    must_converge(&tc.cluster, &drained).await;
+    tc.cluster
+        .wait_converged(&voters_of(&drained), Duration::from_secs(60))
+        .await
+        .expect("replicas converge");
     must_read_back(&client, (0..200).chain(acked)).await;
 
     // Now it may go; its id is never reused.
@@ -250,4 +227,9 @@ async fn drain_moves_every_replica_and_primary_off_a_node_with_no_failed_request
         "removed"
     );
     tc.cluster.stop_all(Duration::from_secs(10));
+}
+
+/// Each shard with the voters that must hold it.
+fn voters_of(map: &ShardMap) -> Vec<(u64, Vec<u64>)> {
+    map.shards.iter().map(|s| (s.shard_id, s.voters.clone())).collect()
 }

@@ -7,19 +7,13 @@
 mod common;
 
 use common::{must_connect, must_start_spec, test_spec};
+use local_cluster::probe::shard_hosts;
 use local_cluster::LocalCluster;
 use shoal_proto::kv::kv_client::KvClient;
 use shoal_proto::kv::{GetRequest, KeyRef, PutRequest, RequestHeader};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
-
-async fn direct(cluster: &LocalCluster, node: u64) -> KvClient<tonic::transport::Channel> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.client_addr(node).unwrap()))
-        .unwrap()
-        .connect_timeout(Duration::from_millis(300));
-    KvClient::new(endpoint.connect_lazy())
-}
 
 fn header(shard: u64) -> Option<RequestHeader> {
     Some(RequestHeader {
@@ -128,8 +122,8 @@ async fn a_quick_restart_cannot_elect_a_leader_inside_the_old_leaders_lease() {
 
     // Write "new" through whichever of B and C leads; once acknowledged,
     // A must not answer a strong read with "old".
-    let mut to_a = direct(&tc.cluster, a).await;
-    let mut others = [(b, direct(&tc.cluster, b).await), (c, direct(&tc.cluster, c).await)];
+    let mut to_a = tc.cluster.kv(a).unwrap();
+    let mut others = [(b, tc.cluster.kv(b).unwrap()), (c, tc.cluster.kv(c).unwrap())];
     let mut pending: Vec<u64> = keys.keys().copied().collect();
     let mut stale = Vec::new();
     let deadline = cut_at + Duration::from_secs(20);
@@ -249,7 +243,7 @@ async fn scan_never_sees_half_of_a_batch() {
         .await
         .unwrap();
     let scan = {
-        let mut node = direct(&tc.cluster, leader).await;
+        let mut node = tc.cluster.kv(leader).unwrap();
         tokio::spawn(async move {
             let page = node
                 .scan(shoal_proto::kv::ScanRequest {
@@ -301,7 +295,7 @@ async fn a_read_racing_replica_removal_fails_retryably() {
         .await
         .unwrap();
     let read = {
-        let mut node = direct(&tc.cluster, follower).await;
+        let mut node = tc.cluster.kv(follower).unwrap();
         let request = GetRequest {
             header: header(ack.shard),
             key: key_ref(ushard, "removed"),
@@ -315,7 +309,7 @@ async fn a_read_racing_replica_removal_fails_retryably() {
     tc.cluster.drain_node(follower).await.unwrap();
     common::must_wait_for_map(&tc.cluster, Duration::from_secs(30), "replica moved off", |m| {
         let s = m.shards.iter().find(|s| s.shard_id == ack.shard).unwrap();
-        !common::shard_hosts(s).contains(&follower)
+        !shard_hosts(s).contains(&follower)
     })
     .await;
     let answer = read.await.unwrap().expect("the held read answers within 40 s");
@@ -439,7 +433,7 @@ async fn a_leaders_clock_jump_does_not_expire_live_keys() {
     let leader = tc.cluster.wait_for_leaders(Duration::from_secs(30)).await.unwrap()[&1];
     tc.cluster.set_node_clock(leader, 3_600_000).await.unwrap();
     let jumped = {
-        let mut node = direct(&tc.cluster, leader).await;
+        let mut node = tc.cluster.kv(leader).unwrap();
         let ushard = client.routes().place("default", b"other", None).unwrap().ushard;
         let put = PutRequest {
             header: header(1),
@@ -504,7 +498,7 @@ async fn a_leader_back_from_power_loss_serves_no_stale_strong_read() {
         }
         tc.cluster.kill(leader).unwrap();
         tc.cluster.start_node(leader).unwrap();
-        let mut node = direct(&tc.cluster, leader).await;
+        let mut node = tc.cluster.kv(leader).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while tc.cluster.replica_status(leader).await.is_err() {
             assert!(Instant::now() < deadline, "node {leader} did not come back");
@@ -654,7 +648,7 @@ async fn a_node_that_lost_its_data_does_not_elect_a_leader_without_acknowledged_
 
     // Long enough for B's restart embargo and several of C's elections.
     let mut answers = Vec::new();
-    let mut nodes = [(b, direct(&tc.cluster, b).await), (c, direct(&tc.cluster, c).await)];
+    let mut nodes = [(b, tc.cluster.kv(b).unwrap()), (c, tc.cluster.kv(c).unwrap())];
     let until = Instant::now() + Duration::from_secs(6);
     while Instant::now() < until {
         for (node, peer) in nodes.iter_mut() {
@@ -701,7 +695,7 @@ async fn a_follower_with_a_clock_far_behind_serves_no_stale_bounded_read() {
         .unwrap();
     client.put("bounded", "new").await.expect("write the follower misses");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut node = direct(&tc.cluster, follower).await;
+    let mut node = tc.cluster.kv(follower).unwrap();
     let request = GetRequest {
         header: header(1),
         key: key_ref(ushard, "bounded"),

@@ -4,7 +4,10 @@
 //!
 //! It writes the layout and one config per node under `data_dir`, in the
 //! file formats documented in `kv-server/example.toml`, and only talks to
-//! 127.0.0.1.
+//! 127.0.0.1. [`probe`] holds what tests and benchmarks ask of a running
+//! cluster (raw connections, error codes, convergence).
+
+pub mod probe;
 
 use anyhow::{bail, Context};
 use shoal_proto::admin::admin_client::AdminClient;

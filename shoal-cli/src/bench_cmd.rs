@@ -3,6 +3,7 @@
 use crate::bench::{self, BenchOp, BenchSpec};
 use crate::{client_config, Cli};
 use kv_client::{ClientConfig, ShoalClient};
+use local_cluster::probe::fully_replicated_without;
 use local_cluster::{LocalCluster, LocalClusterSpec};
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,16 +171,6 @@ fn print_summary(name: &str, mut v: Vec<Duration>) {
         v[v.len() - 1].as_secs_f64(),
         v.len()
     );
-}
-
-/// Every shard has its full voter count, none on `gone`, no change in flight.
-fn fully_replicated_without(map: &shoal_proto::sm::ShardMap, gone: u64, replicas: usize) -> bool {
-    map.shards.iter().all(|s| {
-        s.voters.len() == replicas
-            && s.change_phase.is_empty()
-            && !s.voters.contains(&gone)
-            && !s.learners.contains(&gone)
-    })
 }
 
 /// Loads `keys` values of `value_bytes`, then `kills` times kill -9s the

@@ -121,13 +121,6 @@ pub async fn must_wait_for_map(
     }
 }
 
-/// Every node a shard's record names: voters, learners, both ends of a change.
-pub fn shard_hosts(shard: &shoal_proto::sm::ShardState) -> Vec<u64> {
-    let mut hosts: Vec<u64> = shard.voters.iter().chain(&shard.learners).copied().collect();
-    hosts.extend([shard.adding, shard.removing].into_iter().filter(|n| *n != 0));
-    hosts
-}
-
 /// Polls until every shard's Raft leader is the shard manager's primary.
 pub async fn must_align(cluster: &LocalCluster) -> shoal_proto::sm::ShardMap {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
