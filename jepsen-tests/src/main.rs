@@ -91,7 +91,7 @@ async fn main() {
         }
         Ok(config) => {
             let result = match args.cluster.as_str() {
-                "local" => match LocalTarget::start_for(&config.nemeses).await {
+                "local" => match LocalTarget::start(Nemesis::needs_power_loss(&config.nemeses)).await {
                     Ok(target) => run_on(target, &config).await,
                     Err(e) => Err(e),
                 },

@@ -71,6 +71,12 @@ impl Nemesis {
         Nemesis::NodeClockJump,
     ];
 
+    /// Whether a run of `mix` needs nodes that lose unsynced writes when
+    /// killed (power-kill is in it).
+    pub fn needs_power_loss(mix: &[Nemesis]) -> bool {
+        mix.contains(&Nemesis::PowerKill)
+    }
+
     /// Whether this fault may lose acknowledged fast-ack writes: it kills
     /// a primary, cuts it off from its peers, or makes the shard manager
     /// give up on a live one (its clock, a partition from it), inside the

@@ -2,7 +2,6 @@
 //! [`LocalTarget`], kv-server processes on 127.0.0.1 started by this run,
 //! and (see `compose.rs`) containers started by docker-compose.
 
-use crate::nemesis::Nemesis;
 use local_cluster::{LocalCluster, LocalClusterSpec};
 use shoal_proto::sm::ShardMap;
 use std::time::Duration;
@@ -57,11 +56,12 @@ pub struct LocalTarget {
 }
 
 impl LocalTarget {
-    /// Five nodes in two regions, four shards of three replicas, ready
-    /// for the faults in `mix`: with [`Nemesis::PowerKill`] the nodes run
-    /// with `faults.lose_unsynced_writes`, so every kill loses what was not
+    /// Five nodes in two regions, four shards of three replicas. With
+    /// `lose_unsynced_writes` (a mix with power-kill:
+    /// `Nemesis::needs_power_loss`) the nodes run with
+    /// `faults.lose_unsynced_writes`, so every kill loses what was not
     /// fsynced.
-    pub async fn start_for(mix: &[Nemesis]) -> anyhow::Result<LocalTarget> {
+    pub async fn start(lose_unsynced_writes: bool) -> anyhow::Result<LocalTarget> {
         let dir = tempfile::tempdir()?;
         let mut spec = LocalClusterSpec::new(dir.path());
         spec.nodes = 5;
@@ -70,7 +70,7 @@ impl LocalTarget {
         spec.regions = vec!["east".into(), "west".into()];
         // Faults are short: no repair during a run.
         spec.dead_after = Duration::from_secs(60);
-        if mix.contains(&Nemesis::PowerKill) {
+        if lose_unsynced_writes {
             spec.fault_settings = vec!["lose_unsynced_writes = true".into()];
         }
         let cluster = LocalCluster::start(spec)?;

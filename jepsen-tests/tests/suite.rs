@@ -14,7 +14,7 @@ use std::time::Duration;
 async fn must_run(mut config: RunConfig) -> RunReport {
     let out = tempfile::tempdir().unwrap();
     config.out_dir = out.path().to_path_buf();
-    let mut target = LocalTarget::start_for(&config.nemeses)
+    let mut target = LocalTarget::start(Nemesis::needs_power_loss(&config.nemeses))
         .await
         .expect("start a local cluster");
     let report = run(&mut target, &config).await;

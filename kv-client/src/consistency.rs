@@ -2,8 +2,6 @@
 //! how a write is conditioned, timed out and acknowledged
 //! (docs/consistency.md).
 
-use crate::client::Versioned;
-use shoal_proto::kv::{condition, read_consistency};
 use std::time::Duration;
 
 /// How fresh a read must be.
@@ -25,15 +23,6 @@ impl ReadConsistency {
     pub fn needs_primary(&self) -> bool {
         matches!(self, ReadConsistency::Strong)
     }
-
-    pub(crate) fn to_wire(self) -> Option<shoal_proto::kv::ReadConsistency> {
-        let mode = match self {
-            ReadConsistency::Strong => return None,
-            ReadConsistency::Bounded(bound) => read_consistency::Mode::MaxStalenessMs(bound.as_millis() as u64),
-            ReadConsistency::AtLeast(version) => read_consistency::Mode::MinVersion(version),
-        };
-        Some(shoal_proto::kv::ReadConsistency { mode: Some(mode) })
-    }
 }
 
 /// What the current state of a key must be for a write to apply.
@@ -49,18 +38,6 @@ pub enum Condition {
     Value(Vec<u8>),
 }
 
-impl Condition {
-    pub(crate) fn to_wire(&self) -> shoal_proto::kv::Condition {
-        let check = match self {
-            Condition::Absent => condition::Check::Absent(true),
-            Condition::Present => condition::Check::Present(true),
-            Condition::Version(v) => condition::Check::Version(*v),
-            Condition::Value(bytes) => condition::Check::Value(bytes.clone()),
-        };
-        shoal_proto::kv::Condition { check: Some(check) }
-    }
-}
-
 /// Options of a put; `Default` is an unconditional quorum write forever.
 #[derive(Clone, Debug, Default)]
 pub struct PutOptions {
@@ -70,15 +47,4 @@ pub struct PutOptions {
     /// Acknowledged once the primary accepted it, before a quorum has it:
     /// lost if the primary dies first. Not with a condition.
     pub fast_ack: bool,
-}
-
-/// How a conditional write turned out.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WriteResult {
-    Applied(crate::client::WriteAck),
-    /// The condition did not hold; nothing was written. The key's current
-    /// value (None: it does not exist).
-    ConditionFailed {
-        current: Option<Versioned>,
-    },
 }

@@ -1,11 +1,15 @@
 //! The client's cached view of the cluster: which shard owns a key, which
-//! nodes hold the shard, and who last led it.
+//! nodes hold the shard, and who last led it; and fetching the layout it is
+//! built from.
 
 use crate::error::{ClientError, ClientResult};
-use shoal_proto::admin::Layout;
+use shoal_proto::admin::admin_client::AdminClient;
+use shoal_proto::admin::{GetLayoutRequest, Layout};
 use shoal_proto::routing::{shard_index_for_ushard, ushard_for_key};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
+use tonic::transport::Endpoint;
 
 #[derive(Clone, Debug)]
 pub struct KeyspaceRoute {
@@ -173,4 +177,45 @@ impl RoutingTable {
             leaders.insert(shard, node);
         }
     }
+}
+
+pub(crate) fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true))
+}
+
+/// Asks every endpoint at once and keeps the newest layout: one endpoint
+/// may lag (a node cut off from the shard manager), and a down one costs
+/// no more than the 2 s timeout.
+pub async fn fetch_layout(endpoints: &[String]) -> ClientResult<Layout> {
+    let attempts = endpoints.iter().map(|addr| async move {
+        let attempt = async {
+            let channel = endpoint(addr)
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut admin = AdminClient::new(channel);
+            admin
+                .get_layout(GetLayoutRequest {})
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| s.message().to_string())
+        };
+        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            Ok(result) => result.map_err(|e| format!("{addr}: {e}")),
+            Err(_) => Err(format!("{addr}: timed out")),
+        }
+    });
+    let mut newest: Option<Layout> = None;
+    let mut last_error = String::from("no endpoints given");
+    for result in futures::future::join_all(attempts).await {
+        match result {
+            Ok(layout) if newest.as_ref().is_none_or(|n| layout.version > n.version) => newest = Some(layout),
+            Ok(_) => {}
+            Err(e) => last_error = e,
+        }
+    }
+    newest.ok_or_else(|| ClientError::Routing(format!("no endpoint answered ({last_error})")))
 }

@@ -4,9 +4,10 @@
 //! applied the session's own writes. Reads also advance the token, so a
 //! session never sees a shard go back in time (monotonic reads).
 
-use crate::client::{Key, ShoalClient, Versioned, WriteAck};
-use crate::consistency::{Condition, PutOptions, ReadConsistency, WriteResult};
+use crate::client::ShoalClient;
+use crate::consistency::{Condition, PutOptions, ReadConsistency};
 use crate::error::ClientResult;
+use crate::types::{Key, Versioned, WriteAck, WriteResult};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

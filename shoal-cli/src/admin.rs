@@ -37,7 +37,7 @@ async fn replica_status(addr: &str) -> anyhow::Result<ReplicaStatusResponse> {
 
 pub async fn node_status(cli: &Cli) -> anyhow::Result<()> {
     let config = client_config(cli)?;
-    let layout = kv_client::client::fetch_layout(&config.endpoints).await?;
+    let layout = kv_client::routing::fetch_layout(&config.endpoints).await?;
     println!("shard map version {}", layout.version);
     for ks in &layout.keyspaces {
         println!(
