@@ -9,7 +9,9 @@
 //! - [`types`]: newtypes for ids and versions.
 //! - [`keys`]: **the only module that builds storage keys**.
 //! - [`engine`]: the storage trait, its RocksDB and in-memory implementations.
+//! - [`apply`]: what a shard's log means: the command format and how every replica applies a command alike (conditions, counters, TTL, exactly-once). Nothing in it knows openraft.
 //! - [`raft`]: openraft glue: log store, state machine, snapshots, network.
+//! - [`codec`]: the binary encoding of stored and transported values.
 //! - [`shard`]: the replicas a node hosts; reads, writes, scans on them.
 //! - [`rpc`]: every tonic service and the one error → status mapping.
 //! - [`ttl`]: which expired keys compaction may reclaim.
@@ -18,13 +20,15 @@
 //! Request path: client → `rpc::kv_service` (validate, route to the shard) →
 //! `shard::replica` (leader check, propose / read barrier) → openraft log
 //! (`raft::log_store`, fsynced by `raft::wal_syncer`) → apply
-//! (`raft::state_machine`) → engine.
+//! (`raft::state_machine` hands each entry to `apply::applier`) → engine.
 
 // tonic::Status is the error type of every gRPC handler; boxing it would
 // only move the allocation.
 #![allow(clippy::result_large_err)]
 
+pub mod apply;
 pub mod clock;
+pub mod codec;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -3,7 +3,7 @@
 //! for the Raft core, which may still refuse it (a leadership transfer in
 //! progress, a lapsed lease); acknowledging then would lose the write with
 //! no crash at all. So a fast-ack proposal carries a ticket
-//! ([`crate::raft::types::Command::Mutate`]'s `accept_ticket`, never
+//! ([`crate::apply::command::Command::Mutate`]'s `accept_ticket`, never
 //! encoded) and the log store reports the ticket when it appends the entry.
 
 use dashmap::DashMap;

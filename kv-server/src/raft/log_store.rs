@@ -6,10 +6,11 @@
 //! fsynced before `save_vote` returns. Truncation and purge need no fsync:
 //! openraft tolerates seeing purged or truncated entries again after a crash.
 
+use crate::codec::{decode, encode};
 use crate::engine::{Direction, SharedEngine, Visit, WriteBatch};
 use crate::keys::{self, RaftMetaTag, CF_RAFT_LOG, CF_RAFT_META};
 use crate::raft::acceptance::Acceptances;
-use crate::raft::types::{decode, encode, Entry, LogId, TypeConfig, Vote};
+use crate::raft::types::{Entry, LogId, TypeConfig, Vote};
 use crate::raft::wal_syncer::WalSyncer;
 use crate::types::ShardId;
 use openraft::entry::RaftEntry;

@@ -3,9 +3,11 @@
 
 pub mod acceptance;
 pub mod log_store;
-pub mod mutate;
 pub mod network;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 pub mod wal_syncer;
+
+/// A shard's Raft group.
+pub type Raft = openraft::Raft<types::TypeConfig, state_machine::ShardStateMachine>;

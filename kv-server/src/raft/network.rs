@@ -5,8 +5,9 @@
 //! traffic to a peer rides one HTTP/2 connection (multiplexed by shard id
 //! in each message) instead of one connection per shard per peer.
 
+use crate::codec::{decode, encode};
 use crate::peer_clocks::PeerClocks;
-use crate::raft::types::{decode, encode, RaftError, RpcError, Snapshot, SnapshotData, TypeConfig, Vote};
+use crate::raft::types::{RaftError, RpcError, Snapshot, SnapshotData, TypeConfig, Vote};
 use crate::shard::freshness::Freshness;
 use crate::types::ShardId;
 use dashmap::DashMap;

@@ -11,13 +11,13 @@
 //! serialises builders finishing, installs and readers (openraft runs a
 //! build in its own task, concurrently with an install).
 
+use crate::apply::applier::{read_clock, Applier, StagedView};
+use crate::apply::command::CommandResult;
+use crate::codec::{decode, encode};
 use crate::engine::{SharedEngine, WriteBatch};
 use crate::keys::{self, RaftMetaTag, SmMetaTag, CF_DATA, CF_RAFT_META};
-use crate::raft::mutate::{read_clock, Applier, StagedView};
 use crate::raft::snapshot::{read_snapshot_file, write_snapshot_file, SnapshotDir, StoredSnapshotInfo};
-use crate::raft::types::{
-    decode, encode, CommandResult, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
-};
+use crate::raft::types::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::ttl::ExpiryHorizons;
 use crate::types::{ShardId, Version};
 use futures::{Stream, TryStreamExt};
@@ -56,7 +56,7 @@ pub struct ShardStateMachine {
     applied_tx: Arc<watch::Sender<u64>>,
     /// Serialises every change to, and read of, "the current snapshot".
     snapshot_lock: Arc<Mutex<()>>,
-    /// The apply clock (see [`crate::raft::types::Command::Mutate`]), also
+    /// The apply clock (see [`crate::apply::command::Command::Mutate`]), also
     /// published to compaction as this shard's expiry horizon.
     clock_ms: u64,
     horizons: Arc<ExpiryHorizons>,

@@ -1,9 +1,9 @@
 //! The client-facing `shoal.kv.v1.Kv` service.
 
+use crate::apply::command::{Command, CommandResult, MutateOp, Outcome};
 use crate::error::{KvError, KvResult};
 use crate::keys::ValueRecord;
 use crate::layout::ClusterLayout;
-use crate::raft::types::{Command, CommandResult, MutateOp, Outcome};
 use crate::rpc::status::to_status;
 use crate::rpc::validate::{
     check_batch, check_condition, check_key, check_ushard, check_value, check_write_options, expiry_of, read_mode,

@@ -1,8 +1,9 @@
 //! The peer-facing `shoal.raft.v1.RaftTransport` service: hands each message
 //! to the Raft group of the shard it names.
 
+use crate::codec::{decode, encode};
 use crate::raft::types::TypeConfig;
-use crate::raft::types::{decode, encode, RaftError, Snapshot, SnapshotMeta, Vote};
+use crate::raft::types::{RaftError, Snapshot, SnapshotMeta, Vote};
 use crate::shard::freshness::FreshnessStamp;
 use crate::shard::host::NodeHost;
 use crate::shard::replica::ShardReplica;

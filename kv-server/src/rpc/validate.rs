@@ -1,10 +1,10 @@
 //! Request validation: everything a request must satisfy before it touches
 //! a replica. A request failing here has written nothing.
 
+use crate::apply::command::{Condition, MutateOp, RequestId};
 use crate::config::Limits;
 use crate::error::{KvError, KvResult};
 use crate::layout::{ClusterLayout, KeyspaceLayout};
-use crate::raft::types::{Condition, MutateOp, RequestId};
 use crate::shard::replica::ReadMode;
 use crate::types::{ShardId, UshardId};
 use shoal_proto::kv::{batch_op, condition, read_consistency, BatchOp, KeyRef, ReadConsistency, RequestHeader};

@@ -27,7 +27,7 @@
 //! staleness at all** until a stamp arrives that its clock agrees with.
 
 use crate::peer_clocks::PeerClocks;
-use crate::raft::types::Raft;
+use crate::raft::Raft;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{Instant as _, ServerState};
 use std::sync::{Arc, Mutex, OnceLock};

@@ -98,7 +98,7 @@ impl NodeHost {
     /// campaigned could be elected by a peer whose lease on the old leader
     /// has run out, while the old leader still serves under the lease this
     /// node promised it before the crash.
-    fn allow_elections_after_embargo(&self, raft: crate::raft::types::Raft) {
+    fn allow_elections_after_embargo(&self, raft: crate::raft::Raft) {
         let at = tokio::time::Instant::from_std(self.votes_from);
         tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
@@ -292,7 +292,7 @@ impl NodeHost {
             if replica.raft.as_leader().is_err() {
                 continue;
             }
-            let command = crate::raft::types::Command::ForgetIdleClients {
+            let command = crate::apply::command::Command::ForgetIdleClients {
                 idle_ms,
                 now_ms: crate::clock::wall_ms(),
             };
@@ -319,7 +319,7 @@ impl NodeHost {
             }
             // A leader cut off from its quorum never commits: do not let
             // one such shard hold up the others.
-            let tick = replica.propose(crate::raft::types::Command::Tick { now_ms });
+            let tick = replica.propose(crate::apply::command::Command::Tick { now_ms });
             match tokio::time::timeout(Duration::from_millis(lag_ms.max(100)), tick).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::debug!(shard_id = %replica.id, error = %e, "apply clock tick not applied"),

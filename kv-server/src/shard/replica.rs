@@ -1,11 +1,13 @@
 //! One shard replica hosted on this node: its Raft handle, and the read and
 //! write operations the RPC layer calls.
 
+use crate::apply::command::{Command, CommandResult};
 use crate::engine::SharedEngine;
 use crate::error::{KvError, KvResult};
 use crate::keys::{self, CF_DATA};
 use crate::raft::acceptance::Acceptances;
-use crate::raft::types::{Command, CommandResult, Raft, RaftError, TypeConfig};
+use crate::raft::types::{RaftError, TypeConfig};
+use crate::raft::Raft;
 use crate::shard::freshness::Freshness;
 use crate::shard::view::ReplicaView;
 use crate::types::{NodeId, ShardId};

@@ -13,7 +13,7 @@
 //! clock lags real time on a shard nobody writes to; two things bring it up:
 //! a strong read that touches a record expired by the leader's clock but
 //! not yet by the apply clock has the leader propose a
-//! [`Command::Tick`](crate::raft::types::Command::Tick) and reads again, and
+//! [`Command::Tick`](crate::apply::command::Command::Tick) and reads again, and
 //! each leader ticks a shard whose clock has not moved for `clock_tick_ms`.
 
 use crate::engine::{Direction, ReadView, Visit};

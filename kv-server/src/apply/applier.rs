@@ -6,9 +6,10 @@
 //! written in one batch; [`StagedView`] lets each entry read the state the
 //! earlier entries of the batch left, before anything reaches the engine.
 
+use crate::apply::command::{Command, CommandResult, Condition, MutateOp, Outcome, WriteOp};
+use crate::codec::{decode, encode};
 use crate::engine::{Direction, SharedEngine, Visit, WriteBatch};
 use crate::keys::{self, ValueRecord, CF_DATA};
-use crate::raft::types::{decode, encode, Command, CommandResult, Condition, MutateOp, Outcome, WriteOp};
 use crate::types::{KeyspaceId, ShardId, UshardId, Version};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -308,8 +309,8 @@ fn add_to_counter(current: Option<&ValueRecord>, delta: i64) -> Result<i64, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apply::command::RequestId;
     use crate::engine::MemEngine;
-    use crate::raft::types::RequestId;
 
     const SHARD: ShardId = ShardId(7);
     const KS: KeyspaceId = KeyspaceId(1);
