@@ -4,14 +4,23 @@
 //! - [`model`]: the records it keeps: nodes, keyspaces, shards.
 //! - [`store`]: **what is durable and why**; the only module naming RocksDB.
 //! - [`placement`]: pure placement rules (replicas, primaries), unit tested.
-//! - [`manager`]: registration, heartbeats, keyspace creation, the map.
-//! - [`service`]: the gRPC service and its one error → status mapping.
-//! - [`config`], [`server`]: configuration and the runnable server.
+//! - [`repair`]: pure: the next membership step of a shard (repair, drain,
+//!   balance), unit tested.
+//! - [`manager`]: the operations, one file each: `nodes` (registration,
+//!   heartbeats, liveness, drain / activate / remove), `keyspaces`,
+//!   `primaries` (failover and moves under epochs), `membership`.
+//! - [`clock`]: the clock liveness is judged by (skewable in fault tests).
+//! - [`service`]: the gRPC service and its one error → status mapping;
+//!   [`layout_service`]: `Admin/GetLayout` for clients.
+//! - [`config`], [`server`]: configuration and the runnable server (the
+//!   reconcile loop).
 //!
-//! Built so far: durable state, node registration with ids never reused,
+//! Built: durable state, node registration with ids never reused,
 //! heartbeats and liveness, keyspace creation with placement and primaries,
-//! the shard map, primary failover and primary moves with epochs. Not yet:
-//! repair, drain, remove, high availability (see ARCHITECTURE.md).
+//! the shard map, primary failover and moves with epochs, repair of lost
+//! replicas after a grace period, drain and remove. Not yet: high
+//! availability of the shard manager itself, live μshard moves (see
+//! ARCHITECTURE.md).
 
 // tonic::Status is the error type of every gRPC handler.
 #![allow(clippy::result_large_err)]
