@@ -75,6 +75,33 @@ pub fn shard_range(shard: ShardId) -> (Vec<u8>, Vec<u8>) {
     (start, end)
 }
 
+/// `[start, end)` of what a shard's snapshot carries in `data`: every
+/// keyspace below the reserved one (user data and the replicated metadata:
+/// exactly-once records, the apply clock), not the node-local state
+/// machine metadata.
+pub fn snapshot_range(shard: ShardId) -> (Vec<u8>, Vec<u8>) {
+    let start = shard_prefix(shard).to_vec();
+    let mut end = start.clone();
+    end.extend_from_slice(&RESERVED_KEYSPACE.to_be_bytes());
+    (start, end)
+}
+
+/// A key of `shard` without its shard prefix, the form snapshots store.
+pub fn shard_relative(key: &[u8]) -> &[u8] {
+    &key[SHARD_PREFIX_LEN.min(key.len())..]
+}
+
+/// The key of `shard` whose shard-relative form is `relative`.
+pub fn from_shard_relative(shard: ShardId, relative: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(SHARD_PREFIX_LEN + relative.len());
+    key.extend_from_slice(&shard_prefix(shard));
+    key.extend_from_slice(relative);
+    key
+}
+
+/// Length of the shard prefix of every key of a shard-prefixed cf.
+const SHARD_PREFIX_LEN: usize = 8;
+
 /// The shard a key of any shard-prefixed cf belongs to.
 pub fn shard_of_key(key: &[u8]) -> Option<ShardId> {
     Some(ShardId(u64::from_be_bytes(key.get(..8)?.try_into().ok()?)))
@@ -187,6 +214,24 @@ pub fn user_key_of(data_key: &[u8]) -> &[u8] {
     &data_key[USHARD_PREFIX_LEN.min(data_key.len())..]
 }
 
+/// `[start, end)` of the data keys of one micro-shard whose user keys lie
+/// in `[lower, upper)`; no `upper`: to the micro-shard's end.
+pub fn ushard_range(
+    shard: ShardId,
+    keyspace: KeyspaceId,
+    ushard: UshardId,
+    lower: &[u8],
+    upper: Option<&[u8]>,
+) -> (Vec<u8>, Vec<u8>) {
+    let prefix = ushard_prefix(shard, keyspace, ushard);
+    let start = data_key(shard, keyspace, ushard, lower);
+    let end = match upper {
+        Some(upper) => data_key(shard, keyspace, ushard, upper),
+        None => prefix_successor(&prefix).unwrap_or_else(|| vec![0xFF; prefix.len() + 1]),
+    };
+    (start, end)
+}
+
 /// The smallest byte string greater than every string starting with `prefix`,
 /// or `None` when no such string exists (prefix is all 0xFF).
 pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -248,6 +293,27 @@ impl ValueRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshot_keys_round_trip_and_ranges_hold_what_they_name() {
+        let shard = ShardId(7);
+        let key = data_key(shard, KeyspaceId(1), UshardId(3), b"k");
+        assert_eq!(from_shard_relative(shard, shard_relative(&key)), key);
+        let (start, end) = snapshot_range(shard);
+        assert!(start <= key && key < end);
+        assert!(
+            sm_meta_key(shard, SmMetaTag::AppliedState) >= end,
+            "node-local metadata stays out"
+        );
+        assert!(dedup_key(shard, 9) < end, "exactly-once records travel with the data");
+        let (lo, hi) = ushard_range(shard, KeyspaceId(1), UshardId(3), b"b", Some(b"d"));
+        assert!(lo <= data_key(shard, KeyspaceId(1), UshardId(3), b"c"));
+        assert!(data_key(shard, KeyspaceId(1), UshardId(3), b"c") < hi);
+        assert!(data_key(shard, KeyspaceId(1), UshardId(3), b"d") >= hi);
+        let (_, to_end) = ushard_range(shard, KeyspaceId(1), UshardId(3), b"", None);
+        assert!(data_key(shard, KeyspaceId(1), UshardId(3), &[0xFF; 40]) < to_end);
+        assert!(data_key(shard, KeyspaceId(1), UshardId(4), b"") >= to_end);
+    }
 
     #[test]
     fn log_keys_sort_by_shard_then_index() {

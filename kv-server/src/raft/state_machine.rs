@@ -124,14 +124,6 @@ fn commit_snapshot_switch(engine: &SharedEngine, dir: &SnapshotDir, batch: Write
     dir.remove_all_but(keep)
 }
 
-/// `[start, end)` of a shard's user data in `data`, excluding its metadata.
-fn user_data_range(shard: ShardId) -> (Vec<u8>, Vec<u8>) {
-    let start = keys::shard_range(shard).0;
-    let mut end = start.clone();
-    end.extend_from_slice(&keys::RESERVED_KEYSPACE.to_be_bytes());
-    (start, end)
-}
-
 fn join_error(what: &str, e: tokio::task::JoinError) -> io::Error {
     io::Error::other(format!("{what} task failed: {e}"))
 }
@@ -260,8 +252,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         let file_name = self.snapshots.new_file_name(log_index(&meta.last_log_id));
         let path = self.snapshots.path_of(&file_name);
         let (tx, rx) = oneshot::channel();
-        let (start, end) = user_data_range(self.shard);
-        let prefix_len = start.len();
+        let (start, end) = keys::snapshot_range(self.shard);
         // Compaction must not drop what this view holds (see crate::ttl).
         let horizon_pin = self.horizons.pin(self.shard);
         let pinned = self.engine.export_frozen(
@@ -270,7 +261,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             end,
             Box::new(move |entries| {
                 let _horizon_pin = horizon_pin;
-                let mut stripped = entries.map(|item| item.map(|(k, v)| (k[prefix_len..].to_vec(), v)));
+                let mut stripped = entries.map(|item| item.map(|(k, v)| (keys::shard_relative(&k).to_vec(), v)));
                 let _ = tx.send(write_snapshot_file(&path, &mut stripped));
             }),
         );
@@ -314,12 +305,10 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             // leaves either all old or all new.
             let mut batch = WriteBatch::default();
             let (start, end) = keys::shard_range(shard);
-            batch.delete_range(CF_DATA, start.clone(), end);
+            batch.delete_range(CF_DATA, start, end);
             let mut own = File::open(&own_path)?;
             read_snapshot_file(&mut own, |key, value| {
-                let mut full = start.clone();
-                full.extend_from_slice(&key);
-                batch.put(CF_DATA, full, value);
+                batch.put(CF_DATA, keys::from_shard_relative(shard, &key), value);
             })?;
             batch.put(
                 CF_DATA,

@@ -6,8 +6,8 @@ use crate::keys::ValueRecord;
 use crate::layout::ClusterLayout;
 use crate::rpc::status::to_status;
 use crate::rpc::validate::{
-    check_batch, check_condition, check_key, check_ushard, check_value, check_write_options, expiry_of, read_mode,
-    resolve_header,
+    check_batch, check_condition, check_key, check_multi_get, check_ushard, check_value, check_write_options,
+    expiry_of, read_mode, resolve_header, scan_budget,
 };
 use crate::shard::host::NodeHost;
 use crate::shard::replica::{ReadMode, ShardReplica};
@@ -210,17 +210,7 @@ impl Kv for KvService {
             async {
                 let layout = self.host.layout();
                 let (keyspace, shard) = self.resolve(&layout, req.header.as_ref())?;
-                if req.keys.len() > self.host.limits.max_batch_ops {
-                    return Err(KvError::BatchTooLarge(format!(
-                        "{} keys; the limit is {}",
-                        req.keys.len(),
-                        self.host.limits.max_batch_ops
-                    )));
-                }
-                let mut keys = Vec::with_capacity(req.keys.len());
-                for key in &req.keys {
-                    keys.push(check_key(&self.host.limits, keyspace, shard, Some(key))?);
-                }
+                let keys = check_multi_get(&self.host.limits, keyspace, shard, &req.keys)?;
                 let mode = read_mode(req.consistency.as_ref());
                 let replica = self.read_replica(shard, mode).await?;
                 crate::failpoints::delay("read-before").await;
@@ -348,33 +338,14 @@ impl Kv for KvService {
                     Some(u) => vec![check_ushard(keyspace, shard, u)?.0],
                     None => keyspace.ushards_of(shard),
                 };
-                if req.limit > limits.max_scan_limit {
-                    return Err(KvError::Malformed(format!(
-                        "limit {} exceeds {}",
-                        req.limit, limits.max_scan_limit
-                    )));
-                }
-                if req.max_bytes > limits.max_scan_bytes {
-                    return Err(KvError::Malformed(format!(
-                        "max_bytes {} exceeds {}",
-                        req.max_bytes, limits.max_scan_bytes
-                    )));
-                }
+                let (limit, max_bytes) = scan_budget(limits, req.limit, req.max_bytes)?;
                 let spec = ScanSpec {
                     start: req.start,
                     end: req.end,
                     prefix: req.prefix,
                     reverse: req.reverse,
-                    limit: if req.limit == 0 {
-                        limits.default_scan_limit
-                    } else {
-                        req.limit
-                    } as usize,
-                    max_bytes: if req.max_bytes == 0 {
-                        limits.default_scan_bytes
-                    } else {
-                        req.max_bytes
-                    },
+                    limit,
+                    max_bytes,
                     resume_after: if req.resume_after.is_empty() {
                         None
                     } else {

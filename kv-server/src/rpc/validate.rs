@@ -231,3 +231,47 @@ pub fn check_batch(
     }
     Ok(out)
 }
+
+/// A multi-get's keys, each checked like a single key's, and no more of
+/// them than a batch may hold.
+pub fn check_multi_get<'k>(
+    limits: &Limits,
+    keyspace: &KeyspaceLayout,
+    shard: ShardId,
+    keys: &'k [KeyRef],
+) -> KvResult<Vec<(UshardId, &'k [u8])>> {
+    if keys.len() > limits.max_batch_ops {
+        return Err(KvError::BatchTooLarge(format!(
+            "{} keys; the limit is {}",
+            keys.len(),
+            limits.max_batch_ops
+        )));
+    }
+    keys.iter()
+        .map(|key| check_key(limits, keyspace, shard, Some(key)))
+        .collect()
+}
+
+/// A scan page's budget: the entries and bytes asked for (0 = the server's
+/// defaults), refused beyond the server's maxima.
+pub fn scan_budget(limits: &Limits, limit: u32, max_bytes: u64) -> KvResult<(usize, u64)> {
+    if limit > limits.max_scan_limit {
+        return Err(KvError::Malformed(format!(
+            "limit {limit} exceeds {}",
+            limits.max_scan_limit
+        )));
+    }
+    if max_bytes > limits.max_scan_bytes {
+        return Err(KvError::Malformed(format!(
+            "max_bytes {max_bytes} exceeds {}",
+            limits.max_scan_bytes
+        )));
+    }
+    let limit = if limit == 0 { limits.default_scan_limit } else { limit };
+    let max_bytes = if max_bytes == 0 {
+        limits.default_scan_bytes
+    } else {
+        max_bytes
+    };
+    Ok((limit as usize, max_bytes))
+}

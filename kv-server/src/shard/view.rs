@@ -148,17 +148,7 @@ impl<'a> ReplicaView<'a> {
         direction: Direction,
         budget: ScanBudget,
     ) -> KvResult<UshardScan> {
-        let prefix = keys::ushard_prefix(self.shard, keyspace, ushard);
-        let mut start = prefix.clone();
-        start.extend_from_slice(lower);
-        let end = match upper {
-            Some(upper) => {
-                let mut end = prefix.clone();
-                end.extend_from_slice(upper);
-                end
-            }
-            None => keys::prefix_successor(&prefix).unwrap_or_else(|| vec![0xFF; prefix.len() + 1]),
-        };
+        let (start, end) = keys::ushard_range(self.shard, keyspace, ushard, lower, upper);
         let mut scan = UshardScan {
             items: Vec::new(),
             exhausted: true,
