@@ -207,6 +207,7 @@ pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Resul
     // failed run; the caller's `Target::stop` heals what it left behind.
     schedule?;
     let ops = recorder.ops();
+    let events = recorder.nemesis_events();
     let mut lost_acknowledged = None;
     let verdict = match config.workload {
         Workload::Register | Workload::CasRegister => check_register(&ops, config.check_budget),
@@ -216,7 +217,6 @@ pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Resul
                 _ => LossRule::NoneLost,
             };
             let (verdict, lost) = check_kept(&ops, &read_set(&client, &prefix, config.workload).await?, rule);
-            let events = recorder.nemesis_events();
             let lost_after = losses_by_fault(&ops, &events, &lost);
             std::fs::write(
                 config.out_dir.join("lost.json"),
@@ -239,7 +239,7 @@ pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Resul
         duration_s: config.duration.as_secs_f64(),
         counts: Counts::of(&ops),
         verdict,
-        nemesis_events: recorder.nemesis_events().len(),
+        nemesis_events: events.len(),
         lost_acknowledged,
     };
     std::fs::write(

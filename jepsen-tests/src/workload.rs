@@ -29,8 +29,8 @@
 //! - **fast-ack**: like set, each add writes a key of its own, but with
 //!   fast-ack writes; at the end one strong scan reads the set back.
 //!   Acknowledged adds lost are counted; under faults that kill or cut off
-//!   no primary (move-primary, drain, the shard manager's faults, clocks)
-//!   any loss is invalid.
+//!   no primary (move-primary, drain, sm-kill, node-clock-jump:
+//!   `Nemesis::may_lose_fast_acks`) any loss is invalid.
 //! - **pairs**: a pair of keys in one micro-shard, always written together
 //!   by one atomic batch of the same unique value, read back by strong
 //!   multi-gets and strong scans; every read must see both keys alike, and
@@ -242,11 +242,11 @@ impl Process {
     async fn ttl(&mut self, n: u64) -> Step {
         let generation = n / TTL_OPS_PER_KEY;
         let key = format!("{}/ttl/{generation}", self.ctx.prefix);
+        let counter = format!("{}/ttl-counter/{generation}", self.ctx.prefix);
         let client = &self.ctx.client;
         let ttl = Some(std::time::Duration::from_millis(self.rng.gen_range(100..1_000)));
         match self.rng.gen_range(0..12) {
             10 => {
-                let counter = format!("{}/ttl-counter/{generation}", self.ctx.prefix);
                 let result = client.increment(counter.clone(), 1).await;
                 let answered = result
                     .as_ref()
@@ -254,10 +254,7 @@ impl Process {
                     .map(|(value, _)| u64::try_from(*value).unwrap_or(u64::MAX));
                 write_step(counter, OpKind::Increment { result: answered }, result)
             }
-            11 => {
-                let counter = format!("{}/ttl-counter/{generation}", self.ctx.prefix);
-                read_step(counter.clone(), client.get(counter).await)
-            }
+            11 => read_step(counter.clone(), client.get(counter).await),
             0..=2 => {
                 let options = PutOptions {
                     ttl,

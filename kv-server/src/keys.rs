@@ -104,7 +104,9 @@ const SHARD_PREFIX_LEN: usize = 8;
 
 /// The shard a key of any shard-prefixed cf belongs to.
 pub fn shard_of_key(key: &[u8]) -> Option<ShardId> {
-    Some(ShardId(u64::from_be_bytes(key.get(..8)?.try_into().ok()?)))
+    Some(ShardId(u64::from_be_bytes(
+        key.get(..SHARD_PREFIX_LEN)?.try_into().ok()?,
+    )))
 }
 
 pub fn raft_log_key(shard: ShardId, index: u64) -> [u8; 16] {
@@ -187,7 +189,7 @@ pub fn dedup_range(shard: ShardId) -> (Vec<u8>, Vec<u8>) {
 /// The shard and keyspace id of a `data` key, when it has both.
 pub fn shard_and_keyspace_of(key: &[u8]) -> Option<(ShardId, u32)> {
     let shard = shard_of_key(key)?;
-    let keyspace = u32::from_be_bytes(key.get(8..12)?.try_into().ok()?);
+    let keyspace = u32::from_be_bytes(key.get(SHARD_PREFIX_LEN..SHARD_PREFIX_LEN + 4)?.try_into().ok()?);
     Some((shard, keyspace))
 }
 
@@ -224,9 +226,10 @@ pub fn ushard_range(
     upper: Option<&[u8]>,
 ) -> (Vec<u8>, Vec<u8>) {
     let prefix = ushard_prefix(shard, keyspace, ushard);
-    let start = data_key(shard, keyspace, ushard, lower);
+    let under = |user_key: &[u8]| [prefix.as_slice(), user_key].concat();
+    let start = under(lower);
     let end = match upper {
-        Some(upper) => data_key(shard, keyspace, ushard, upper),
+        Some(upper) => under(upper),
         None => prefix_successor(&prefix).unwrap_or_else(|| vec![0xFF; prefix.len() + 1]),
     };
     (start, end)

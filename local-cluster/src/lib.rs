@@ -246,8 +246,12 @@ fn node_toml(spec: &LocalClusterSpec, id: u64, client: &str, raft: &str, source:
     out
 }
 
-/// Reads `client_addr` of every node back from an existing layout file, so a
-/// restarted playground keeps the addresses its data was created with.
+/// The gRPC endpoint at `addr` (127.0.0.1 ports, plain HTTP/2), giving up
+/// connecting after `connect_within`. Callers add request deadlines.
+pub(crate) fn endpoint(addr: &str, connect_within: Duration) -> anyhow::Result<tonic::transport::Endpoint> {
+    Ok(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect_timeout(connect_within))
+}
+
 /// The shard manager address recorded in an addresses file.
 fn sm_addr_from(text: &str) -> Option<String> {
     text.lines()
@@ -256,6 +260,8 @@ fn sm_addr_from(text: &str) -> Option<String> {
         .map(String::from)
 }
 
+/// Reads `client_addr` of every node back from an existing layout file, so a
+/// restarted playground keeps the addresses its data was created with.
 fn addrs_from_layout(text: &str) -> Vec<(String, String)> {
     let mut clients = Vec::new();
     let mut rafts = Vec::new();
@@ -437,8 +443,7 @@ impl LocalCluster {
 
     async fn sm_client(&self) -> anyhow::Result<ShardManagerClient<tonic::transport::Channel>> {
         let addr = self.shard_manager_addr().context("this cluster has no shard manager")?;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_millis(500))
+        let channel = endpoint(addr, Duration::from_millis(500))?
             .timeout(Duration::from_secs(5))
             .connect()
             .await?;
@@ -623,8 +628,7 @@ impl LocalCluster {
 
     async fn admin(&self, id: u64) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
         let addr = self.client_addr(id).with_context(|| format!("no node {id}"))?;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_millis(500))
+        let channel = endpoint(addr, Duration::from_millis(500))?
             .timeout(Duration::from_secs(2))
             .connect()
             .await?;

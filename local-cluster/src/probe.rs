@@ -2,11 +2,11 @@
 //! killing it: raw connections that bypass the client's routing, the error
 //! code of a refusal, and whether replicas have converged.
 
-use crate::LocalCluster;
+use crate::{endpoint, LocalCluster};
 use shoal_proto::kv::kv_client::KvClient;
 use shoal_proto::sm::{ShardMap, ShardState};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// A connection to the kv-server client port at `addr`, bypassing the
 /// client's routing and retries. It connects on first use (a node that is
@@ -15,10 +15,11 @@ use tonic::transport::{Channel, Endpoint};
 /// send bigger ones than the server accepts). Requests have no deadline of
 /// their own: tests hold some on purpose, and bound them where they wait.
 pub fn kv_at(addr: &str) -> anyhow::Result<KvClient<Channel>> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?.connect_timeout(Duration::from_millis(300));
-    Ok(KvClient::new(endpoint.connect_lazy())
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20))
+    Ok(
+        KvClient::new(endpoint(addr, Duration::from_millis(300))?.connect_lazy())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20),
+    )
 }
 
 impl LocalCluster {
