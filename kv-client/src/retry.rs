@@ -7,6 +7,7 @@ use crate::consistency::ReadConsistency;
 use crate::error::ClientError;
 use shoal_proto::kv::ErrorCode;
 use shoal_proto::{ERROR_CODE_METADATA, LEADER_HINT_METADATA};
+use shoal_types::NodeId;
 
 pub(crate) fn read_kind(consistency: ReadConsistency) -> Kind {
     if consistency.needs_primary() {
@@ -31,7 +32,7 @@ pub(crate) enum Kind {
 /// How one failed attempt should be handled.
 pub(crate) enum Next {
     /// Try the hinted leader right away.
-    Redirect(u64),
+    Redirect(NodeId),
     /// Our map is behind (stale epoch, wrong or unknown shard): fetch the
     /// map again, then retry.
     Refresh(String),
@@ -45,8 +46,15 @@ pub(crate) fn error_code_of(status: &tonic::Status) -> Option<ErrorCode> {
     ErrorCode::from_str_name(name)
 }
 
-pub(crate) fn leader_hint_of(status: &tonic::Status) -> Option<u64> {
-    status.metadata().get(LEADER_HINT_METADATA)?.to_str().ok()?.parse().ok()
+pub(crate) fn leader_hint_of(status: &tonic::Status) -> Option<NodeId> {
+    status
+        .metadata()
+        .get(LEADER_HINT_METADATA)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+        .map(NodeId)
 }
 
 /// Whether a transport failure happened while connecting, i.e. before the
@@ -122,7 +130,7 @@ mod tests {
     fn not_leader_with_hint_redirects() {
         assert!(matches!(
             classify(status_with("NOT_LEADER", Some("3")), Kind::Write),
-            Next::Redirect(3)
+            Next::Redirect(NodeId(3))
         ));
         assert!(matches!(
             classify(status_with("NOT_LEADER", None), Kind::Write),

@@ -6,6 +6,7 @@ use crate::error::{ClientError, ClientResult};
 use shoal_proto::admin::admin_client::AdminClient;
 use shoal_proto::admin::{GetLayoutRequest, Layout};
 use shoal_proto::routing::{shard_index_for_ushard, ushard_for_key};
+use shoal_types::{Epoch, NodeId, ShardId};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -15,11 +16,11 @@ use tonic::transport::Endpoint;
 pub struct KeyspaceRoute {
     pub name: String,
     pub ushard_count: u32,
-    pub shards: Vec<u64>,
+    pub shards: Vec<ShardId>,
 }
 
 impl KeyspaceRoute {
-    pub fn shard_of_ushard(&self, ushard: u32) -> u64 {
+    pub fn shard_of_ushard(&self, ushard: u32) -> ShardId {
         self.shards[shard_index_for_ushard(ushard, self.shards.len())]
     }
 }
@@ -27,7 +28,7 @@ impl KeyspaceRoute {
 /// Where a key goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Placement {
-    pub shard: u64,
+    pub shard: ShardId,
     pub ushard: u32,
 }
 
@@ -35,26 +36,29 @@ pub struct Placement {
 #[derive(Clone, Debug, Default)]
 struct ShardRoute {
     /// Voters, the only replicas that can lead.
-    replicas: Vec<u64>,
+    replicas: Vec<NodeId>,
     /// Non-voting replicas: they serve bounded and read-your-writes reads.
-    learners: Vec<u64>,
-    /// The shard manager's primary (0 = none) and its epoch.
-    primary: u64,
-    epoch: u64,
+    learners: Vec<NodeId>,
+    /// The shard manager's primary, if it named one, and its epoch.
+    primary: Option<NodeId>,
+    epoch: Epoch,
 }
 
 pub struct RoutingTable {
     version: u64,
     keyspaces: HashMap<String, KeyspaceRoute>,
-    shards: HashMap<u64, ShardRoute>,
-    addrs: HashMap<u64, String>,
-    regions: HashMap<u64, String>,
+    shards: HashMap<ShardId, ShardRoute>,
+    addrs: HashMap<NodeId, String>,
+    regions: HashMap<NodeId, String>,
     // A plain mutex: held for a map lookup or insert, never across an await.
-    leaders: Mutex<HashMap<u64, u64>>,
+    leaders: Mutex<HashMap<ShardId, NodeId>>,
 }
 
 impl RoutingTable {
+    /// The table of a layout: the one place the client turns the wire's
+    /// numbers into ids.
     pub fn from_layout(layout: &Layout) -> RoutingTable {
+        let nodes = |ids: &[u64]| ids.iter().copied().map(NodeId).collect::<Vec<_>>();
         RoutingTable {
             version: layout.version,
             keyspaces: layout
@@ -64,7 +68,7 @@ impl RoutingTable {
                     let route = KeyspaceRoute {
                         name: k.name.clone(),
                         ushard_count: k.ushard_count,
-                        shards: k.shard_ids.clone(),
+                        shards: k.shard_ids.iter().copied().map(ShardId).collect(),
                     };
                     (k.name.clone(), route)
                 })
@@ -74,20 +78,25 @@ impl RoutingTable {
                 .iter()
                 .map(|s| {
                     let route = ShardRoute {
-                        replicas: s.replicas.clone(),
-                        learners: s.learners.clone(),
-                        primary: s.primary,
-                        epoch: s.epoch,
+                        replicas: nodes(&s.replicas),
+                        learners: nodes(&s.learners),
+                        // The wire says 0 for "none": node ids start at 1.
+                        primary: (s.primary != 0).then_some(NodeId(s.primary)),
+                        epoch: Epoch(s.epoch),
                     };
-                    (s.shard_id, route)
+                    (ShardId(s.shard_id), route)
                 })
                 .collect(),
             addrs: layout
                 .nodes
                 .iter()
-                .map(|n| (n.node_id, n.client_addr.clone()))
+                .map(|n| (NodeId(n.node_id), n.client_addr.clone()))
                 .collect(),
-            regions: layout.nodes.iter().map(|n| (n.node_id, n.region.clone())).collect(),
+            regions: layout
+                .nodes
+                .iter()
+                .map(|n| (NodeId(n.node_id), n.region.clone()))
+                .collect(),
             leaders: Mutex::new(HashMap::new()),
         }
     }
@@ -122,29 +131,29 @@ impl RoutingTable {
     }
 
     /// The lowest node id of the layout.
-    pub fn first_node(&self) -> Option<u64> {
+    pub fn first_node(&self) -> Option<NodeId> {
         self.addrs.keys().min().copied()
     }
 
-    pub fn addr(&self, node: u64) -> Option<&str> {
+    pub fn addr(&self, node: NodeId) -> Option<&str> {
         self.addrs.get(&node).map(String::as_str)
     }
 
     /// The shard's epoch in this table (0 when the layout has none).
-    pub fn epoch(&self, shard: u64) -> u64 {
-        self.shards.get(&shard).map(|s| s.epoch).unwrap_or(0)
+    pub fn epoch(&self, shard: ShardId) -> Epoch {
+        self.shards.get(&shard).map(|s| s.epoch).unwrap_or_default()
     }
 
     /// The order in which to try a shard's replicas: the leader last seen
     /// (even one this table does not list yet, when its address is known),
     /// else the shard manager's primary, then the other replicas.
-    pub fn candidates(&self, shard: u64) -> Vec<u64> {
+    pub fn candidates(&self, shard: ShardId) -> Vec<NodeId> {
         let route = self.shards.get(&shard).cloned().unwrap_or_default();
         let mut nodes = route.replicas;
         let first = self
             .leader(shard)
             .filter(|l| self.addrs.contains_key(l))
-            .or((route.primary != 0).then_some(route.primary));
+            .or(route.primary);
         if let Some(first) = first {
             nodes.retain(|n| *n != first);
             nodes.insert(0, first);
@@ -156,10 +165,10 @@ impl RoutingTable {
     /// (bounded staleness, read-your-writes): replicas in `region` before
     /// the others, and within each group followers and learners before the
     /// leader, which keeps that load off the primary.
-    pub fn read_candidates(&self, shard: u64, region: Option<&str>) -> Vec<u64> {
+    pub fn read_candidates(&self, shard: ShardId, region: Option<&str>) -> Vec<NodeId> {
         let route = self.shards.get(&shard).cloned().unwrap_or_default();
-        let leader = self.leader(shard).or((route.primary != 0).then_some(route.primary));
-        let mut nodes: Vec<u64> = route.replicas.iter().chain(&route.learners).copied().collect();
+        let leader = self.leader(shard).or(route.primary);
+        let mut nodes: Vec<NodeId> = route.replicas.iter().chain(&route.learners).copied().collect();
         nodes.dedup();
         nodes.sort_by_key(|n| {
             let elsewhere = region.is_some_and(|r| self.regions.get(n).map(String::as_str) != Some(r));
@@ -168,11 +177,11 @@ impl RoutingTable {
         nodes
     }
 
-    pub fn leader(&self, shard: u64) -> Option<u64> {
+    pub fn leader(&self, shard: ShardId) -> Option<NodeId> {
         self.leaders.lock().ok()?.get(&shard).copied()
     }
 
-    pub fn set_leader(&self, shard: u64, node: u64) {
+    pub fn set_leader(&self, shard: ShardId, node: NodeId) {
         if let Ok(mut leaders) = self.leaders.lock() {
             leaders.insert(shard, node);
         }

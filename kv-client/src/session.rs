@@ -8,13 +8,14 @@ use crate::client::ShoalClient;
 use crate::consistency::{Condition, PutOptions, ReadConsistency};
 use crate::error::ClientResult;
 use crate::types::{Key, Versioned, WriteAck, WriteResult};
+use shoal_types::{ShardId, Version};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 pub struct Session {
     client: Arc<ShoalClient>,
     /// Per shard, the highest version this session wrote or read.
-    tokens: Mutex<HashMap<u64, u64>>,
+    tokens: Mutex<HashMap<ShardId, Version>>,
 }
 
 impl Session {
@@ -27,22 +28,26 @@ impl Session {
 
     /// The session's token for a shard (0 = nothing seen yet).
     pub fn token(&self, shard: u64) -> u64 {
+        self.token_of(ShardId(shard)).0
+    }
+
+    fn token_of(&self, shard: ShardId) -> Version {
         self.tokens
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&shard)
             .copied()
-            .unwrap_or(0)
+            .unwrap_or_default()
     }
 
-    fn advance(&self, shard: u64, version: u64) {
+    fn advance(&self, shard: ShardId, version: Version) {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        let token = tokens.entry(shard).or_insert(0);
+        let token = tokens.entry(shard).or_default();
         *token = (*token).max(version);
     }
 
     fn record(&self, ack: &WriteAck) {
-        self.advance(ack.shard, ack.version);
+        self.advance(ShardId(ack.shard), Version(ack.version));
     }
 
     /// Reads from any replica that has applied this session's writes to
@@ -50,10 +55,10 @@ impl Session {
     pub async fn get(&self, key: impl Into<Key>) -> ClientResult<Option<Versioned>> {
         let answer = self
             .client
-            .get_traced(key.into(), |shard| ReadConsistency::AtLeast(self.token(shard)))
+            .get_traced(key.into(), |shard| ReadConsistency::AtLeast(self.token_of(shard).0))
             .await?;
         let seen = answer.value.as_ref().map(|v| v.version).unwrap_or(0);
-        self.advance(answer.shard, answer.applied_version.max(seen));
+        self.advance(answer.shard, Version(answer.applied_version.max(seen)));
         Ok(answer.value)
     }
 

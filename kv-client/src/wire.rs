@@ -5,6 +5,7 @@ use crate::consistency::{Condition, ReadConsistency};
 use crate::request_ids::RequestTicket;
 use crate::types::{Versioned, WriteAck, WriteResult};
 use shoal_proto::kv::{condition, read_consistency, RequestHeader, VersionedValue, WriteOptions, WriteResponse};
+use shoal_types::ShardId;
 
 impl From<VersionedValue> for Versioned {
     fn from(v: VersionedValue) -> Versioned {
@@ -16,15 +17,15 @@ impl From<VersionedValue> for Versioned {
     }
 }
 
-pub(crate) fn ack(shard: u64, response: WriteResponse) -> WriteAck {
+pub(crate) fn ack(shard: ShardId, response: WriteResponse) -> WriteAck {
     WriteAck {
-        shard,
+        shard: shard.0,
         version: response.version,
         epoch: response.header.map(|h| h.epoch).unwrap_or(0),
     }
 }
 
-pub(crate) fn write_result(shard: u64, response: WriteResponse) -> WriteResult {
+pub(crate) fn write_result(shard: ShardId, response: WriteResponse) -> WriteResult {
     if response.condition_failed {
         WriteResult::ConditionFailed {
             current: response.current.map(Versioned::from),

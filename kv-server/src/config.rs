@@ -2,9 +2,9 @@
 //! every default in this file, and `validate()` naming the bad field.
 //! `kv-server/example.toml` documents every field.
 
-use crate::types::NodeId;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+use shoal_types::NodeId;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -160,6 +160,28 @@ impl Default for RaftTuning {
 }
 
 impl NodeConfig {
+    /// A config listening on the given addresses with every default and no
+    /// layout source: set `layout_file` (and `node_id`) or `shard_manager`
+    /// before it validates. For programs that start nodes themselves.
+    pub fn new(data_dir: PathBuf, listen_client: String, listen_raft: String) -> NodeConfig {
+        NodeConfig {
+            node_id: None,
+            data_dir,
+            listen_client,
+            listen_raft,
+            advertise_client: None,
+            advertise_raft: None,
+            region: default_region(),
+            layout_file: None,
+            shard_manager: None,
+            sm_heartbeat_interval_ms: default_heartbeat_ms(),
+            limits: Limits::default(),
+            raft: RaftTuning::default(),
+            reads: ReadTuning::default(),
+            faults: FaultInjection::default(),
+        }
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
         let config: NodeConfig = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;

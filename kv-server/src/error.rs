@@ -1,7 +1,7 @@
 //! The one error enum of the server's request path. Each variant maps to one
 //! stable wire code in [`crate::rpc::status`].
 
-use crate::types::{NodeId, ShardId};
+use shoal_types::{Epoch, NodeId, ShardId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
@@ -20,8 +20,8 @@ pub enum KvError {
     #[error("shard {shard} is at epoch {current}; the request named epoch {requested}: refresh the shard map")]
     StaleEpoch {
         shard: ShardId,
-        requested: u64,
-        current: u64,
+        requested: Epoch,
+        current: Epoch,
     },
     #[error("key is {len} bytes; the limit is {max}")]
     KeyTooLarge { len: usize, max: usize },

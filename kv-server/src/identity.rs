@@ -8,8 +8,8 @@
 //! (wiped, or new) is a new directory: its replicas start in quarantine
 //! (`shard::replica`), never as the node they used to be.
 
-use crate::types::NodeId;
 use anyhow::Context;
+use shoal_types::NodeId;
 use std::path::{Path, PathBuf};
 
 fn id_file(data_dir: &Path) -> PathBuf {

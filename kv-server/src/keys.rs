@@ -18,7 +18,7 @@
 //! Keyspace id `0xFFFF_FFFF` is reserved so the state-machine metadata lives in
 //! the same cf as the data and is written in the same atomic batch.
 
-use crate::types::{KeyspaceId, ShardId, UshardId, Version};
+use shoal_types::{KeyspaceId, ShardId, UshardId, Version};
 
 pub const CF_RAFT_LOG: &str = "raft_log";
 pub const CF_RAFT_META: &str = "raft_meta";

@@ -5,9 +5,9 @@
 //! lives in `shards[u % shards.len()]` — the fixed mapping that the shard
 //! manager's versioned map replaces later.
 
-use crate::types::{KeyspaceId, NodeId, ShardId};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+use shoal_types::{Epoch, KeyspaceId, NodeId, ShardId};
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -88,7 +88,7 @@ pub struct ShardLayout {
     pub primary: Option<NodeId>,
     /// The shard's leadership epoch from the shard manager; 0 when static.
     #[serde(default)]
-    pub epoch: u64,
+    pub epoch: Epoch,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,7 +202,7 @@ impl ClusterLayout {
                     leaving: vec![],
                     conf_ver: 1,
                     primary: None,
-                    epoch: 0,
+                    epoch: Epoch(0),
                 }
             })
             .collect();

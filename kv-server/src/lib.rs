@@ -6,7 +6,6 @@
 //! - [`config`]: the node's TOML configuration and its validation.
 //! - [`identity`]: which node id a data directory belongs to.
 //! - [`layout`]: the cluster layout (nodes, keyspaces, shards) a node serves.
-//! - [`types`]: newtypes for ids and versions.
 //! - [`keys`]: **the only module that builds storage keys**.
 //! - [`engine`]: the storage trait, its RocksDB and in-memory implementations.
 //! - [`apply`]: what a shard's log means: the command format and how every replica applies a command alike (conditions, counters, TTL, exactly-once). Nothing in it knows openraft.
@@ -15,6 +14,7 @@
 //! - [`shard`]: the replicas a node hosts; reads, writes, scans on them.
 //! - [`rpc`]: every tonic service and the one error → status mapping.
 //! - [`ttl`]: which expired keys compaction may reclaim.
+//! - [`transport_filter`]: per-link cuts and delays between nodes, for the in-process test harness.
 //! - [`server`]: wires the above into a running node.
 //!
 //! Request path: client → `rpc::kv_service` (validate, route to the shard) →
@@ -41,5 +41,5 @@ pub mod raft;
 pub mod rpc;
 pub mod server;
 pub mod shard;
+pub mod transport_filter;
 pub mod ttl;
-pub mod types;

@@ -10,6 +10,7 @@ use crate::rpc::kv_service::KvService;
 use crate::rpc::raft_service::RaftService;
 use crate::rpc::sm_agent;
 use crate::shard::host::NodeHost;
+use crate::transport_filter::TransportFilter;
 use crate::ttl::ExpiryHorizons;
 use anyhow::Context;
 use shoal_proto::admin::admin_server::AdminServer;
@@ -57,6 +58,19 @@ pub async fn run(
     raft_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_filtered(config, client_listener, raft_listener, shutdown, TransportFilter::new()).await
+}
+
+/// [`run`], with the node's messages to its peers and to the shard manager
+/// passing through `filter`: the in-process test harness hands every node
+/// of a cluster the same one, and cuts or slows links in it.
+pub async fn run_filtered(
+    config: NodeConfig,
+    client_listener: TcpListener,
+    raft_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    filter: Arc<TransportFilter>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     // The layout comes from a static file, or from the shard manager after
     // registering (which also gives this node its id).
@@ -87,7 +101,7 @@ pub async fn run(
         )
         .context("opening the RocksDB database")?,
     );
-    let host = NodeHost::new(node_id, &config, layout, engine.clone(), horizons)?;
+    let host = NodeHost::new(node_id, &config, layout, engine.clone(), horizons, filter)?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -14,8 +14,8 @@
 //! holds exactly what the state machine had at that index.
 
 use crate::keys::{self, ValueRecord};
-use crate::types::ShardId;
 use dashmap::DashMap;
+use shoal_types::ShardId;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -113,7 +113,7 @@ impl ExpiryHorizons {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{KeyspaceId, UshardId, Version};
+    use shoal_types::{KeyspaceId, UshardId, Version};
 
     fn record(expires_at_ms: u64) -> Vec<u8> {
         ValueRecord {

@@ -88,7 +88,7 @@ async fn bounded_reads_are_never_older_than_their_bound_even_from_a_cut_off_foll
     let tc = must_start_cluster(3, 1, &[]).await;
     let client = Arc::new(must_connect(&tc.cluster).await);
     let placement = client.routes().place("default", b"bounded", None).unwrap();
-    let (_, follower) = a_follower(&tc, placement.shard).await;
+    let (_, follower) = a_follower(&tc, placement.shard.0).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (acks, writer) = spawn_counter_writer(client.clone(), "bounded", stop.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -110,7 +110,7 @@ async fn bounded_reads_are_never_older_than_their_bound_even_from_a_cut_off_foll
         }
         let invoked = Instant::now();
         match node
-            .get(get_request(placement.shard, placement.ushard, "bounded", mode))
+            .get(get_request(placement.shard.0, placement.ushard, "bounded", mode))
             .await
         {
             Ok(response) => {
@@ -161,7 +161,7 @@ async fn read_your_writes_sees_the_own_write_through_a_lagging_follower() {
     let tc = must_start_spec(spec, dir).await;
     let probe = must_connect(&tc.cluster).await;
     let placement = probe.routes().place("default", b"ryw", None).unwrap();
-    let (_, follower) = a_follower(&tc, placement.shard).await;
+    let (_, follower) = a_follower(&tc, placement.shard.0).await;
     let region = ["a", "b", "c"][(follower - 1) as usize];
     tc.cluster
         .set_failpoint(follower, "raft-receive", "return")
@@ -181,7 +181,7 @@ async fn read_your_writes_sees_the_own_write_through_a_lagging_follower() {
         let mut node = tc.cluster.kv(follower).unwrap();
         let refusal = node
             .get(get_request(
-                placement.shard,
+                placement.shard.0,
                 placement.ushard,
                 "ryw",
                 read_consistency::Mode::MinVersion(ack.version),
@@ -195,12 +195,12 @@ async fn read_your_writes_sees_the_own_write_through_a_lagging_follower() {
     }
     tc.cluster.set_failpoint(follower, "raft-receive", "off").await.unwrap();
     // Healed, the follower catches up and serves the token itself.
-    let token = session.token(placement.shard);
+    let token = session.token(placement.shard.0);
     let mut node = tc.cluster.kv(follower).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let request = get_request(
-            placement.shard,
+            placement.shard.0,
             placement.ushard,
             "ryw",
             read_consistency::Mode::MinVersion(token),
@@ -243,15 +243,15 @@ async fn strong_reads_see_every_acknowledged_write_across_primary_changes() {
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         let map = tc.cluster.shard_map().await.unwrap();
-        let shard = map.shards.iter().find(|s| s.shard_id == placement.shard).unwrap();
+        let shard = map.shards.iter().find(|s| s.shard_id == placement.shard.0).unwrap();
         let to = *shard.voters.iter().find(|v| **v != shard.primary).unwrap();
-        if tc.cluster.move_primary(placement.shard, to).await.is_ok() {
+        if tc.cluster.move_primary(placement.shard.0, to).await.is_ok() {
             moves += 1;
         }
     }
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let leaders = tc.cluster.leaders().await;
-    let killed = leaders[&placement.shard];
+    let killed = leaders[&placement.shard.0];
     tc.cluster.kill(killed).unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     stop.store(true, Ordering::Relaxed);
@@ -392,7 +392,7 @@ async fn counter_increments_sum_exactly_under_lost_answers_and_a_primary_kill() 
         .collect();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let placement = strict.routes().place("default", b"counter", None).unwrap();
-    let leader = tc.cluster.leaders().await[&placement.shard];
+    let leader = tc.cluster.leaders().await[&placement.shard.0];
     tc.cluster.kill(leader).unwrap();
     let mut unknown = 0;
     for worker in workers {

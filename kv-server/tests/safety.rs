@@ -6,48 +6,13 @@
 
 mod common;
 
+use common::schedules::{header, key_ref, quick_restart_inside_the_old_leaders_lease, strong_get, ProcessFaults};
 use common::{must_connect, must_start_spec, test_spec};
 use local_cluster::probe::shard_hosts;
 use local_cluster::LocalCluster;
-use shoal_proto::kv::kv_client::KvClient;
-use shoal_proto::kv::{GetRequest, KeyRef, PutRequest, RequestHeader};
-use std::collections::HashMap;
+use shoal_proto::kv::{GetRequest, PutRequest};
 use std::time::Duration;
 use tokio::time::Instant;
-
-fn header(shard: u64) -> Option<RequestHeader> {
-    Some(RequestHeader {
-        keyspace: "default".into(),
-        shard_id: shard,
-        epoch: 0,
-    })
-}
-
-fn key_ref(ushard: u32, key: &str) -> Option<KeyRef> {
-    Some(KeyRef {
-        ushard,
-        key: key.as_bytes().to_vec(),
-    })
-}
-
-/// A strong read straight to one node, bounded by `within`.
-async fn strong_get(
-    node: &mut KvClient<tonic::transport::Channel>,
-    shard: u64,
-    ushard: u32,
-    key: &str,
-    within: Duration,
-) -> Option<Vec<u8>> {
-    let request = GetRequest {
-        header: header(shard),
-        key: key_ref(ushard, key),
-        consistency: None,
-    };
-    match tokio::time::timeout(within, node.get(request)).await {
-        Ok(Ok(answer)) => Some(answer.into_inner().value.map(|v| v.value).unwrap_or_default()),
-        _ => None,
-    }
-}
 
 /// Lease = `election_timeout_max_ms`: long enough that a node restarted
 /// right after the leader's last heartbeat can campaign inside it.
@@ -60,114 +25,20 @@ fn lease_raft(lease_ms: u64) -> Vec<String> {
 }
 
 /// Promise: a node restarted inside a leader's lease cannot help elect a
-/// second leader before that lease is over (docs/consistency.md,
-/// "Restarts"). Schedule (issue 10, hole 1): cut leader A from follower C
-/// until C's lease on A has run out; then isolate A from every peer while
-/// clients still reach it, and kill -9 and restart follower B at once. B
-/// remembers nothing of its promise to A; if it campaigns, C votes for it
-/// and B takes writes while A still serves lease reads of the old value.
+/// second leader before that lease is over: see
+/// [`common::schedules::quick_restart_inside_the_old_leaders_lease`] (issue
+/// 10, hole 1). Here B is restarted with kill -9; `in_process.rs` runs the
+/// same schedule in one process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quick_restart_cannot_elect_a_leader_inside_the_old_leaders_lease() {
     const LEASE_MS: u64 = 2000;
     let dir = tempfile::tempdir().unwrap();
     let mut spec = test_spec(&dir, 3, 9, &[]);
     spec.raft_settings = lease_raft(LEASE_MS);
-    let mut tc = must_start_spec(spec, dir).await;
-    let client = must_connect(&tc.cluster).await;
-
-    // A = the node leading the most shards; B, C = the other two.
-    let leaders = tc.cluster.wait_for_leaders(Duration::from_secs(30)).await.unwrap();
-    let mut led: HashMap<u64, Vec<u64>> = HashMap::new();
-    for (shard, node) in &leaders {
-        led.entry(*node).or_default().push(*shard);
-    }
-    let (a, shards_of_a) = led.into_iter().max_by_key(|(_, s)| s.len()).unwrap();
-    let (b, c) = {
-        let others: Vec<u64> = (1..=3).filter(|n| *n != a).collect();
-        (others[0], others[1])
-    };
-    // One key per shard A leads, written while all is well.
-    let mut keys: HashMap<u64, (String, u32)> = HashMap::new();
-    for i in 0.. {
-        if keys.len() == shards_of_a.len() {
-            break;
-        }
-        let key = format!("lease-{i}");
-        let placement = client.routes().place("default", key.as_bytes(), None).unwrap();
-        if shards_of_a.contains(&placement.shard) && !keys.contains_key(&placement.shard) {
-            client.put(key.as_str(), "old").await.expect("write before the faults");
-            keys.insert(placement.shard, (key, placement.ushard));
-        }
-    }
-    eprintln!("leader {a} of shards {shards_of_a:?}; B = {b}, C = {c}");
-
-    // Cut A from C (both directions) until C's lease on A is over. With
-    // Pre-Vote, C's attempts to campaign change no term.
-    let cluster = &tc.cluster;
-    cluster
-        .set_failpoint(a, "raft-send", &format!("return({c})"))
-        .await
-        .unwrap();
-    cluster
-        .set_failpoint(c, "raft-send", &format!("return({a})"))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(LEASE_MS + 300)).await;
-    // Isolate A from every peer; kill -9 B and start it again at once.
-    cluster.set_failpoint(a, "raft-send", "return").await.unwrap();
-    cluster.set_failpoint(a, "raft-receive", "return").await.unwrap();
-    let cut_at = Instant::now();
-    tc.cluster.kill(b).unwrap();
-    tc.cluster.start_node(b).unwrap();
-
-    // Write "new" through whichever of B and C leads; once acknowledged,
-    // A must not answer a strong read with "old".
-    let mut to_a = tc.cluster.kv(a).unwrap();
-    let mut others = [(b, tc.cluster.kv(b).unwrap()), (c, tc.cluster.kv(c).unwrap())];
-    let mut pending: Vec<u64> = keys.keys().copied().collect();
-    let mut stale = Vec::new();
-    let deadline = cut_at + Duration::from_secs(20);
-    while !pending.is_empty() && Instant::now() < deadline {
-        for shard in pending.clone() {
-            let (key, ushard) = keys[&shard].clone();
-            for (node, peer) in others.iter_mut() {
-                let put = PutRequest {
-                    header: header(shard),
-                    key: key_ref(ushard, &key),
-                    value: b"new".to_vec(),
-                    ..PutRequest::default()
-                };
-                let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), peer.put(put)).await else {
-                    continue;
-                };
-                let acked = cut_at.elapsed();
-                let read = strong_get(&mut to_a, shard, ushard, &key, Duration::from_millis(500)).await;
-                eprintln!(
-                    "shard {shard}: node {node} acknowledged \"new\" {acked:?} after the cut; A answered {:?}",
-                    read.as_ref().map(|v| String::from_utf8_lossy(v).to_string())
-                );
-                if read.as_deref() == Some(b"old".as_slice()) {
-                    stale.push((shard, *node, acked));
-                }
-                pending.retain(|s| *s != shard);
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for failpoint in ["raft-send", "raft-receive"] {
-        let _ = tc.cluster.set_failpoint(a, failpoint, "off").await;
-    }
-    let _ = tc.cluster.set_failpoint(c, "raft-send", "off").await;
-    tc.cluster.stop_all(Duration::from_secs(10));
-    assert!(
-        stale.is_empty(),
-        "A served stale strong reads after a new leader acknowledged writes (shard, new leader, time after the cut): {stale:?}"
-    );
-    assert!(
-        pending.is_empty(),
-        "B and C never took writes for shards {pending:?} within 20 s"
-    );
+    let tc = must_start_spec(spec, dir).await;
+    let mut faults = ProcessFaults::new(tc.cluster);
+    quick_restart_inside_the_old_leaders_lease(&mut faults, LEASE_MS).await;
+    faults.cluster.stop_all(Duration::from_secs(10));
 }
 
 /// Two keys that writers always change together in one atomic batch.
@@ -353,7 +224,7 @@ async fn fast_ack_writes_survive_primary_moves() {
     let target = map.shards[0].clone();
     let keys_of_shard: Vec<String> = (0..)
         .map(|i| format!("ff-{i}"))
-        .filter(|k| client.routes().place("default", k.as_bytes(), None).unwrap().shard == target.shard_id)
+        .filter(|k| client.routes().place("default", k.as_bytes(), None).unwrap().shard.0 == target.shard_id)
         .take(100_000)
         .collect();
     let keys = Arc::new(keys_of_shard);

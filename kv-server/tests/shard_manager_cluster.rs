@@ -8,6 +8,7 @@ mod common;
 use common::{must_align, must_connect, must_start_two_region_cluster};
 use kv_client::{ClientConfig, ShoalClient};
 use shoal_proto::sm::CreateKeyspaceRequest;
+use shoal_types::{Epoch, ShardId};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -146,15 +147,15 @@ async fn nodes_host_what_the_shard_manager_places_and_survive_its_outage() {
     // the nodes hold the new map (one heartbeat), they refuse it with
     // STALE_EPOCH and the client fetches the map again, transparently.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(client.routes().epoch(moved.shard_id), moved.epoch);
+    assert_eq!(client.routes().epoch(ShardId(moved.shard_id)), Epoch(moved.epoch));
     let on_moved = (0..)
         .map(|i| format!("moved/{i}"))
-        .find(|k| client.routes().place("default", k.as_bytes(), None).unwrap().shard == moved.shard_id)
+        .find(|k| client.routes().place("default", k.as_bytes(), None).unwrap().shard == ShardId(moved.shard_id))
         .unwrap();
     client.put(on_moved, "x").await.expect("put with a stale epoch");
     assert_eq!(
-        client.routes().epoch(moved.shard_id),
-        moved.epoch + 1,
+        client.routes().epoch(ShardId(moved.shard_id)),
+        Epoch(moved.epoch + 1),
         "the client refreshed its map"
     );
     let not_voter = (1..=5).find(|n| !moved.voters.contains(n)).unwrap();

@@ -9,10 +9,10 @@ use kv_server::raft::snapshot::SnapshotDir;
 use kv_server::raft::state_machine::ShardStateMachine;
 use kv_server::raft::types::TypeConfig;
 use kv_server::raft::wal_syncer::WalSyncer;
-use kv_server::types::ShardId;
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
 use openraft::StorageError;
+use shoal_types::ShardId;
 use std::sync::Arc;
 use tempfile::TempDir;
 

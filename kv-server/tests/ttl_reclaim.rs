@@ -4,7 +4,7 @@
 use kv_server::engine::{Engine, RocksEngine, WriteBatch};
 use kv_server::keys::{self, ValueRecord, CF_DATA};
 use kv_server::ttl::ExpiryHorizons;
-use kv_server::types::{KeyspaceId, ShardId, UshardId, Version};
+use shoal_types::{KeyspaceId, ShardId, UshardId, Version};
 use std::sync::Arc;
 
 fn record(expires_at_ms: u64) -> Vec<u8> {

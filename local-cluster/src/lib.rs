@@ -7,17 +7,15 @@
 //! 127.0.0.1. [`probe`] holds what tests and benchmarks ask of a running
 //! cluster (raw connections, error codes, convergence).
 
+pub mod manager;
 pub mod probe;
+
+pub use manager::ShardManagerAt;
 
 use anyhow::{bail, Context};
 use shoal_proto::admin::admin_client::AdminClient;
-use shoal_proto::admin::{
-    ReplicaStatusRequest, ReplicaStatusResponse, SetFailpointRequest, ShardDigestRequest, ShardDigestResponse,
-};
-use shoal_proto::sm::shard_manager_client::ShardManagerClient;
-use shoal_proto::sm::{
-    ClockOffset, CreateKeyspaceRequest, GetShardMapRequest, MovePrimaryRequest, NodeRequest, ShardMap,
-};
+use shoal_proto::admin::{ReplicaStatusResponse, SetFailpointRequest, ShardDigestResponse};
+use shoal_proto::sm::{CreateKeyspaceRequest, ShardMap};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -441,110 +439,65 @@ impl LocalCluster {
         self.shard_manager.as_ref().map(|sm| sm.addr.as_str())
     }
 
-    async fn sm_client(&self) -> anyhow::Result<ShardManagerClient<tonic::transport::Channel>> {
+    /// The running shard manager's operations (an error without one).
+    pub fn shard_manager(&self) -> anyhow::Result<ShardManagerAt> {
         let addr = self.shard_manager_addr().context("this cluster has no shard manager")?;
-        let channel = endpoint(addr, Duration::from_millis(500))?
-            .timeout(Duration::from_secs(5))
-            .connect()
-            .await?;
-        Ok(ShardManagerClient::new(channel))
+        Ok(ShardManagerAt::new(addr))
     }
 
     pub async fn shard_map(&self) -> anyhow::Result<ShardMap> {
-        Ok(self
-            .sm_client()
-            .await?
-            .get_shard_map(GetShardMapRequest {})
-            .await?
-            .into_inner())
+        self.shard_manager()?.shard_map().await
     }
 
     pub async fn move_primary(&self, shard: u64, node: u64) -> anyhow::Result<()> {
-        self.sm_client()
-            .await?
-            .move_primary(MovePrimaryRequest {
-                shard_id: shard,
-                node_id: node,
-            })
-            .await?;
-        Ok(())
+        self.shard_manager()?.move_primary(shard, node).await
     }
 
     /// Asks the shard manager to drain node `id`.
     pub async fn drain_node(&self, id: u64) -> anyhow::Result<()> {
-        self.sm_client().await?.drain_node(NodeRequest { node_id: id }).await?;
-        Ok(())
+        self.shard_manager()?.drain_node(id).await
     }
 
     /// Asks the shard manager to make node `id` active again (ends a drain).
     pub async fn activate_node(&self, id: u64) -> anyhow::Result<()> {
-        self.sm_client()
-            .await?
-            .activate_node(NodeRequest { node_id: id })
-            .await?;
-        Ok(())
+        self.shard_manager()?.activate_node(id).await
     }
 
     /// Shifts the shard manager's clock by `offset_ms` (a shard-manager
     /// built with `failpoints`).
     pub async fn set_shard_manager_clock(&self, offset_ms: i64) -> anyhow::Result<()> {
-        self.sm_client()
-            .await?
-            .set_clock_offset(ClockOffset { offset_ms })
-            .await
-            .context("shard-manager clock offset")?;
-        Ok(())
+        self.shard_manager()?.set_clock(offset_ms).await
     }
 
     /// Asks the shard manager to remove node `id`.
     pub async fn remove_node(&self, id: u64) -> Result<(), tonic::Status> {
-        let mut client = self
-            .sm_client()
-            .await
+        let sm = self
+            .shard_manager()
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        client.remove_node(NodeRequest { node_id: id }).await?;
-        Ok(())
+        sm.remove_node(id).await
     }
 
     pub async fn create_keyspace(&self, request: CreateKeyspaceRequest) -> anyhow::Result<()> {
-        self.sm_client().await?.create_keyspace(request).await?;
-        Ok(())
+        self.shard_manager()?.create_keyspace(request).await
     }
 
-    /// With a shard manager: waits until every node is alive in its map,
-    /// then creates the `default` keyspace unless it exists. A no-op with a
-    /// static layout (the file already has it).
+    /// With a shard manager: [`ShardManagerAt::ensure_default_keyspace`]
+    /// once every node is alive. A no-op with a static layout (the file
+    /// already has it).
     pub async fn ensure_default_keyspace(&self, timeout: Duration) -> anyhow::Result<()> {
         if self.shard_manager.is_none() {
             return Ok(());
         }
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match self.shard_map().await {
-                Ok(map) if map.keyspaces.iter().any(|k| k.name == "default") => return Ok(()),
-                Ok(map) if map.nodes.iter().filter(|n| n.liveness == "alive").count() as u64 >= self.spec.nodes => {
-                    let replicas = self.spec.replicas.min(self.spec.nodes as u32);
-                    return self
-                        .create_keyspace(CreateKeyspaceRequest {
-                            name: "default".into(),
-                            replicas,
-                            shards: self.spec.shards as u32,
-                            ushards: self.spec.ushards,
-                            regions: vec![],
-                            preferred_region: String::new(),
-                            learner_regions: vec![],
-                        })
-                        .await;
-                }
-                _ if tokio::time::Instant::now() >= deadline => {
-                    bail!(
-                        "the shard manager did not see all {} nodes alive within {timeout:?}",
-                        self.spec.nodes
-                    )
-                }
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
+        let replicas = self.spec.replicas.min(self.spec.nodes as u32);
+        self.shard_manager()?
+            .ensure_default_keyspace(
+                self.spec.nodes,
+                self.spec.shards as u32,
+                self.spec.ushards,
+                replicas,
+                timeout,
+            )
+            .await
     }
 
     fn node_mut(&mut self, id: u64) -> anyhow::Result<&mut NodeProcess> {
@@ -627,21 +580,11 @@ impl LocalCluster {
     }
 
     async fn admin(&self, id: u64) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
-        let addr = self.client_addr(id).with_context(|| format!("no node {id}"))?;
-        let channel = endpoint(addr, Duration::from_millis(500))?
-            .timeout(Duration::from_secs(2))
-            .connect()
-            .await?;
-        Ok(AdminClient::new(channel))
+        probe::admin_at(self.client_addr(id).with_context(|| format!("no node {id}"))?).await
     }
 
     pub async fn replica_status(&self, id: u64) -> anyhow::Result<ReplicaStatusResponse> {
-        Ok(self
-            .admin(id)
-            .await?
-            .replica_status(ReplicaStatusRequest {})
-            .await?
-            .into_inner())
+        probe::replica_status_at(self.client_addr(id).with_context(|| format!("no node {id}"))?).await
     }
 
     /// Sets a failpoint on node `id` (kv-server built with `failpoints`).
@@ -668,44 +611,26 @@ impl LocalCluster {
     }
 
     pub async fn shard_digest(&self, id: u64, shard: u64) -> anyhow::Result<ShardDigestResponse> {
-        Ok(self
-            .admin(id)
-            .await?
-            .shard_digest(ShardDigestRequest { shard_id: shard })
-            .await?
-            .into_inner())
+        probe::shard_digest_at(self.client_addr(id).with_context(|| format!("no node {id}"))?, shard).await
+    }
+
+    /// (id, client address) of every running node.
+    fn running(&self) -> Vec<(u64, String)> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| (n.id, n.client_addr.clone()))
+            .collect()
     }
 
     /// Shard → node of the replica that says it is leader, over running nodes.
     pub async fn leaders(&self) -> HashMap<u64, u64> {
-        let mut leaders = HashMap::new();
-        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
-            if let Ok(status) = self.replica_status(node.id).await {
-                for replica in status.replicas.iter().filter(|r| r.role == "leader") {
-                    leaders.insert(replica.shard_id, node.id);
-                }
-            }
-        }
-        leaders
+        probe::leaders_among(&self.running()).await
     }
 
     /// Waits until every shard has a leader among the running nodes.
     pub async fn wait_for_leaders(&self, timeout: Duration) -> anyhow::Result<HashMap<u64, u64>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let leaders = self.leaders().await;
-            if leaders.len() as u64 >= self.spec.shards {
-                return Ok(leaders);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                bail!(
-                    "only {} of {} shards have a leader after {timeout:?}",
-                    leaders.len(),
-                    self.spec.shards
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        probe::wait_for_leaders_among(&self.running(), self.spec.shards, timeout).await
     }
 
     /// SIGTERM to every node, kill -9 after `grace`.

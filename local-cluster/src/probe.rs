@@ -3,8 +3,12 @@
 //! code of a refusal, and whether replicas have converged.
 
 use crate::{endpoint, LocalCluster};
+use anyhow::bail;
+use shoal_proto::admin::admin_client::AdminClient;
+use shoal_proto::admin::{ReplicaStatusRequest, ReplicaStatusResponse, ShardDigestRequest, ShardDigestResponse};
 use shoal_proto::kv::kv_client::KvClient;
 use shoal_proto::sm::{ShardMap, ShardState};
+use std::collections::HashMap;
 use std::time::Duration;
 use tonic::transport::Channel;
 
@@ -22,6 +26,107 @@ pub fn kv_at(addr: &str) -> anyhow::Result<KvClient<Channel>> {
     )
 }
 
+/// The admin service at client address `addr`, connected (within 500 ms),
+/// with a 2 s deadline per request.
+pub async fn admin_at(addr: &str) -> anyhow::Result<AdminClient<Channel>> {
+    let channel = endpoint(addr, Duration::from_millis(500))?
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await?;
+    Ok(AdminClient::new(channel))
+}
+
+/// Every replica the node at `addr` hosts, with its role.
+pub async fn replica_status_at(addr: &str) -> anyhow::Result<ReplicaStatusResponse> {
+    Ok(admin_at(addr)
+        .await?
+        .replica_status(ReplicaStatusRequest {})
+        .await?
+        .into_inner())
+}
+
+/// The digest of `shard`'s data on the node at `addr`.
+pub async fn shard_digest_at(addr: &str, shard: u64) -> anyhow::Result<ShardDigestResponse> {
+    Ok(admin_at(addr)
+        .await?
+        .shard_digest(ShardDigestRequest { shard_id: shard })
+        .await?
+        .into_inner())
+}
+
+/// Shard → node of the replica that says it is leader, over `nodes`
+/// (id, client address); a node that does not answer counts for nothing.
+pub async fn leaders_among(nodes: &[(u64, String)]) -> HashMap<u64, u64> {
+    let mut leaders = HashMap::new();
+    for (id, addr) in nodes {
+        if let Ok(status) = replica_status_at(addr).await {
+            for replica in status.replicas.iter().filter(|r| r.role == "leader") {
+                leaders.insert(replica.shard_id, *id);
+            }
+        }
+    }
+    leaders
+}
+
+/// Waits until `shards` shards have a leader among `nodes`.
+pub async fn wait_for_leaders_among(
+    nodes: &[(u64, String)],
+    shards: u64,
+    timeout: Duration,
+) -> anyhow::Result<HashMap<u64, u64>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let leaders = leaders_among(nodes).await;
+        if leaders.len() as u64 >= shards {
+            return Ok(leaders);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "only {} of {shards} shards have a leader after {timeout:?}",
+                leaders.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits up to `patience` until, for each `(shard, hosts)`, every host
+/// (a node id, found in `addrs`) reports the same applied index, key count
+/// and data digest; else says which shards still differ.
+pub async fn wait_converged_at(
+    addrs: &HashMap<u64, String>,
+    groups: &[(u64, Vec<u64>)],
+    patience: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let mut diverged = Vec::new();
+        for (shard, hosts) in groups {
+            let mut digests = Vec::new();
+            for node in hosts {
+                let digest = match addrs.get(node) {
+                    Some(addr) => shard_digest_at(addr, *shard).await,
+                    None => Err(anyhow::anyhow!("no node {node}")),
+                };
+                match digest {
+                    Ok(d) => digests.push((d.applied_index, d.key_count, d.digest)),
+                    Err(e) => diverged.push(format!("shard {shard} node {node}: {e}")),
+                }
+            }
+            if digests.windows(2).any(|w| w[0] != w[1]) {
+                diverged.push(format!("shard {shard}: {digests:?}"));
+            }
+        }
+        if diverged.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("replicas did not converge: {diverged:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 impl LocalCluster {
     /// [`kv_at`] node `id`'s client port.
     pub fn kv(&self, id: u64) -> anyhow::Result<KvClient<Channel>> {
@@ -29,33 +134,10 @@ impl LocalCluster {
         kv_at(addr)
     }
 
-    /// Waits up to `patience` until, for each `(shard, hosts)`, every host
-    /// reports the same applied index, key count and data digest; else
-    /// says which shards still differ.
+    /// [`wait_converged_at`] over this cluster's nodes.
     pub async fn wait_converged(&self, groups: &[(u64, Vec<u64>)], patience: Duration) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + patience;
-        loop {
-            let mut diverged = Vec::new();
-            for (shard, hosts) in groups {
-                let mut digests = Vec::new();
-                for node in hosts {
-                    match self.shard_digest(*node, *shard).await {
-                        Ok(d) => digests.push((d.applied_index, d.key_count, d.digest)),
-                        Err(e) => diverged.push(format!("shard {shard} node {node}: {e}")),
-                    }
-                }
-                if digests.windows(2).any(|w| w[0] != w[1]) {
-                    diverged.push(format!("shard {shard}: {digests:?}"));
-                }
-            }
-            if diverged.is_empty() {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                anyhow::bail!("replicas did not converge: {diverged:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        let addrs = self.nodes.iter().map(|n| (n.id, n.client_addr.clone())).collect();
+        wait_converged_at(&addrs, groups, patience).await
     }
 }
 

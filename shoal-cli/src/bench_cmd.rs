@@ -113,7 +113,7 @@ pub async fn failover(kills: usize) -> anyhow::Result<()> {
     let mut key_of_shard = std::collections::HashMap::new();
     for i in 0..10_000 {
         let key = format!("probe/{i}");
-        let shard = client.routes().place("default", key.as_bytes(), None)?.shard;
+        let shard = client.routes().place("default", key.as_bytes(), None)?.shard.0;
         key_of_shard.entry(shard).or_insert(key);
         if key_of_shard.len() == 5 {
             break;

@@ -15,6 +15,7 @@ use shoal_proto::admin::admin_client::AdminClient;
 use shoal_proto::admin::GetLayoutRequest;
 use shoal_proto::kv::kv_client::KvClient;
 use shoal_proto::kv::*;
+use shoal_types::{NodeId, ShardId};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,7 @@ use tonic::transport::Channel;
 /// A read's answer with where it came from.
 #[derive(Clone, Debug)]
 pub(crate) struct ReadAnswer {
-    pub shard: u64,
+    pub shard: ShardId,
     pub applied_version: u64,
     pub value: Option<Versioned>,
 }
@@ -88,7 +89,7 @@ impl ShoalClient {
     }
 
     /// A connection to `node` at its address in `routes`.
-    fn channel(&self, routes: &RoutingTable, node: u64) -> ClientResult<Channel> {
+    fn channel(&self, routes: &RoutingTable, node: NodeId) -> ClientResult<Channel> {
         let addr = routes
             .addr(node)
             .ok_or_else(|| ClientError::Routing(format!("unknown node {node}")))?;
@@ -108,11 +109,11 @@ impl ShoalClient {
 
     /// The header of one attempt: the epoch is the one `routes` holds, so
     /// a node with a newer map answers STALE_EPOCH and we refresh.
-    fn header(&self, routes: &RoutingTable, shard: u64) -> Option<RequestHeader> {
+    fn header(&self, routes: &RoutingTable, shard: ShardId) -> Option<RequestHeader> {
         Some(RequestHeader {
             keyspace: self.config.keyspace.clone(),
-            shard_id: shard,
-            epoch: routes.epoch(shard),
+            shard_id: shard.0,
+            epoch: routes.epoch(shard).0,
         })
     }
 
@@ -123,7 +124,7 @@ impl ShoalClient {
     }
 
     /// The replicas to try for `kind`, in order.
-    fn candidates_for(&self, routes: &RoutingTable, shard: u64, kind: Kind) -> Vec<u64> {
+    fn candidates_for(&self, routes: &RoutingTable, shard: ShardId, kind: Kind) -> Vec<NodeId> {
         match kind {
             Kind::ReplicaRead => routes.read_candidates(shard, self.config.region.as_deref()),
             _ => routes.candidates(shard),
@@ -131,7 +132,7 @@ impl ShoalClient {
     }
 
     /// Fetches the map again and returns the new route to `shard`.
-    async fn refreshed_route(&self, shard: u64, kind: Kind) -> ClientResult<(Arc<RoutingTable>, Vec<u64>)> {
+    async fn refreshed_route(&self, shard: ShardId, kind: Kind) -> ClientResult<(Arc<RoutingTable>, Vec<NodeId>)> {
         // A failed refresh keeps the old map; the retry loop goes on with it.
         let _ = self.refresh().await;
         let routes = self.routes();
@@ -144,7 +145,7 @@ impl ShoalClient {
 
     /// [`Self::call`] with `request`, a fresh header set on a copy of it
     /// for each attempt.
-    async fn send<R, T, F, Fut>(&self, shard: u64, kind: Kind, request: &R, rpc: F) -> ClientResult<T>
+    async fn send<R, T, F, Fut>(&self, shard: ShardId, kind: Kind, request: &R, rpc: F) -> ClientResult<T>
     where
         R: Headed,
         F: Fn(KvClient<Channel>, R) -> Fut,
@@ -158,7 +159,7 @@ impl ShoalClient {
     /// `attempt` gets a connection and the request header to send. The map
     /// is fetched again (at most once per refresh-worthy answer, and once
     /// per full round of failed replicas) when it looks stale.
-    async fn call<T, F, Fut>(&self, shard: u64, kind: Kind, mut attempt: F) -> ClientResult<T>
+    async fn call<T, F, Fut>(&self, shard: ShardId, kind: Kind, mut attempt: F) -> ClientResult<T>
     where
         F: FnMut(KvClient<Channel>, Option<RequestHeader>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -328,7 +329,7 @@ impl ShoalClient {
     pub(crate) async fn get_traced(
         &self,
         key: Key,
-        consistency_for: impl FnOnce(u64) -> ReadConsistency,
+        consistency_for: impl FnOnce(ShardId) -> ReadConsistency,
     ) -> ClientResult<ReadAnswer> {
         let placement = self.place(&key).await?;
         let consistency = consistency_for(placement.shard);
@@ -367,7 +368,7 @@ impl ShoalClient {
         keys: Vec<Key>,
         consistency: ReadConsistency,
     ) -> ClientResult<Vec<Option<Versioned>>> {
-        let mut by_shard: HashMap<u64, Vec<(usize, KeyRef)>> = HashMap::new();
+        let mut by_shard: HashMap<ShardId, Vec<(usize, KeyRef)>> = HashMap::new();
         for (i, key) in keys.into_iter().enumerate() {
             let placement = self.place(&key).await?;
             by_shard.entry(placement.shard).or_default().push((
@@ -489,7 +490,7 @@ impl ShoalClient {
             )
             .await?;
         let ack = WriteAck {
-            shard,
+            shard: shard.0,
             version: response.version,
             epoch: response.header.map(|h| h.epoch).unwrap_or(0),
         };
@@ -505,7 +506,7 @@ impl ShoalClient {
         key: Key,
         build: impl FnOnce(KeyRef, Option<&RequestTicket>) -> R,
         rpc: F,
-    ) -> ClientResult<(u64, T)>
+    ) -> ClientResult<(ShardId, T)>
     where
         R: Headed,
         F: Fn(KvClient<Channel>, R) -> Fut,

@@ -10,8 +10,8 @@ use crate::apply::command::{Command, CommandResult, Condition, MutateOp, Outcome
 use crate::codec::{decode, encode};
 use crate::engine::{Direction, SharedEngine, Visit, WriteBatch};
 use crate::keys::{self, ValueRecord, CF_DATA};
-use crate::types::{KeyspaceId, ShardId, UshardId, Version};
 use serde::{Deserialize, Serialize};
+use shoal_types::{KeyspaceId, ShardId, UshardId, Version};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 

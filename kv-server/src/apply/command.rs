@@ -4,8 +4,8 @@
 //! changes the log format: every variant stays decodable.
 
 use crate::keys::ValueRecord;
-use crate::types::{KeyspaceId, UshardId, Version};
 use serde::{Deserialize, Serialize};
+use shoal_types::{KeyspaceId, UshardId, Version};
 use std::fmt;
 
 /// One mutation inside a [`Command::Write`], the log format before

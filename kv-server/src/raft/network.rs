@@ -9,7 +9,7 @@ use crate::codec::{decode, encode};
 use crate::peer_clocks::PeerClocks;
 use crate::raft::types::{RaftError, RpcError, Snapshot, SnapshotData, TypeConfig, Vote};
 use crate::shard::freshness::Freshness;
-use crate::types::ShardId;
+use crate::transport_filter::TransportFilter;
 use dashmap::DashMap;
 use futures::Future;
 use openraft::errors::{NetworkError, ReplicationClosed, StreamingError, Unreachable};
@@ -22,6 +22,7 @@ use openraft::{BasicNode, OptionalSend, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use shoal_proto::raft::raft_transport_client::RaftTransportClient;
 use shoal_proto::raft::{RaftReply, RaftRequest, SnapshotChunk};
+use shoal_types::{NodeId, ShardId};
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,16 +32,29 @@ use tonic::transport::{Channel, Endpoint};
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
 /// Lazily connected, reused channels to peer nodes, keyed by raft address.
-#[derive(Default)]
 pub struct PeerChannels {
+    /// This node: the sender of every message.
+    me: NodeId,
     channels: DashMap<String, Channel>,
     /// Every reply's wall clock, per peer node.
     clocks: Arc<PeerClocks>,
+    /// Which links are cut or slow (empty outside the in-process harness).
+    filter: Arc<TransportFilter>,
 }
 
 impl PeerChannels {
-    pub fn new() -> Arc<PeerChannels> {
-        Arc::new(PeerChannels::default())
+    pub fn new(me: NodeId, filter: Arc<TransportFilter>) -> Arc<PeerChannels> {
+        Arc::new(PeerChannels {
+            me,
+            channels: DashMap::new(),
+            clocks: Arc::default(),
+            filter,
+        })
+    }
+
+    /// Which links are cut or slow.
+    pub fn filter(&self) -> &TransportFilter {
+        &self.filter
     }
 
     /// How far this node's clock is from each peer's.
@@ -131,6 +145,17 @@ fn decode_reply<T: DeserializeOwned>(reply: RaftReply) -> Result<T, RpcError> {
 }
 
 impl ShardPeer {
+    /// The peer's reply, once the link back lets it through; a reply lost
+    /// on a cut link is a network error (the request may have acted).
+    async fn returned<T>(&self, reply: T) -> Result<T, RpcError> {
+        self.peers
+            .filter
+            .pass(NodeId(self.target), self.peers.me)
+            .await
+            .map(|()| reply)
+            .map_err(|cut| RpcError::Network(NetworkError::new(&cut)))
+    }
+
     /// Records the peer's clock from a reply to a request sent at `sent`
     /// (our wall clock, our monotonic clock).
     fn observe_clock(&self, sent: (u64, std::time::Instant), reply: RaftReply) -> RaftReply {
@@ -138,10 +163,16 @@ impl ShardPeer {
         reply
     }
 
-    fn client(&self) -> Result<RaftTransportClient<Channel>, RpcError> {
+    /// A client for one call to the peer, once the link lets the request go.
+    async fn client(&self) -> Result<RaftTransportClient<Channel>, RpcError> {
         if crate::failpoints::blocks_peer("raft-send", self.target) {
             return Err(unreachable("failpoint raft-send"));
         }
+        self.peers
+            .filter
+            .pass(self.peers.me, NodeId(self.target))
+            .await
+            .map_err(unreachable)?;
         let channel = self.peers.channel(&self.addr).map_err(|e| unreachable(&e))?;
         Ok(RaftTransportClient::new(channel)
             .max_decoding_message_size(64 << 20)
@@ -180,11 +211,13 @@ impl RaftNetworkV2<TypeConfig> for ShardPeer {
         }
         let sent = (crate::clock::wall_ms(), std::time::Instant::now());
         let reply = self
-            .client()?
+            .client()
+            .await?
             .append_entries(request)
             .await
             .map_err(status_to_rpc_error)?;
-        decode_reply(self.observe_clock(sent, reply.into_inner()))
+        let reply = self.returned(reply.into_inner()).await?;
+        decode_reply(self.observe_clock(sent, reply))
     }
 
     async fn vote(
@@ -194,8 +227,9 @@ impl RaftNetworkV2<TypeConfig> for ShardPeer {
     ) -> Result<VoteResponse<TypeConfig>, RpcError> {
         let request = self.request(&rpc, option.hard_ttl())?;
         let sent = (crate::clock::wall_ms(), std::time::Instant::now());
-        let reply = self.client()?.vote(request).await.map_err(status_to_rpc_error)?;
-        decode_reply(self.observe_clock(sent, reply.into_inner()))
+        let reply = self.client().await?.vote(request).await.map_err(status_to_rpc_error)?;
+        let reply = self.returned(reply.into_inner()).await?;
+        decode_reply(self.observe_clock(sent, reply))
     }
 
     /// Implemented (openraft's default grants every Pre-Vote): without it, a
@@ -207,8 +241,13 @@ impl RaftNetworkV2<TypeConfig> for ShardPeer {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RpcError> {
         let request = self.request(&rpc, option.hard_ttl())?;
-        let reply = self.client()?.pre_vote(request).await.map_err(status_to_rpc_error)?;
-        decode_reply(reply.into_inner())
+        let reply = self
+            .client()
+            .await?
+            .pre_vote(request)
+            .await
+            .map_err(status_to_rpc_error)?;
+        decode_reply(self.returned(reply.into_inner()).await?)
     }
 
     async fn transfer_leader(
@@ -218,11 +257,12 @@ impl RaftNetworkV2<TypeConfig> for ShardPeer {
     ) -> Result<TransferLeaderResponse<TypeConfig>, RpcError> {
         let request = self.request(&rpc, option.hard_ttl())?;
         let reply = self
-            .client()?
+            .client()
+            .await?
             .transfer_leader(request)
             .await
             .map_err(status_to_rpc_error)?;
-        decode_reply(reply.into_inner())
+        decode_reply(self.returned(reply.into_inner()).await?)
     }
 
     async fn full_snapshot(
@@ -260,6 +300,7 @@ impl RaftNetworkV2<TypeConfig> for ShardPeer {
         });
         let mut client = self
             .client()
+            .await
             .map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e.to_string())))?;
         let send = client.install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx));
         tokio::pin!(cancel);
@@ -279,7 +320,10 @@ impl RaftNetworkV2<TypeConfig> for ShardPeer {
             RpcError::Unreachable(u) => StreamingError::Unreachable(u),
             other => StreamingError::Network(NetworkError::from_string(other.to_string())),
         })?;
-        decode_reply(reply.into_inner())
-            .map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e.to_string())))
+        let reply = self
+            .returned(reply.into_inner())
+            .await
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(e.to_string())))?;
+        decode_reply(reply).map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e.to_string())))
     }
 }

@@ -4,10 +4,10 @@ use crate::layout::ClusterLayout;
 use crate::rpc::status::to_status;
 use crate::shard::digest::shard_digest;
 use crate::shard::host::NodeHost;
-use crate::types::ShardId;
 use openraft::ServerState;
 use shoal_proto::admin::admin_server::Admin;
 use shoal_proto::admin::*;
+use shoal_types::ShardId;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -52,7 +52,7 @@ pub fn layout_to_proto(layout: &ClusterLayout) -> Layout {
                 shard_id: s.id.0,
                 replicas: s.replicas.iter().map(|n| n.0).collect(),
                 primary: s.primary.map(|p| p.0).unwrap_or(0),
-                epoch: s.epoch,
+                epoch: s.epoch.0,
                 learners: s.learners.iter().map(|n| n.0).collect(),
             })
             .collect(),

@@ -12,9 +12,9 @@ use crate::rpc::validate::{
 use crate::shard::host::NodeHost;
 use crate::shard::replica::{ReadMode, ShardReplica};
 use crate::shard::scan::{scan_shard, Cursor, ScanSpec};
-use crate::types::ShardId;
 use shoal_proto::kv::kv_server::Kv;
 use shoal_proto::kv::*;
+use shoal_types::ShardId;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -45,10 +45,10 @@ impl KvService {
     /// Names the answering shard, node and the shard's epoch (0 without a
     /// shard manager).
     fn response_header(&self, layout: &ClusterLayout, shard: ShardId) -> Option<ResponseHeader> {
-        let epoch = layout.shard(shard).map(|s| s.epoch).unwrap_or(0);
+        let epoch = layout.shard(shard).map(|s| s.epoch).unwrap_or_default();
         Some(ResponseHeader {
             shard_id: shard.0,
-            epoch,
+            epoch: epoch.0,
             node_id: self.host.node_id.0,
         })
     }
@@ -134,8 +134,8 @@ impl KvService {
         shard: ShardId,
         replica: &ShardReplica,
         mode: ReadMode,
-        keyspace: crate::types::KeyspaceId,
-        keys: &[(crate::types::UshardId, &[u8])],
+        keyspace: shoal_types::KeyspaceId,
+        keys: &[(shoal_types::UshardId, &[u8])],
     ) -> KvResult<MultiGetResponse> {
         let mut values = Vec::with_capacity(keys.len());
         for (ushard, key) in keys {

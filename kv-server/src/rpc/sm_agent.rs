@@ -12,11 +12,11 @@ use crate::identity;
 use crate::layout::{ClusterLayout, KeyspaceLayout, NodeLayout, ShardLayout};
 use crate::shard::host::NodeHost;
 use crate::shard::membership::MembershipDriver;
-use crate::types::{KeyspaceId, NodeId, ShardId};
 use anyhow::Context;
 use openraft::ServerState;
 use shoal_proto::sm::shard_manager_client::ShardManagerClient;
 use shoal_proto::sm::{GetShardMapRequest, HeartbeatRequest, RegisterNodeRequest, ReplicaReport, ShardMap};
+use shoal_types::{Epoch, KeyspaceId, NodeId, ShardId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -112,7 +112,7 @@ pub fn layout_from_map(map: &ShardMap) -> anyhow::Result<ClusterLayout> {
                     leaving,
                     conf_ver: s.conf_ver,
                     primary: (s.primary != 0).then_some(NodeId(s.primary)),
-                    epoch: s.epoch,
+                    epoch: Epoch(s.epoch),
                 }
             })
             .collect(),
@@ -199,11 +199,13 @@ async fn beat(
     if crate::failpoints::is_on("sm-heartbeat") {
         anyhow::bail!("failpoint sm-heartbeat");
     }
+    host.pass_shard_manager_link(true).await?;
     let request = HeartbeatRequest {
         node_id: host.node_id.0,
         replicas: reports(host, meter),
     };
     let reply = client.heartbeat(request).await.context("heartbeat")?.into_inner();
+    host.pass_shard_manager_link(false).await?;
     if reply.map_version > host.layout().version {
         let layout = fetch_layout(client).await?;
         if host.set_layout(layout) {

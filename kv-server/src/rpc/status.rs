@@ -63,7 +63,7 @@ pub fn to_status(error: KvError) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{NodeId, ShardId};
+    use shoal_types::{NodeId, ShardId};
 
     #[test]
     fn not_leader_carries_code_and_hint() {

@@ -6,9 +6,9 @@ use crate::config::Limits;
 use crate::error::{KvError, KvResult};
 use crate::layout::{ClusterLayout, KeyspaceLayout};
 use crate::shard::replica::ReadMode;
-use crate::types::{ShardId, UshardId};
 use shoal_proto::kv::{batch_op, condition, read_consistency, BatchOp, KeyRef, ReadConsistency, RequestHeader};
 use shoal_proto::kv::{Condition as WireCondition, WriteOptions};
+use shoal_types::{Epoch, ShardId, UshardId};
 
 /// The longest TTL accepted: 100 years.
 const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
@@ -36,18 +36,19 @@ pub fn resolve_header<'a>(layout: &'a ClusterLayout, header: Option<&RequestHead
     if !keyspace.shards.contains(&shard) {
         return Err(KvError::UnknownShard(shard));
     }
-    let current = layout.shard(shard).map(|s| s.epoch).unwrap_or(0);
-    if header.epoch != 0 && header.epoch < current {
+    let current = layout.shard(shard).map(|s| s.epoch).unwrap_or_default();
+    let requested = Epoch(header.epoch);
+    if requested != Epoch(0) && requested < current {
         return Err(KvError::StaleEpoch {
             shard,
-            requested: header.epoch,
+            requested,
             current,
         });
     }
     Ok(Resolved {
         keyspace,
         shard,
-        map_behind: header.epoch > current,
+        map_behind: requested > current,
     })
 }
 

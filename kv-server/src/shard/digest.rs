@@ -6,7 +6,7 @@ use crate::error::{KvError, KvResult};
 use crate::keys::{self, SmMetaTag, ValueRecord, CF_DATA};
 use crate::raft::state_machine::applied_index_of;
 use crate::ttl::ExpiryHorizons;
-use crate::types::ShardId;
+use shoal_types::ShardId;
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

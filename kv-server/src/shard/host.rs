@@ -15,11 +15,12 @@ use crate::raft::state_machine::ShardStateMachine;
 use crate::raft::wal_syncer::WalSyncer;
 use crate::shard::freshness::{ClockGuard, Freshness};
 use crate::shard::replica::ShardReplica;
+use crate::transport_filter::{LinkCut, TransportFilter, SHARD_MANAGER};
 use crate::ttl::ExpiryHorizons;
-use crate::types::{NodeId, ShardId};
 use anyhow::Context;
 use dashmap::DashMap;
 use openraft::BasicNode;
+use shoal_types::{NodeId, ShardId};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -56,6 +57,7 @@ impl NodeHost {
         layout: ClusterLayout,
         engine: SharedEngine,
         horizons: Arc<ExpiryHorizons>,
+        filter: Arc<TransportFilter>,
     ) -> anyhow::Result<Arc<NodeHost>> {
         if layout.node(node_id).is_none() {
             anyhow::bail!("node_id: {node_id} is not in the layout");
@@ -69,7 +71,7 @@ impl NodeHost {
             reads: config.reads.clone(),
             engine,
             syncer,
-            peers: PeerChannels::new(),
+            peers: PeerChannels::new(node_id, filter),
             shards: DashMap::new(),
             map_refresh: tokio::sync::Notify::new(),
             sync_pending: std::sync::atomic::AtomicBool::new(true),
@@ -89,6 +91,11 @@ impl NodeHost {
     /// reads under its lease. A leadership transfer still goes through: the
     /// old leader asked for it and stopped serving under its lease.
     pub fn may_vote(&self) -> bool {
+        // A deliberate bug for proving the fault schedules can fail: no
+        // embargo, as before issue 10 (docs/failpoints.md).
+        if crate::failpoints::is_on("restart-embargo-off") {
+            return true;
+        }
         std::time::Instant::now() >= self.votes_from
     }
 
@@ -104,6 +111,17 @@ impl NodeHost {
             tokio::time::sleep_until(at).await;
             raft.runtime_config().elect(true);
         });
+    }
+
+    /// Waits as the transport filter says for one message between this
+    /// node and the shard manager, `to_manager` or back; `Err` when the link
+    /// is cut (the in-process harness cuts it; nothing else does).
+    pub async fn pass_shard_manager_link(&self, to_manager: bool) -> Result<(), LinkCut> {
+        let (me, filter) = (self.node_id, self.peers.filter());
+        match to_manager {
+            true => filter.pass(me, SHARD_MANAGER).await,
+            false => filter.pass(SHARD_MANAGER, me).await,
+        }
     }
 
     /// Asks for an early map refresh (requests coalesce).

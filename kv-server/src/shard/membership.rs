@@ -6,8 +6,8 @@
 
 use crate::layout::ShardLayout;
 use crate::shard::host::NodeHost;
-use crate::types::ShardId;
 use openraft::{BasicNode, ChangeMembers, ServerState};
+use shoal_types::ShardId;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -87,7 +87,7 @@ impl MembershipDriver {
                 continue;
             };
             let node_addr = |id: u64| {
-                layout.node(crate::types::NodeId(id)).map(|n| BasicNode {
+                layout.node(shoal_types::NodeId(id)).map(|n| BasicNode {
                     addr: n.raft_addr.clone(),
                 })
             };
@@ -144,7 +144,7 @@ fn action_node(action: &MembershipAction) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::NodeId;
+    use shoal_types::{Epoch, NodeId};
 
     fn layout(voters: &[u64], learners: &[u64], leaving: &[u64]) -> ShardLayout {
         ShardLayout {
@@ -154,7 +154,7 @@ mod tests {
             leaving: leaving.iter().copied().map(NodeId).collect(),
             conf_ver: 2,
             primary: None,
-            epoch: 1,
+            epoch: Epoch(1),
         }
     }
 

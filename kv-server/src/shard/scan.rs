@@ -9,7 +9,7 @@ use crate::engine::Direction;
 use crate::error::{KvError, KvResult};
 use crate::keys;
 use crate::shard::view::{ReplicaView, ScanBudget, ScanItem};
-use crate::types::{KeyspaceId, UshardId};
+use shoal_types::{KeyspaceId, UshardId};
 
 /// A decoded scan request.
 #[derive(Clone, Debug, Default)]

@@ -20,7 +20,7 @@ use crate::engine::{Direction, ReadView, Visit};
 use crate::error::{KvError, KvResult};
 use crate::keys::{self, SmMetaTag, ValueRecord, CF_DATA};
 use crate::raft::state_machine::applied_index_of;
-use crate::types::{KeyspaceId, ShardId, UshardId};
+use shoal_types::{KeyspaceId, ShardId, UshardId};
 use std::cell::Cell;
 
 /// How much one micro-shard's scan may collect.

@@ -3,8 +3,13 @@
 
 #![allow(dead_code)]
 
+pub mod in_process;
+pub mod schedules;
+
 use kv_client::{ClientConfig, ShoalClient};
-use local_cluster::{LocalCluster, LocalClusterSpec};
+use local_cluster::{LocalCluster, LocalClusterSpec, ShardManagerAt};
+use shoal_proto::sm::ShardMap;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 use tempfile::TempDir;
@@ -77,8 +82,13 @@ pub async fn must_start_spec(spec: LocalClusterSpec, dir: TempDir) -> TestCluste
 }
 
 pub async fn must_connect(cluster: &LocalCluster) -> ShoalClient {
+    must_connect_to(cluster.endpoints()).await
+}
+
+/// A client over `endpoints` (nodes or a shard manager), 20 s per call.
+pub async fn must_connect_to(endpoints: Vec<String>) -> ShoalClient {
     let config = ClientConfig {
-        endpoints: cluster.endpoints(),
+        endpoints,
         timeout: Duration::from_secs(20),
         ..ClientConfig::default()
     };
@@ -103,11 +113,21 @@ pub async fn must_wait_for_map(
     cluster: &LocalCluster,
     timeout: Duration,
     what: &str,
-    done: impl Fn(&shoal_proto::sm::ShardMap) -> bool,
-) -> shoal_proto::sm::ShardMap {
+    done: impl Fn(&ShardMap) -> bool,
+) -> ShardMap {
+    wait_for_map(&cluster.shard_manager().unwrap(), timeout, what, done).await
+}
+
+/// [`must_wait_for_map`] at a shard manager.
+pub async fn wait_for_map(
+    manager: &ShardManagerAt,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&ShardMap) -> bool,
+) -> ShardMap {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Ok(map) = cluster.shard_map().await {
+        if let Ok(map) = manager.shard_map().await {
             if done(&map) {
                 return map;
             }
@@ -122,11 +142,20 @@ pub async fn must_wait_for_map(
 }
 
 /// Polls until every shard's Raft leader is the shard manager's primary.
-pub async fn must_align(cluster: &LocalCluster) -> shoal_proto::sm::ShardMap {
+pub async fn must_align(cluster: &LocalCluster) -> ShardMap {
+    align(&cluster.shard_manager().unwrap(), || cluster.leaders()).await
+}
+
+/// [`must_align`] with the leaders `leaders` reports (shard → node).
+pub async fn align<F, Fut>(manager: &ShardManagerAt, leaders: F) -> ShardMap
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = HashMap<u64, u64>>,
+{
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let map = cluster.shard_map().await.expect("shard map");
-        let leaders = cluster.leaders().await;
+        let map = manager.shard_map().await.expect("shard map");
+        let leaders = leaders().await;
         let misaligned: Vec<_> = map
             .shards
             .iter()

@@ -7,9 +7,9 @@
 use super::{ReadMode, ShardReplica};
 use crate::error::{KvError, KvResult};
 use crate::raft::types::{RaftError, TypeConfig};
-use crate::types::NodeId;
 use openraft::errors::{LinearizableReadError, RaftError as OpenraftError};
 use openraft::ReadPolicy;
+use shoal_types::NodeId;
 
 impl ShardReplica {
     /// Waits until a read in `mode` may be served from local state, or

@@ -12,8 +12,8 @@ use crate::raft::types::TypeConfig;
 use crate::raft::Raft;
 use crate::shard::freshness::Freshness;
 use crate::shard::view::ReplicaView;
-use crate::types::{NodeId, ShardId};
 use openraft::errors::{ClientWriteError, RaftError as OpenraftError};
+use shoal_types::{NodeId, ShardId};
 use std::sync::Arc;
 
 pub struct ShardReplica {

@@ -1,0 +1,127 @@
+//! A shard manager's operations, reached at its address: what tests,
+//! benchmarks and the fault suite ask of it, whether it runs as a child
+//! process ([`crate::LocalCluster`]) or inside the test process.
+
+use crate::endpoint;
+use anyhow::{bail, Context};
+use shoal_proto::sm::shard_manager_client::ShardManagerClient;
+use shoal_proto::sm::{
+    ClockOffset, CreateKeyspaceRequest, GetShardMapRequest, MovePrimaryRequest, NodeRequest, ShardMap,
+};
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// The shard manager at one address.
+#[derive(Clone, Debug)]
+pub struct ShardManagerAt {
+    addr: String,
+}
+
+impl ShardManagerAt {
+    pub fn new(addr: impl Into<String>) -> ShardManagerAt {
+        ShardManagerAt { addr: addr.into() }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// A connection (within 500 ms) with a 5 s deadline per request.
+    async fn client(&self) -> anyhow::Result<ShardManagerClient<Channel>> {
+        let channel = endpoint(&self.addr, Duration::from_millis(500))?
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await?;
+        Ok(ShardManagerClient::new(channel))
+    }
+
+    pub async fn shard_map(&self) -> anyhow::Result<ShardMap> {
+        Ok(self
+            .client()
+            .await?
+            .get_shard_map(GetShardMapRequest {})
+            .await?
+            .into_inner())
+    }
+
+    pub async fn move_primary(&self, shard: u64, node: u64) -> anyhow::Result<()> {
+        self.client()
+            .await?
+            .move_primary(MovePrimaryRequest {
+                shard_id: shard,
+                node_id: node,
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn drain_node(&self, id: u64) -> anyhow::Result<()> {
+        self.client().await?.drain_node(NodeRequest { node_id: id }).await?;
+        Ok(())
+    }
+
+    pub async fn activate_node(&self, id: u64) -> anyhow::Result<()> {
+        self.client().await?.activate_node(NodeRequest { node_id: id }).await?;
+        Ok(())
+    }
+
+    /// Shifts the shard manager's clock (built with `failpoints`).
+    pub async fn set_clock(&self, offset_ms: i64) -> anyhow::Result<()> {
+        self.client()
+            .await?
+            .set_clock_offset(ClockOffset { offset_ms })
+            .await
+            .context("shard-manager clock offset")?;
+        Ok(())
+    }
+
+    pub async fn remove_node(&self, id: u64) -> Result<(), tonic::Status> {
+        let mut client = self
+            .client()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        client.remove_node(NodeRequest { node_id: id }).await?;
+        Ok(())
+    }
+
+    pub async fn create_keyspace(&self, request: CreateKeyspaceRequest) -> anyhow::Result<()> {
+        self.client().await?.create_keyspace(request).await?;
+        Ok(())
+    }
+
+    /// Waits until `nodes` nodes are alive in the map, then creates the
+    /// `default` keyspace (`shards` shards of `replicas` replicas, `ushards`
+    /// μshards) unless it exists.
+    pub async fn ensure_default_keyspace(
+        &self,
+        nodes: u64,
+        shards: u32,
+        ushards: u32,
+        replicas: u32,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.shard_map().await {
+                Ok(map) if map.keyspaces.iter().any(|k| k.name == "default") => return Ok(()),
+                Ok(map) if map.nodes.iter().filter(|n| n.liveness == "alive").count() as u64 >= nodes => {
+                    return self
+                        .create_keyspace(CreateKeyspaceRequest {
+                            name: "default".into(),
+                            replicas,
+                            shards,
+                            ushards,
+                            regions: vec![],
+                            preferred_region: String::new(),
+                            learner_regions: vec![],
+                        })
+                        .await;
+                }
+                _ if tokio::time::Instant::now() >= deadline => {
+                    bail!("the shard manager did not see all {nodes} nodes alive within {timeout:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+}
