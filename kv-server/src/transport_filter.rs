@@ -10,12 +10,15 @@
 //! request leaves (a cut link fails the call as unreachable, as a refused
 //! connection would), `to → from` when the reply comes back (a cut link
 //! drops the reply: the peer acted on the request, the sender never
-//! learns). So a one-way cut `A → B` stops A's requests to B and B's
-//! replies to A, and nothing else, which is what a lost route does.
+//! learns). So a one-way cut `A → B` loses everything A sends to B: A's
+//! requests to B and A's replies to B's requests, which is what a lost
+//! route does; B's requests still reach A.
 //!
-//! The shard manager is peer [`SHARD_MANAGER`] here, so a node can be cut
-//! from it too (its heartbeats then fail, as with the `sm-heartbeat`
-//! failpoint).
+//! The shard manager is peer [`SHARD_MANAGER`] here, but only heartbeats
+//! pass the filter: a node cut from it stops heartbeating (as with the
+//! `sm-heartbeat` failpoint), and so also stops fetching new maps, which it
+//! does only after a heartbeat. Registration and the map fetch at start are
+//! not filtered.
 
 use shoal_types::NodeId;
 use std::collections::HashMap;

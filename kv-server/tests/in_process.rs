@@ -15,8 +15,15 @@ use shoal_types::NodeId;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
+/// Failpoints are global to a process. Under nextest every test has a
+/// process of its own; under plain `cargo test` (the Makefile's fallback)
+/// the tests of this file share one, so each holds this lock while it runs
+/// and the deliberate bug one of them switches on cannot reach the others.
+static FAILPOINTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_a_quick_restart_cannot_elect_a_leader_inside_the_old_leaders_lease() {
+    let _alone = FAILPOINTS.lock().await;
     const LEASE_MS: u64 = 2000;
     let mut spec = InProcessSpec::new(3, 9);
     spec.raft.election_timeout_max_ms = LEASE_MS;
@@ -31,6 +38,7 @@ async fn in_process_a_quick_restart_cannot_elect_a_leader_inside_the_old_leaders
 /// and the schedule reports the stale strong reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_quick_restart_schedule_reports_a_restart_that_votes_at_once() {
+    let _alone = FAILPOINTS.lock().await;
     const LEASE_MS: u64 = 2000;
     let mut spec = InProcessSpec::new(3, 9);
     spec.raft.election_timeout_max_ms = LEASE_MS;
@@ -57,6 +65,7 @@ async fn in_process_quick_restart_schedule_reports_a_restart_that_votes_at_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_isolated_primary_cannot_ack_writes_or_serve_strong_reads() {
+    let _alone = FAILPOINTS.lock().await;
     let mut spec = InProcessSpec::new(5, 4);
     spec.shard_manager = true;
     // A long grace period: this test is about fencing, not repair.
@@ -68,9 +77,12 @@ async fn in_process_isolated_primary_cannot_ack_writes_or_serve_strong_reads() {
 
 /// The harness itself: a one-way cut from the leader to both followers
 /// stops its writes from committing (its appends never arrive), healing
-/// lets them through again, and a restarted node keeps what it had.
+/// lets them through again, and a node restarted while cut off from every
+/// peer comes back with exactly the data it had (nothing could have
+/// reached it from the others).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_cuts_stop_replication_and_restarts_keep_data() {
+    let _alone = FAILPOINTS.lock().await;
     let mut cluster = InProcessCluster::start(InProcessSpec::new(3, 1)).await;
     let client = cluster.client().await;
     client.put("k", "1").await.expect("write before the cut");
@@ -92,13 +104,36 @@ async fn in_process_cuts_stop_replication_and_restarts_keep_data() {
     );
     cluster.filter.heal();
     client.put("k", "3").await.expect("write after the heal");
-
-    let follower = cluster.ids().into_iter().find(|n| *n != leader).unwrap();
-    cluster.restart(follower).await;
     cluster
         .wait_converged(&[(1, cluster.ids())], Duration::from_secs(30))
         .await
-        .expect("the restarted follower catches up");
+        .expect("every replica has the write");
+
+    // Cut a follower off, note what it holds, restart it still cut off.
+    let follower = cluster.ids().into_iter().find(|n| *n != leader).unwrap();
+    cluster
+        .filter
+        .isolate(NodeId(follower), cluster.ids().into_iter().map(NodeId));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = cluster.digest(follower, 1).await.expect("digest before the restart");
+    cluster.restart(follower).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        match cluster.digest(follower, 1).await {
+            Ok(digest) => break digest,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("restarted node not serving yet: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the restarted node never served its replica: {e}"),
+        }
+    };
+    assert_eq!(
+        (after.applied_index, after.key_count, after.digest),
+        (before.applied_index, before.key_count, before.digest),
+        "a node restarted while cut off lost or changed data"
+    );
+    cluster.filter.heal();
     let read = client
         .get_with("k", ReadConsistency::Strong)
         .await

@@ -10,7 +10,13 @@
 //! What it cannot do, and the process-level [`local_cluster::LocalCluster`]
 //! still does: kill -9 (a stop here is clean: the node closes its database),
 //! power loss, per-node clocks and failpoints (both are global to a
-//! process, so they would hit every node at once).
+//! process, so they hit every node at once, and every test of the process
+//! when tests share one: see `FAILPOINTS` in `tests/in_process.rs`).
+//!
+//! A test that panics before [`InProcessCluster::shutdown`] drops the
+//! cluster: each node gets its stop signal but nobody waits for it, so the
+//! process may abort at exit with a database still open. The test fails
+//! either way; its panic message is printed first.
 
 use kv_client::{ClientConfig, ShoalClient};
 use kv_server::config::{NodeConfig, RaftTuning};
@@ -288,7 +294,11 @@ impl InProcessCluster {
     /// node of this process shares the failpoint registry, so it applies
     /// to all of them at once.
     pub async fn set_failpoint(&self, name: &str, actions: &str) {
-        let addr = self.nodes[0].client_addr.to_string();
+        let addr = self
+            .running()
+            .first()
+            .map(|(_, addr)| addr.clone())
+            .expect("no node is running");
         probe::admin_at(&addr)
             .await
             .expect("admin connection")
@@ -316,6 +326,11 @@ impl InProcessCluster {
 
     pub async fn wait_for_leaders(&self, timeout: Duration) -> anyhow::Result<HashMap<u64, u64>> {
         probe::wait_for_leaders_among(&self.running(), self.spec.shards, timeout).await
+    }
+
+    /// Node `id`'s digest of `shard` (applied index, key count, data hash).
+    pub async fn digest(&self, id: u64, shard: u64) -> anyhow::Result<shoal_proto::admin::ShardDigestResponse> {
+        probe::shard_digest_at(&self.node(id).client_addr.to_string(), shard).await
     }
 
     /// Waits until every host of each `(shard, hosts)` has the same data.
@@ -348,8 +363,7 @@ impl InProcessCluster {
     }
 
     /// Stops every node, then the shard manager. Every test calls this at
-    /// its end; a test that panics first leaves the tasks to the runtime,
-    /// which drops them when the test ends.
+    /// its end (see the module doc for a test that panics first).
     pub async fn shutdown(mut self) {
         self.filter.heal();
         for id in self.ids() {
