@@ -250,29 +250,34 @@ pub(crate) fn endpoint(addr: &str, connect_within: Duration) -> anyhow::Result<t
     Ok(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect_timeout(connect_within))
 }
 
-/// The shard manager address recorded in an addresses file.
-fn sm_addr_from(text: &str) -> Option<String> {
-    text.lines()
-        .find(|l| l.trim_start().starts_with("shard_manager"))
-        .and_then(|l| l.split('"').nth(1))
-        .map(String::from)
+/// The shard manager address recorded in an addresses file, read with the
+/// TOML parser.
+fn sm_addr_from(text: &str) -> anyhow::Result<Option<String>> {
+    let doc: toml::Table = text.parse()?;
+    Ok(doc.get("shard_manager").and_then(toml::Value::as_str).map(String::from))
 }
 
-/// Reads `client_addr` of every node back from an existing layout file, so a
-/// restarted playground keeps the addresses its data was created with.
-fn addrs_from_layout(text: &str) -> Vec<(String, String)> {
-    let mut clients = Vec::new();
-    let mut rafts = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        let value = |l: &str| l.split('"').nth(1).unwrap_or_default().to_string();
-        if line.starts_with("client_addr") {
-            clients.push(value(line));
-        } else if line.starts_with("raft_addr") {
-            rafts.push(value(line));
-        }
-    }
-    clients.into_iter().zip(rafts).collect()
+/// Reads the (client, raft) addresses of every node back from an existing
+/// layout file with the TOML parser, so a restarted playground keeps the
+/// addresses its data was created with.
+fn addrs_from_layout(text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let doc: toml::Table = text.parse()?;
+    let nodes = doc
+        .get("nodes")
+        .and_then(toml::Value::as_array)
+        .context("no [[nodes]] table")?;
+    nodes
+        .iter()
+        .map(|node| {
+            let field = |name: &str| {
+                node.get(name)
+                    .and_then(toml::Value::as_str)
+                    .map(String::from)
+                    .with_context(|| format!("a [[nodes]] entry without {name}"))
+            };
+            Ok((field("client_addr")?, field("raft_addr")?))
+        })
+        .collect()
 }
 
 impl LocalCluster {
@@ -294,7 +299,7 @@ impl LocalCluster {
         });
         let (sm_addr, addrs) = if addresses_path.exists() {
             let text = std::fs::read_to_string(&addresses_path)?;
-            let existing = addrs_from_layout(&text);
+            let existing = addrs_from_layout(&text).with_context(|| format!("reading {}", addresses_path.display()))?;
             if existing.len() as u64 != spec.nodes {
                 bail!(
                     "{} describes {} nodes, not {}; use another --data-dir",
@@ -303,7 +308,7 @@ impl LocalCluster {
                     spec.nodes
                 );
             }
-            (sm_addr_from(&text), existing)
+            (sm_addr_from(&text)?, existing)
         } else {
             let mut addrs = Vec::new();
             for i in 0..spec.nodes as u16 {
@@ -668,6 +673,10 @@ mod tests {
             ("127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()),
             ("127.0.0.1:3".into(), "127.0.0.1:4".into()),
         ];
-        assert_eq!(addrs_from_layout(&layout_toml(&spec, &addrs)), addrs);
+        assert_eq!(addrs_from_layout(&layout_toml(&spec, &addrs)).unwrap(), addrs);
+        let with_manager = format!("shard_manager = \"127.0.0.1:9\"\n{}", layout_toml(&spec, &addrs));
+        assert_eq!(sm_addr_from(&with_manager).unwrap().as_deref(), Some("127.0.0.1:9"));
+        assert_eq!(addrs_from_layout(&with_manager).unwrap(), addrs);
+        assert!(addrs_from_layout("nodes = 3").is_err());
     }
 }
