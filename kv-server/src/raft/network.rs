@@ -156,6 +156,19 @@ impl ShardPeer {
             .map_err(|cut| RpcError::Network(NetworkError::new(&cut)))
     }
 
+    /// One unary call to the peer through the link filter both ways: the
+    /// request once the link lets it leave, the reply once the link back
+    /// lets it in.
+    async fn unary<F, Fut>(&self, call: F) -> Result<RaftReply, RpcError>
+    where
+        F: FnOnce(RaftTransportClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftReply>, tonic::Status>>,
+    {
+        let client = self.client().await?;
+        let reply = call(client).await.map_err(status_to_rpc_error)?;
+        self.returned(reply.into_inner()).await
+    }
+
     /// Records the peer's clock from a reply to a request sent at `sent`
     /// (our wall clock, our monotonic clock).
     fn observe_clock(&self, sent: (u64, std::time::Instant), reply: RaftReply) -> RaftReply {
@@ -211,12 +224,8 @@ impl RaftNetworkV2<TypeConfig> for ShardPeer {
         }
         let sent = (crate::clock::wall_ms(), std::time::Instant::now());
         let reply = self
-            .client()
-            .await?
-            .append_entries(request)
-            .await
-            .map_err(status_to_rpc_error)?;
-        let reply = self.returned(reply.into_inner()).await?;
+            .unary(|mut c| async move { c.append_entries(request).await })
+            .await?;
         decode_reply(self.observe_clock(sent, reply))
     }
 
@@ -227,8 +236,7 @@ impl RaftNetworkV2<TypeConfig> for ShardPeer {
     ) -> Result<VoteResponse<TypeConfig>, RpcError> {
         let request = self.request(&rpc, option.hard_ttl())?;
         let sent = (crate::clock::wall_ms(), std::time::Instant::now());
-        let reply = self.client().await?.vote(request).await.map_err(status_to_rpc_error)?;
-        let reply = self.returned(reply.into_inner()).await?;
+        let reply = self.unary(|mut c| async move { c.vote(request).await }).await?;
         decode_reply(self.observe_clock(sent, reply))
     }
 
@@ -241,13 +249,7 @@ impl RaftNetworkV2<TypeConfig> for ShardPeer {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RpcError> {
         let request = self.request(&rpc, option.hard_ttl())?;
-        let reply = self
-            .client()
-            .await?
-            .pre_vote(request)
-            .await
-            .map_err(status_to_rpc_error)?;
-        decode_reply(self.returned(reply.into_inner()).await?)
+        decode_reply(self.unary(|mut c| async move { c.pre_vote(request).await }).await?)
     }
 
     async fn transfer_leader(
@@ -256,13 +258,10 @@ impl RaftNetworkV2<TypeConfig> for ShardPeer {
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RpcError> {
         let request = self.request(&rpc, option.hard_ttl())?;
-        let reply = self
-            .client()
-            .await?
-            .transfer_leader(request)
-            .await
-            .map_err(status_to_rpc_error)?;
-        decode_reply(self.returned(reply.into_inner()).await?)
+        decode_reply(
+            self.unary(|mut c| async move { c.transfer_leader(request).await })
+                .await?,
+        )
     }
 
     async fn full_snapshot(
