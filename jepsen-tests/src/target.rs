@@ -71,7 +71,7 @@ impl LocalTarget {
         // Faults are short: no repair during a run.
         spec.dead_after = Duration::from_secs(60);
         if lose_unsynced_writes {
-            spec.fault_settings = vec!["lose_unsynced_writes = true".into()];
+            spec.faults.lose_unsynced_writes = true;
         }
         let cluster = LocalCluster::start(spec)?;
         cluster.ensure_default_keyspace(Duration::from_secs(60)).await?;

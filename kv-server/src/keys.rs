@@ -31,7 +31,7 @@ pub const RESERVED_KEYSPACE: u32 = u32::MAX;
 /// Keyspace id reserved for shard state that the log produces and every
 /// replica must hold alike: it sorts inside the user-data range, so
 /// snapshots carry it and digests compare it.
-pub const REPLICATED_META_KEYSPACE: u32 = u32::MAX - 1;
+pub const REPLICATED_META_KEYSPACE: u32 = shoal_types::KeyspaceId::FIRST_RESERVED.0;
 
 /// Tags of the replicated shard state under [`REPLICATED_META_KEYSPACE`].
 #[derive(Clone, Copy, Debug)]

@@ -71,6 +71,7 @@ pub async fn run_filtered(
     shutdown: impl Future<Output = ()> + Send + 'static,
     filter: Arc<TransportFilter>,
 ) -> anyhow::Result<()> {
+    crate::config::check_build_supports(&config)?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     // The layout comes from a static file, or from the shard manager after
     // registering (which also gives this node its id).

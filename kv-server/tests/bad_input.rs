@@ -43,7 +43,7 @@ fn put(keyspace: &str, shard: u64, ushard: u32, key: &[u8], value: Vec<u8>) -> P
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_writes_get_stable_codes_and_write_nothing() {
-    let tc = must_start_cluster(1, 2, &[]).await;
+    let tc = must_start_cluster(1, 2).await;
     let addr = tc.cluster.endpoints()[0].clone();
     let mut kv = local_cluster::probe::kv_at(&addr).unwrap();
     let (shard, ushard) = place(b"k");
@@ -311,7 +311,7 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_answers_not_leader_with_a_hint_and_writes_nothing() {
-    let tc = must_start_cluster(3, 1, &[]).await;
+    let tc = must_start_cluster(3, 1).await;
     let leaders = tc.cluster.wait_for_leaders(Duration::from_secs(10)).await.unwrap();
     let leader = leaders[&1];
     let follower = (1..=3).find(|n| *n != leader).unwrap();

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{must_connect, must_start_cluster};
+use common::{must_connect, must_start_tuned};
 use kv_client::{ClientError, ShoalClient};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,11 +65,10 @@ async fn killed_leader_fails_over_and_catches_up_through_snapshot() {
     const NODES: u64 = 3;
     // Snapshot every 300 entries and keep only 20 behind it, so the killed
     // node's log position is purged on the survivors while it is down.
-    let mut tc = must_start_cluster(
-        NODES,
-        SHARDS,
-        &["snapshot_every_entries = 300", "logs_kept_behind_snapshot = 20"],
-    )
+    let mut tc = must_start_tuned(NODES, SHARDS, |raft| {
+        raft.snapshot_every_entries = 300;
+        raft.logs_kept_behind_snapshot = 20;
+    })
     .await;
     let client = Arc::new(must_connect(&tc.cluster).await);
 

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{must_connect, must_start_cluster, must_start_spec, test_spec};
+use common::{must_connect, must_start_cluster, must_start_spec, must_start_tuned, test_spec};
 use kv_client::{ClientConfig, ClientError, Condition, PutOptions, ReadConsistency, Session, ShoalClient, WriteResult};
 use shoal_proto::kv::{read_consistency, GetRequest, KeyRef, ReadConsistency as WireConsistency, RequestHeader};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -85,7 +85,7 @@ fn value_of(bytes: &[u8]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bounded_reads_are_never_older_than_their_bound_even_from_a_cut_off_follower() {
-    let tc = must_start_cluster(3, 1, &[]).await;
+    let tc = must_start_cluster(3, 1).await;
     let client = Arc::new(must_connect(&tc.cluster).await);
     let placement = client.routes().place("default", b"bounded", None).unwrap();
     let (_, follower) = a_follower(&tc, placement.shard.0).await;
@@ -156,7 +156,7 @@ async fn bounded_reads_are_never_older_than_their_bound_even_from_a_cut_off_foll
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_your_writes_sees_the_own_write_through_a_lagging_follower() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = test_spec(&dir, 3, 1, &[]);
+    let mut spec = test_spec(&dir, 3, 1);
     spec.regions = ["a", "b", "c"].map(String::from).to_vec();
     let tc = must_start_spec(spec, dir).await;
     let probe = must_connect(&tc.cluster).await;
@@ -267,7 +267,7 @@ async fn strong_reads_see_every_acknowledged_write_across_primary_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_compare_and_set_has_exactly_one_winner_per_version() {
-    let tc = must_start_cluster(3, 2, &[]).await;
+    let tc = must_start_cluster(3, 2).await;
     let clients: Vec<Arc<ShoalClient>> = {
         let mut v = Vec::new();
         for _ in 0..6 {
@@ -347,7 +347,7 @@ async fn racing_compare_and_set_has_exactly_one_winner_per_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counter_increments_sum_exactly_under_lost_answers_and_a_primary_kill() {
-    let mut tc = must_start_cluster(3, 1, &[]).await;
+    let mut tc = must_start_cluster(3, 1).await;
     let strict = Arc::new(must_connect(&tc.cluster).await);
     // Control: without exactly-once, a lost answer is indeterminate.
     let config = ClientConfig {
@@ -417,7 +417,7 @@ async fn counter_increments_sum_exactly_under_lost_answers_and_a_primary_kill() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttl_keys_vanish_at_expiry_and_fast_ack_writes_become_visible() {
-    let tc = must_start_cluster(3, 1, &[]).await;
+    let tc = must_start_cluster(3, 1).await;
     let client = must_connect(&tc.cluster).await;
     let ttl = PutOptions {
         ttl: Some(Duration::from_millis(1_500)),
@@ -501,7 +501,11 @@ async fn settled_key_counts(tc: &common::TestCluster, shard: u64) -> Option<u64>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_clients_exactly_once_records_are_forgotten_on_every_replica() {
-    let tc = must_start_cluster(3, 1, &["idle_client_expiry_ms = 1500", "idle_client_sweep_ms = 200"]).await;
+    let tc = must_start_tuned(3, 1, |raft| {
+        raft.idle_client_expiry_ms = 1500;
+        raft.idle_client_sweep_ms = 200;
+    })
+    .await;
     let client = must_connect(&tc.cluster).await;
     let ack = client.put("k", "v").await.unwrap();
     // One user key, the apply clock, and this client's record.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_a_node_cleanly_and_it_rejoins() {
-    let mut tc = must_start_cluster(3, 2, &[]).await;
+    let mut tc = must_start_cluster(3, 2).await;
     let client = must_connect(&tc.cluster).await;
     for i in 0..200 {
         client.put(format!("k{i}"), format!("v{i}")).await.expect("put");

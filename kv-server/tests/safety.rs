@@ -7,7 +7,8 @@
 mod common;
 
 use common::schedules::{header, key_ref, quick_restart_inside_the_old_leaders_lease, strong_get, ProcessFaults};
-use common::{must_connect, must_start_spec, test_spec};
+use common::{fast_raft, must_connect, must_start_spec, test_spec};
+use kv_server::config::RaftTuning;
 use local_cluster::probe::shard_hosts;
 use local_cluster::LocalCluster;
 use shoal_proto::kv::{GetRequest, PutRequest};
@@ -16,12 +17,11 @@ use tokio::time::Instant;
 
 /// Lease = `election_timeout_max_ms`: long enough that a node restarted
 /// right after the leader's last heartbeat can campaign inside it.
-fn lease_raft(lease_ms: u64) -> Vec<String> {
-    vec![
-        "heartbeat_interval_ms = 50".into(),
-        "election_timeout_min_ms = 300".into(),
-        format!("election_timeout_max_ms = {lease_ms}"),
-    ]
+fn lease_raft(lease_ms: u64) -> RaftTuning {
+    RaftTuning {
+        election_timeout_max_ms: lease_ms,
+        ..fast_raft()
+    }
 }
 
 /// Promise: a node restarted inside a leader's lease cannot help elect a
@@ -33,8 +33,8 @@ fn lease_raft(lease_ms: u64) -> Vec<String> {
 async fn a_quick_restart_cannot_elect_a_leader_inside_the_old_leaders_lease() {
     const LEASE_MS: u64 = 2000;
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = test_spec(&dir, 3, 9, &[]);
-    spec.raft_settings = lease_raft(LEASE_MS);
+    let mut spec = test_spec(&dir, 3, 9);
+    spec.raft = lease_raft(LEASE_MS);
     let tc = must_start_spec(spec, dir).await;
     let mut faults = ProcessFaults::new(tc.cluster);
     quick_restart_inside_the_old_leaders_lease(&mut faults, LEASE_MS).await;
@@ -58,7 +58,7 @@ async fn must_put_pair(client: &kv_client::ShoalClient, pair: &[kv_client::Key; 
 /// (`read-between`) while a batch changes both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_get_never_sees_half_of_a_batch() {
-    let mut tc = common::must_start_cluster(3, 1, &[]).await;
+    let mut tc = common::must_start_cluster(3, 1).await;
     let client = must_connect(&tc.cluster).await;
     let pair = [kv_client::Key::routed("pair", "a"), kv_client::Key::routed("pair", "b")];
     must_put_pair(&client, &pair, "v1").await;
@@ -91,7 +91,7 @@ async fn multi_get_never_sees_half_of_a_batch() {
 /// together by a batch while the scan is held between micro-shards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scan_never_sees_half_of_a_batch() {
-    let mut tc = common::must_start_cluster(3, 1, &[]).await;
+    let mut tc = common::must_start_cluster(3, 1).await;
     let client = must_connect(&tc.cluster).await;
     // The scan visits micro-shards in order: one key in the first, one later.
     let routes = client.routes();
@@ -294,7 +294,7 @@ async fn fast_ack_writes_survive_primary_moves() {
 /// lives for another 30 minutes must fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaders_clock_jump_does_not_expire_live_keys() {
-    let mut tc = common::must_start_cluster(3, 1, &[]).await;
+    let mut tc = common::must_start_cluster(3, 1).await;
     let client = must_connect(&tc.cluster).await;
     let live = kv_client::PutOptions {
         ttl: Some(Duration::from_secs(1800)),
@@ -352,8 +352,8 @@ fn must_signal(cluster: &LocalCluster, id: u64, signal: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_back_from_power_loss_serves_no_stale_strong_read() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = test_spec(&dir, 3, 1, &[]);
-    spec.fault_settings = vec!["lose_unsynced_writes = true".into()];
+    let mut spec = test_spec(&dir, 3, 1);
+    spec.faults.lose_unsynced_writes = true;
     let mut tc = must_start_spec(spec, dir).await;
     let client = must_connect(&tc.cluster).await;
     let ushard = client.routes().place("default", b"power", None).unwrap().ushard;
@@ -438,7 +438,7 @@ async fn must_put_expiring(client: &kv_client::ShoalClient, key: &str) -> u64 {
 ///     and `put --if-absent` must not find the key there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_condition_and_a_strong_read_judge_expiry_alike() {
-    let mut tc = common::must_start_cluster(3, 1, &[]).await;
+    let mut tc = common::must_start_cluster(3, 1).await;
     let client = must_connect(&tc.cluster).await;
     let leader = tc.cluster.wait_for_leaders(Duration::from_secs(30)).await.unwrap()[&1];
     let mut broken = Vec::new();
@@ -492,7 +492,7 @@ async fn a_condition_and_a_strong_read_judge_expiry_alike() {
 /// "acked" and a strong read returns the older value. Then A comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_lost_its_data_does_not_elect_a_leader_without_acknowledged_writes() {
-    let mut tc = common::must_start_cluster(3, 1, &[]).await;
+    let mut tc = common::must_start_cluster(3, 1).await;
     let client = must_connect(&tc.cluster).await;
     let a = tc.cluster.wait_for_leaders(Duration::from_secs(30)).await.unwrap()[&1];
     let (b, c) = match a {
@@ -551,7 +551,7 @@ async fn a_node_that_lost_its_data_does_not_elect_a_leader_without_acknowledged_
 /// at most 1 s old.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_with_a_clock_far_behind_serves_no_stale_bounded_read() {
-    let mut tc = common::must_start_cluster(3, 1, &[]).await;
+    let mut tc = common::must_start_cluster(3, 1).await;
     let client = must_connect(&tc.cluster).await;
     let leader = tc.cluster.wait_for_leaders(Duration::from_secs(30)).await.unwrap()[&1];
     let follower = (1..=3).find(|n| *n != leader).unwrap();
@@ -597,7 +597,7 @@ async fn a_follower_with_a_clock_far_behind_serves_no_stale_bounded_read() {
 /// every acknowledged write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_started_under_another_node_id_is_refused() {
-    let mut tc = common::must_start_cluster(3, 1, &[]).await;
+    let mut tc = common::must_start_cluster(3, 1).await;
     let client = must_connect(&tc.cluster).await;
     client.put("owned", "v1").await.expect("a write on the whole cluster");
     tc.cluster.kill(2).unwrap();

@@ -8,7 +8,7 @@ use kv_client::{Key, ScanOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scans_page_through_every_shard_in_order() {
-    let tc = must_start_cluster(1, 3, &[]).await;
+    let tc = must_start_cluster(1, 3).await;
     let client = must_connect(&tc.cluster).await;
     let mut expected = Vec::new();
     for i in 0..300 {

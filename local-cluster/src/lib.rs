@@ -2,9 +2,10 @@
 //! `shoal playground` runs, and what integration tests and benchmarks drive
 //! (kill -9, restart, leader lookup).
 //!
-//! It writes the layout and one config per node under `data_dir`, in the
-//! file formats documented in `kv-server/example.toml`, and only talks to
-//! 127.0.0.1. [`probe`] holds what tests and benchmarks ask of a running
+//! It writes the layout and one config per node under `data_dir` from the
+//! servers' own config types (`shoal-config`, documented in
+//! `kv-server/example.toml`), reads them back with the same types, and only
+//! talks to 127.0.0.1. [`probe`] holds what tests and benchmarks ask of a running
 //! cluster (raw connections, error codes, convergence).
 
 pub mod manager;
@@ -13,11 +14,15 @@ pub mod probe;
 pub use manager::ShardManagerAt;
 
 use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use shoal_config::layout::{ClusterLayout, NodeLayout};
+use shoal_config::node::{FaultInjection, NodeConfig, RaftTuning};
+use shoal_config::ManagerConfig;
+use shoal_types::NodeId;
 use shoal_proto::admin::admin_client::AdminClient;
 use shoal_proto::admin::{ReplicaStatusResponse, SetFailpointRequest, ShardDigestResponse};
 use shoal_proto::sm::{CreateKeyspaceRequest, ShardMap};
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -39,11 +44,10 @@ pub struct LocalClusterSpec {
     pub ushards: u32,
     pub ports: Ports,
     pub kv_server_bin: PathBuf,
-    /// Extra lines for each node's `[raft]` table, e.g. `snapshot_every_entries = 500`.
-    pub raft_settings: Vec<String>,
-    /// Lines for each node's `[faults]` table, e.g. `lose_unsynced_writes = true`
-    /// (kv-server built with `failpoints`).
-    pub fault_settings: Vec<String>,
+    /// Every node's `[raft]` table.
+    pub raft: RaftTuning,
+    /// Every node's `[faults]` table (needs a kv-server built with `failpoints`).
+    pub faults: FaultInjection,
     /// Run a shard manager that owns the layout (instead of a static file).
     pub shard_manager: bool,
     pub shard_manager_bin: PathBuf,
@@ -65,8 +69,8 @@ impl LocalClusterSpec {
             ushards: 64,
             ports: Ports::Ephemeral,
             kv_server_bin: find_binary("kv-server", "SHOAL_KV_SERVER"),
-            raft_settings: Vec::new(),
-            fault_settings: Vec::new(),
+            raft: RaftTuning::default(),
+            faults: FaultInjection::default(),
             shard_manager: false,
             shard_manager_bin: find_binary("shard-manager", "SHOAL_SHARD_MANAGER_BIN"),
             regions: Vec::new(),
@@ -182,33 +186,26 @@ fn free_port() -> anyhow::Result<u16> {
     bail!("found no free port in 20000-32000")
 }
 
-fn layout_toml(spec: &LocalClusterSpec, addrs: &[(String, String)]) -> String {
-    let mut out =
-        String::from("# Written by the shoal local cluster. Static until the shard manager owns it.\nversion = 1\n");
-    for (i, (client, raft)) in addrs.iter().enumerate() {
-        let _ = write!(
-            out,
-            "\n[[nodes]]\nid = {}\nclient_addr = \"{client}\"\nraft_addr = \"{raft}\"\nregion = \"local\"\n",
-            i + 1
-        );
-    }
-    let shard_ids: Vec<String> = (1..=spec.shards).map(|s| s.to_string()).collect();
-    let _ = write!(
-        out,
-        "\n[[keyspaces]]\nname = \"default\"\nid = 1\nushard_count = {}\nshards = [{}]\n",
-        spec.ushards,
-        shard_ids.join(", ")
-    );
-    let node_ids: Vec<u64> = (1..=spec.nodes).collect();
-    for shard in 1..=spec.shards {
-        // Rotate so every node bootstraps (is listed first for) some shards.
-        let mut replicas = node_ids.clone();
-        replicas.rotate_left(((shard - 1) % spec.nodes) as usize);
-        replicas.truncate(3);
-        let list: Vec<String> = replicas.iter().map(u64::to_string).collect();
-        let _ = write!(out, "\n[[shards]]\nid = {shard}\nreplicas = [{}]\n", list.join(", "));
-    }
-    out
+/// The nodes' addresses, numbered from 1.
+fn node_layouts(spec: &LocalClusterSpec, addrs: &[(String, String)]) -> Vec<NodeLayout> {
+    (1u64..)
+        .zip(addrs)
+        .map(|(id, (client, raft))| NodeLayout {
+            id: NodeId(id),
+            client_addr: client.clone(),
+            raft_addr: raft.clone(),
+            region: spec.region_of(id),
+        })
+        .collect()
+}
+
+/// What a shard-manager cluster keeps in `addresses.toml`: where each
+/// process listens (the shard manager owns the layout itself). Unknown
+/// fields are allowed: older playgrounds wrote a whole layout here.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Addresses {
+    shard_manager: String,
+    nodes: Vec<NodeLayout>,
 }
 
 /// Where a node's layout comes from.
@@ -217,67 +214,45 @@ enum LayoutSource<'a> {
     ShardManager(&'a str),
 }
 
-fn node_toml(spec: &LocalClusterSpec, id: u64, client: &str, raft: &str, source: &LayoutSource) -> String {
-    let dir = spec.data_dir.join(format!("node-{id}"));
-    let mut out = format!(
-        "data_dir = \"{}\"\nlisten_client = \"{client}\"\nlisten_raft = \"{raft}\"\nregion = \"{}\"\n",
-        dir.display(),
-        spec.region_of(id)
+fn node_config(spec: &LocalClusterSpec, id: u64, client: &str, raft: &str, source: &LayoutSource) -> NodeConfig {
+    let mut config = NodeConfig::new(
+        spec.data_dir.join(format!("node-{id}")),
+        client.to_string(),
+        raft.to_string(),
     );
+    config.region = spec.region_of(id);
     match source {
         LayoutSource::File(layout) => {
-            out.push_str(&format!("node_id = {id}\nlayout_file = \"{}\"\n", layout.display()));
+            config.node_id = Some(NodeId(id));
+            config.layout_file = Some(layout.to_path_buf());
         }
         LayoutSource::ShardManager(addr) => {
-            out.push_str(&format!("shard_manager = \"{addr}\"\nsm_heartbeat_interval_ms = 200\n"));
+            config.shard_manager = Some(addr.to_string());
+            config.sm_heartbeat_interval_ms = 200;
         }
     }
-    for (table, lines) in [("raft", &spec.raft_settings), ("faults", &spec.fault_settings)] {
-        if !lines.is_empty() {
-            out.push_str(&format!("\n[{table}]\n"));
-            for line in lines {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    out
+    config.raft = spec.raft.clone();
+    config.faults = spec.faults.clone();
+    config
+}
+
+/// Writes `value` as TOML, checking first that it reads back (a file the
+/// servers would refuse is caught here, naming the file).
+fn write_toml<T: Serialize + serde::de::DeserializeOwned>(path: &Path, header: &str, value: &T) -> anyhow::Result<()> {
+    let text = toml::to_string(value).with_context(|| format!("writing {}", path.display()))?;
+    toml::from_str::<T>(&text).with_context(|| format!("{} would not read back", path.display()))?;
+    std::fs::write(path, format!("{header}\n{text}")).with_context(|| format!("writing {}", path.display()))
+}
+
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 /// The gRPC endpoint at `addr` (127.0.0.1 ports, plain HTTP/2), giving up
 /// connecting after `connect_within`. Callers add request deadlines.
 pub(crate) fn endpoint(addr: &str, connect_within: Duration) -> anyhow::Result<tonic::transport::Endpoint> {
     Ok(tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect_timeout(connect_within))
-}
-
-/// The shard manager address recorded in an addresses file, read with the
-/// TOML parser.
-fn sm_addr_from(text: &str) -> anyhow::Result<Option<String>> {
-    let doc: toml::Table = text.parse()?;
-    Ok(doc.get("shard_manager").and_then(toml::Value::as_str).map(String::from))
-}
-
-/// Reads the (client, raft) addresses of every node back from an existing
-/// layout file with the TOML parser, so a restarted playground keeps the
-/// addresses its data was created with.
-fn addrs_from_layout(text: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let doc: toml::Table = text.parse()?;
-    let nodes = doc
-        .get("nodes")
-        .and_then(toml::Value::as_array)
-        .context("no [[nodes]] table")?;
-    nodes
-        .iter()
-        .map(|node| {
-            let field = |name: &str| {
-                node.get(name)
-                    .and_then(toml::Value::as_str)
-                    .map(String::from)
-                    .with_context(|| format!("a [[nodes]] entry without {name}"))
-            };
-            Ok((field("client_addr")?, field("raft_addr")?))
-        })
-        .collect()
 }
 
 impl LocalCluster {
@@ -298,17 +273,22 @@ impl LocalCluster {
             "layout.toml"
         });
         let (sm_addr, addrs) = if addresses_path.exists() {
-            let text = std::fs::read_to_string(&addresses_path)?;
-            let existing = addrs_from_layout(&text).with_context(|| format!("reading {}", addresses_path.display()))?;
-            if existing.len() as u64 != spec.nodes {
+            let (sm_addr, nodes) = if spec.shard_manager {
+                let addresses: Addresses = read_toml(&addresses_path)?;
+                (Some(addresses.shard_manager), addresses.nodes)
+            } else {
+                (None, read_toml::<ClusterLayout>(&addresses_path)?.nodes)
+            };
+            if nodes.len() as u64 != spec.nodes {
                 bail!(
                     "{} describes {} nodes, not {}; use another --data-dir",
                     addresses_path.display(),
-                    existing.len(),
+                    nodes.len(),
                     spec.nodes
                 );
             }
-            (sm_addr_from(&text)?, existing)
+            let addrs = nodes.into_iter().map(|n| (n.client_addr, n.raft_addr)).collect();
+            (sm_addr, addrs)
         } else {
             let mut addrs = Vec::new();
             for i in 0..spec.nodes as u16 {
@@ -318,27 +298,43 @@ impl LocalCluster {
                 };
                 addrs.push((format!("127.0.0.1:{client}"), format!("127.0.0.1:{raft}")));
             }
-            let sm_addr = match spec.ports {
-                Ports::Fixed { client_base, .. } => format!("127.0.0.1:{}", client_base.saturating_sub(1)),
-                Ports::Ephemeral => format!("127.0.0.1:{}", free_port()?),
-            };
-            let mut text = layout_toml(&spec, &addrs);
+            let nodes = node_layouts(&spec, &addrs);
             if spec.shard_manager {
-                // Only the addresses matter here; the shard manager owns the layout.
-                text = format!("shard_manager = \"{sm_addr}\"\n{text}");
+                let sm_addr = match spec.ports {
+                    Ports::Fixed { client_base, .. } => format!("127.0.0.1:{}", client_base.saturating_sub(1)),
+                    Ports::Ephemeral => format!("127.0.0.1:{}", free_port()?),
+                };
+                let addresses = Addresses {
+                    shard_manager: sm_addr.clone(),
+                    nodes,
+                };
+                write_toml(
+                    &addresses_path,
+                    "# Written by the shoal local cluster: where each process listens.",
+                    &addresses,
+                )?;
+                (Some(sm_addr), addrs)
+            } else {
+                let layout = ClusterLayout::local(&nodes, spec.shards, spec.ushards);
+                write_toml(
+                    &addresses_path,
+                    "# Written by the shoal local cluster: the static layout every node reads.",
+                    &layout,
+                )?;
+                (None, addrs)
             }
-            std::fs::write(&addresses_path, text)?;
-            (Some(sm_addr), addrs)
         };
         let shard_manager = match (spec.shard_manager, &sm_addr) {
             (true, Some(addr)) => {
                 let config_path = spec.data_dir.join("shard-manager.toml");
-                let text = format!(
-                    "data_dir = \"{}\"\nlisten = \"{addr}\"\nsuspect_after_ms = 1000\ndead_after_ms = {}\n",
-                    spec.data_dir.join("shard-manager").display(),
-                    spec.dead_after.as_millis().max(1001)
-                );
-                std::fs::write(&config_path, text)?;
+                let config = ManagerConfig {
+                    data_dir: spec.data_dir.join("shard-manager"),
+                    listen: addr.clone(),
+                    suspect_after_ms: 1000,
+                    dead_after_ms: (spec.dead_after.as_millis() as u64).max(1001),
+                };
+                config.validate()?;
+                write_toml(&config_path, "# Written by the shoal local cluster.", &config)?;
                 Some(ManagedProcess {
                     addr: addr.clone(),
                     config_path,
@@ -357,7 +353,9 @@ impl LocalCluster {
                 Some(sm) => LayoutSource::ShardManager(&sm.addr),
                 None => LayoutSource::File(&addresses_path),
             };
-            std::fs::write(&config_path, node_toml(&spec, id, client, raft, &source))?;
+            let config = node_config(&spec, id, client, raft, &source);
+            config.validate().with_context(|| format!("the config of node {id}"))?;
+            write_toml(&config_path, "# Written by the shoal local cluster.", &config)?;
             nodes.push(NodeProcess {
                 id,
                 client_addr: client.clone(),
@@ -666,17 +664,50 @@ impl Drop for LocalCluster {
 mod tests {
     use super::*;
 
-    #[test]
-    fn layout_addresses_are_read_back() {
-        let spec = LocalClusterSpec::new("/tmp/x");
-        let addrs = vec![
+    fn two_addresses() -> Vec<(String, String)> {
+        vec![
             ("127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()),
             ("127.0.0.1:3".into(), "127.0.0.1:4".into()),
-        ];
-        assert_eq!(addrs_from_layout(&layout_toml(&spec, &addrs)).unwrap(), addrs);
-        let with_manager = format!("shard_manager = \"127.0.0.1:9\"\n{}", layout_toml(&spec, &addrs));
-        assert_eq!(sm_addr_from(&with_manager).unwrap().as_deref(), Some("127.0.0.1:9"));
-        assert_eq!(addrs_from_layout(&with_manager).unwrap(), addrs);
-        assert!(addrs_from_layout("nodes = 3").is_err());
+        ]
+    }
+
+    #[test]
+    fn address_files_are_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = LocalClusterSpec::new(dir.path());
+        let nodes = node_layouts(&spec, &two_addresses());
+        let path = dir.path().join("addresses.toml");
+        let addresses = Addresses {
+            shard_manager: "127.0.0.1:9".into(),
+            nodes: nodes.clone(),
+        };
+        write_toml(&path, "# test", &addresses).unwrap();
+        assert_eq!(read_toml::<Addresses>(&path).unwrap(), addresses);
+        // A playground from before this format kept a whole layout here.
+        let layout = ClusterLayout::local(&nodes, 4, 64);
+        let old = format!("shard_manager = \"127.0.0.1:9\"\n{}", toml::to_string(&layout).unwrap());
+        std::fs::write(&path, old).unwrap();
+        assert_eq!(read_toml::<Addresses>(&path).unwrap(), addresses);
+        std::fs::write(&path, "nodes = 3").unwrap();
+        let err = format!("{:#}", read_toml::<Addresses>(&path).unwrap_err());
+        assert!(err.contains("addresses.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_written_node_config_reads_back_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = LocalClusterSpec::new(dir.path());
+        spec.raft.snapshot_every_entries = 300;
+        spec.faults.lose_unsynced_writes = true;
+        let layout = dir.path().join("layout.toml");
+        let config = node_config(&spec, 2, "127.0.0.1:1", "127.0.0.1:2", &LayoutSource::File(&layout));
+        let path = dir.path().join("node-2.toml");
+        write_toml(&path, "# test", &config).unwrap();
+        let back = NodeConfig::load(&path).unwrap();
+        assert_eq!(back.node_id, Some(NodeId(2)));
+        assert_eq!(back.layout_file.as_deref(), Some(layout.as_path()));
+        assert_eq!(back.raft.snapshot_every_entries, 300);
+        assert!(back.faults.lose_unsynced_writes);
+        assert_eq!(back.data_dir, dir.path().join("node-2"));
     }
 }

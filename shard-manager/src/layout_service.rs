@@ -5,7 +5,7 @@
 //! per-replica RPCs belong to nodes and are refused here.
 
 use crate::manager::Manager;
-use crate::store::DurableState;
+use crate::wire::client_layout;
 use shoal_proto::admin::admin_server::Admin;
 use shoal_proto::admin::*;
 use std::sync::Arc;
@@ -18,46 +18,6 @@ pub struct LayoutService {
 impl LayoutService {
     pub fn new(manager: Arc<Manager>) -> LayoutService {
         LayoutService { manager }
-    }
-}
-
-/// The map as clients see it: voters, learners, primaries and epochs; no
-/// Raft addresses. Removed nodes stay listed: a shard may name one until
-/// its replica is rebuilt elsewhere.
-pub fn client_layout(state: &DurableState) -> Layout {
-    Layout {
-        version: state.counters.map_version,
-        nodes: state
-            .nodes
-            .values()
-            .map(|n| NodeInfo {
-                node_id: n.id,
-                client_addr: n.client_addr.clone(),
-                raft_addr: String::new(),
-                region: n.region.clone(),
-            })
-            .collect(),
-        keyspaces: state
-            .keyspaces
-            .values()
-            .map(|k| KeyspaceInfo {
-                name: k.name.clone(),
-                keyspace_id: k.id,
-                ushard_count: k.ushard_count,
-                shard_ids: k.shards.clone(),
-            })
-            .collect(),
-        shards: state
-            .shards
-            .values()
-            .map(|s| ShardInfo {
-                shard_id: s.id,
-                replicas: s.voters.clone(),
-                primary: s.primary.unwrap_or(0),
-                epoch: s.epoch,
-                learners: s.learners.clone(),
-            })
-            .collect(),
     }
 }
 

@@ -11,7 +11,8 @@
 //!   `primaries` (failover and moves under epochs), `membership`.
 //! - [`clock`]: the clock liveness is judged by (skewable in fault tests).
 //! - [`service`]: the gRPC service and its one error → status mapping;
-//!   [`layout_service`]: `Admin/GetLayout` for clients.
+//!   [`layout_service`]: `Admin/GetLayout` for clients; [`wire`]: **the one
+//!   place records and typed ids meet protobuf**.
 //! - [`config`], [`server`]: configuration and the runnable server (the
 //!   reconcile loop).
 //!
@@ -35,3 +36,4 @@ pub mod repair;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod wire;

@@ -5,8 +5,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub type NodeId = u64;
-pub type ShardId = u64;
+pub use shoal_types::{Epoch, KeyspaceId, NodeId, ShardId};
 
 /// An operator's intent for a node. Liveness (alive / suspect / dead) is
 /// observed, not stored.
@@ -33,7 +32,7 @@ pub struct NodeRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyspaceRecord {
     pub name: String,
-    pub id: u32,
+    pub id: KeyspaceId,
     pub replicas: u32,
     pub ushard_count: u32,
     pub shards: Vec<ShardId>,
@@ -54,7 +53,7 @@ pub struct ShardRecord {
     pub learners: Vec<NodeId>,
     pub primary: Option<NodeId>,
     /// Strictly increases every time the primary changes.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// Bumped by every change of `voters`, `learners` or `change`. A node
     /// bootstraps a shard's Raft group only at version 1: a replica added
     /// later joins the existing group instead.

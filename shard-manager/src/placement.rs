@@ -112,10 +112,14 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
-    fn nodes(spec: &[(NodeId, &str)]) -> Vec<Candidate> {
+    fn ids(raw: &[u64]) -> Vec<NodeId> {
+        raw.iter().copied().map(NodeId).collect()
+    }
+
+    fn nodes(spec: &[(u64, &str)]) -> Vec<Candidate> {
         spec.iter()
             .map(|(id, r)| Candidate {
-                id: *id,
+                id: NodeId(*id),
                 region: r.to_string(),
                 replicas: 0,
                 primaries: 0,
@@ -143,7 +147,7 @@ mod tests {
         let (placed, after) = place_many(all, 10, 3);
         for replicas in &placed {
             assert_eq!(replicas.iter().collect::<HashSet<_>>().len(), 3, "{replicas:?}");
-            let regions: HashSet<&str> = replicas.iter().map(|id| if *id <= 3 { "a" } else { "b" }).collect();
+            let regions: HashSet<&str> = replicas.iter().map(|id| if id.0 <= 3 { "a" } else { "b" }).collect();
             assert_eq!(regions.len(), 2, "a shard spans both regions: {replicas:?}");
         }
         let loads: Vec<usize> = after.iter().map(|c| c.replicas).collect();
@@ -156,7 +160,7 @@ mod tests {
     #[test]
     fn region_restriction_and_shortage_are_reported() {
         let all = nodes(&[(1, "a"), (2, "b"), (3, "b")]);
-        assert_eq!(place_replicas(&all, 2, &["b".into()]).unwrap(), vec![2, 3]);
+        assert_eq!(place_replicas(&all, 2, &["b".into()]).unwrap(), ids(&[2, 3]));
         let err = place_replicas(&all, 3, &["b".into()]).unwrap_err();
         assert_eq!(
             err,
@@ -175,16 +179,16 @@ mod tests {
             .into_iter()
             .map(|c| (c.id, c))
             .collect();
-        assert_eq!(choose_primary(&[1, 2, 3], &all, "b"), Some(3));
+        assert_eq!(choose_primary(&ids(&[1, 2, 3]), &all, "b"), Some(NodeId(3)));
         let mut counts = HashMap::new();
         for _ in 0..6 {
-            let p = choose_primary(&[1, 2, 3], &all, "").unwrap();
+            let p = choose_primary(&ids(&[1, 2, 3]), &all, "").unwrap();
             all.get_mut(&p).unwrap().primaries += 1;
             *counts.entry(p).or_insert(0) += 1;
         }
-        assert_eq!(counts, HashMap::from([(1, 2), (2, 2), (3, 2)]));
+        assert_eq!(counts, HashMap::from([(NodeId(1), 2), (NodeId(2), 2), (NodeId(3), 2)]));
         // A voter missing from the candidates (dead) is never chosen.
-        all.remove(&1);
-        assert_ne!(choose_primary(&[1, 2], &all, ""), Some(1));
+        all.remove(&NodeId(1));
+        assert_ne!(choose_primary(&ids(&[1, 2]), &all, ""), Some(NodeId(1)));
     }
 }

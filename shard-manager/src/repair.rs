@@ -221,6 +221,11 @@ pub fn apply(shard: &ShardRecord, step: &RepairStep) -> ShardRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Epoch, ShardId};
+
+    fn ids(raw: &[u64]) -> Vec<NodeId> {
+        raw.iter().copied().map(NodeId).collect()
+    }
 
     fn node(region: &str) -> NodeView {
         NodeView {
@@ -233,11 +238,11 @@ mod tests {
 
     fn cluster() -> BTreeMap<NodeId, NodeView> {
         BTreeMap::from([
-            (1, node("a")),
-            (2, node("a")),
-            (3, node("b")),
-            (4, node("a")),
-            (5, node("b")),
+            (NodeId(1), node("a")),
+            (NodeId(2), node("a")),
+            (NodeId(3), node("b")),
+            (NodeId(4), node("a")),
+            (NodeId(5), node("b")),
         ])
     }
 
@@ -256,12 +261,12 @@ mod tests {
 
     fn shard() -> ShardRecord {
         ShardRecord {
-            id: 7,
+            id: ShardId(7),
             keyspace: "k".into(),
-            voters: vec![1, 2, 3],
+            voters: ids(&[1, 2, 3]),
             learners: vec![],
-            primary: Some(1),
-            epoch: 1,
+            primary: Some(NodeId(1)),
+            epoch: Epoch(1),
             conf_ver: 1,
             change: None,
         }
@@ -283,8 +288,8 @@ mod tests {
         next_step(s, nodes, leader, &candidates(nodes), &Default::default())
     }
 
-    fn kill(nodes: &mut BTreeMap<NodeId, NodeView>, id: NodeId) {
-        let n = nodes.get_mut(&id).unwrap();
+    fn kill(nodes: &mut BTreeMap<NodeId, NodeView>, id: u64) {
+        let n = nodes.get_mut(&NodeId(id)).unwrap();
         n.usable = false;
         n.gone = true;
     }
@@ -304,38 +309,38 @@ mod tests {
         let step = decide(&s, &nodes, Some(&leader_of(&s))).unwrap();
         // Voters left: 1 (a), 2 (a): region b keeps the shard spread.
         let expected = ReplicaChange {
-            adding: 5,
-            removing: 3,
+            adding: NodeId(5),
+            removing: NodeId(3),
             voter: true,
             phase: ChangePhase::CatchingUp,
         };
         assert_eq!(step, RepairStep::Start(expected));
         s = apply(&s, &step);
-        assert_eq!(s.hosts(), vec![1, 2, 3, 5]);
+        assert_eq!(s.hosts(), ids(&[1, 2, 3, 5]));
 
         // Not a learner in Raft yet, then lagging: no promotion.
         let mut leader = leader_of(&shard());
         assert_eq!(decide(&s, &nodes, Some(&leader)), None);
-        leader.learners.insert(5);
-        leader.matched_index.insert(5, 1000 - CATCH_UP_SLACK - 1);
+        leader.learners.insert(NodeId(5));
+        leader.matched_index.insert(NodeId(5), 1000 - CATCH_UP_SLACK - 1);
         assert_eq!(decide(&s, &nodes, Some(&leader)), None);
-        leader.matched_index.insert(5, 1000 - CATCH_UP_SLACK);
+        leader.matched_index.insert(NodeId(5), 1000 - CATCH_UP_SLACK);
         let step = decide(&s, &nodes, Some(&leader)).unwrap();
         assert_eq!(step, RepairStep::Promote);
         s = apply(&s, &step);
-        assert_eq!(s.voters, vec![1, 2, 5]);
-        assert_eq!(s.hosts(), vec![1, 2, 3, 5], "the old replica hosts until Raft commits");
+        assert_eq!(s.voters, ids(&[1, 2, 5]));
+        assert_eq!(s.hosts(), ids(&[1, 2, 3, 5]), "the old replica hosts until Raft commits");
 
         // Joint, then uniform without 3: finished.
         leader.joint = true;
         assert_eq!(decide(&s, &nodes, Some(&leader)), None);
         leader.joint = false;
-        leader.voters = BTreeSet::from([1, 2, 5]);
+        leader.voters = BTreeSet::from([NodeId(1), NodeId(2), NodeId(5)]);
         leader.learners.clear();
         let step = decide(&s, &nodes, Some(&leader)).unwrap();
         assert_eq!(step, RepairStep::Finish);
         s = apply(&s, &step);
-        assert_eq!(s.hosts(), vec![1, 2, 5]);
+        assert_eq!(s.hosts(), ids(&[1, 2, 5]));
         assert_eq!(s.conf_ver, 4);
     }
 
@@ -346,7 +351,7 @@ mod tests {
         let s = shard();
         assert_eq!(decide(&s, &nodes, None), None);
         let mut leader = leader_of(&s);
-        leader.learners.insert(4);
+        leader.learners.insert(NodeId(4));
         assert_eq!(decide(&s, &nodes, Some(&leader)), None);
     }
 
@@ -366,21 +371,21 @@ mod tests {
     #[test]
     fn draining_leader_waits_and_dead_goes_before_draining() {
         let mut nodes = cluster();
-        nodes.get_mut(&1).unwrap().draining = true;
+        nodes.get_mut(&NodeId(1)).unwrap().draining = true;
         let s = shard();
         // 1 is draining but leads: wait for the primary to move.
         assert_eq!(decide(&s, &nodes, Some(&leader_of(&s))), None);
         let mut moved = leader_of(&s);
-        moved.node = 2;
+        moved.node = NodeId(2);
         let Some(RepairStep::Start(change)) = decide(&s, &nodes, Some(&moved)) else {
             panic!("expected a start")
         };
-        assert_eq!(change.removing, 1);
+        assert_eq!(change.removing, NodeId(1));
         kill(&mut nodes, 3);
         let Some(RepairStep::Start(change)) = decide(&s, &nodes, Some(&moved)) else {
             panic!("expected a start")
         };
-        assert_eq!(change.removing, 3, "a dead replica is more urgent than a draining one");
+        assert_eq!(change.removing, NodeId(3), "a dead replica is more urgent than a draining one");
     }
 
     #[test]
@@ -404,20 +409,20 @@ mod tests {
     #[test]
     fn a_learner_is_replaced_within_its_region() {
         let mut nodes = cluster();
-        nodes.insert(6, node("b"));
+        nodes.insert(NodeId(6), node("b"));
         let mut s = shard();
-        s.learners = vec![5];
+        s.learners = ids(&[5]);
         kill(&mut nodes, 5);
         let step = decide(&s, &nodes, Some(&leader_of(&s))).unwrap();
         let RepairStep::Start(change) = &step else {
             panic!("expected a start")
         };
-        assert_eq!((change.adding, change.removing, change.voter), (6, 5, false));
+        assert_eq!((change.adding, change.removing, change.voter), (NodeId(6), NodeId(5), false));
         let s = apply(&s, &step);
         let mut leader = leader_of(&shard());
-        leader.learners = BTreeSet::from([5, 6]);
-        leader.matched_index.insert(6, 1000);
+        leader.learners = BTreeSet::from([NodeId(5), NodeId(6)]);
+        leader.matched_index.insert(NodeId(6), 1000);
         let s = apply(&s, &decide(&s, &nodes, Some(&leader)).unwrap());
-        assert_eq!((s.voters.clone(), s.learners.clone()), (vec![1, 2, 3], vec![6]));
+        assert_eq!((s.voters.clone(), s.learners.clone()), (ids(&[1, 2, 3]), ids(&[6])));
     }
 }

@@ -42,7 +42,7 @@ async fn reconcile_loop(manager: Arc<Manager>) {
         match primaries {
             Ok(changes) => {
                 for c in changes {
-                    tracing::info!(shard_id = c.shard, from = ?c.from, to = c.to, epoch = c.epoch, "primary moved");
+                    tracing::info!(shard_id = %c.shard, from = ?c.from, to = %c.to, epoch = %c.epoch, "primary moved");
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reconciling primaries failed"),
@@ -50,7 +50,7 @@ async fn reconcile_loop(manager: Arc<Manager>) {
         match membership {
             Ok(steps) => {
                 for s in steps {
-                    tracing::info!(shard_id = s.shard, step = ?s.step, conf_ver = s.conf_ver, "replica repair");
+                    tracing::info!(shard_id = %s.shard, step = ?s.step, conf_ver = s.conf_ver, "replica repair");
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reconciling membership failed"),

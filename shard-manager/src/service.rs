@@ -1,9 +1,9 @@
 //! The `shoal.sm.v1.ShardManager` gRPC service and the one mapping from
 //! [`SmError`] to a status.
 
-use crate::manager::{KeyspaceSpec, Manager, Registration, ReplicaView, SmError};
-use crate::model::{KeyspaceRecord, NodeRecord, ShardRecord};
-use crate::repair::LeaderView;
+use crate::manager::{Manager, SmError};
+use crate::model::{NodeId, NodeRecord, ShardId};
+use crate::wire::{self, keyspace_state, shard_state, NodeObservation};
 use shoal_proto::sm::shard_manager_server::ShardManager;
 use shoal_proto::sm::*;
 use std::sync::Arc;
@@ -30,59 +30,22 @@ pub fn to_status(error: SmError) -> Status {
     }
 }
 
-fn keyspace_state(k: &KeyspaceRecord) -> KeyspaceState {
-    KeyspaceState {
-        name: k.name.clone(),
-        keyspace_id: k.id,
-        replicas: k.replicas,
-        ushard_count: k.ushard_count,
-        shard_ids: k.shards.clone(),
-        regions: k.regions.clone(),
-        preferred_region: k.preferred_region.clone(),
-        learner_regions: k.learner_regions.clone(),
-    }
-}
-
-/// A shard as the map shows it; `max_lag` from its leader's last report.
-fn shard_state(s: &ShardRecord, max_lag: u64) -> ShardState {
-    ShardState {
-        shard_id: s.id,
-        keyspace: s.keyspace.clone(),
-        voters: s.voters.clone(),
-        learners: s.learners.clone(),
-        primary: s.primary.unwrap_or(0),
-        epoch: s.epoch,
-        conf_ver: s.conf_ver,
-        adding: s.change.as_ref().map(|c| c.adding).unwrap_or(0),
-        removing: s.change.as_ref().map(|c| c.removing).unwrap_or(0),
-        change_phase: s
-            .change
-            .as_ref()
-            .map(|c| c.phase.name().to_string())
-            .unwrap_or_default(),
-        max_lag,
-    }
-}
-
 impl ShardManagerService {
     fn node_state(&self, n: &NodeRecord) -> NodeState {
-        let (liveness, age) = self.manager.liveness_of(n.id);
+        let (liveness, since_heartbeat) = self.manager.liveness_of(n.id);
         let (replica_count, primary_count) = self.manager.node_load(n.id);
         let (approx_bytes, ops_per_sec) = self.manager.node_usage(n.id);
-        NodeState {
-            node_id: n.id,
-            client_addr: n.client_addr.clone(),
-            raft_addr: n.raft_addr.clone(),
-            region: n.region.clone(),
-            labels: n.labels.clone().into_iter().collect(),
-            liveness: liveness.name().to_string(),
-            ms_since_heartbeat: age.map(|a| a.as_millis() as u64).unwrap_or(u64::MAX),
-            intent: n.intent.name().to_string(),
-            replica_count,
-            primary_count,
-            approx_bytes,
-            ops_per_sec,
-        }
+        wire::node_state(
+            n,
+            NodeObservation {
+                liveness,
+                since_heartbeat,
+                replica_count,
+                primary_count,
+                approx_bytes,
+                ops_per_sec,
+            },
+        )
     }
 }
 
@@ -100,55 +63,25 @@ fn set_clock_offset(_manager: &Manager, _offset_ms: i64) -> Result<(), Status> {
     ))
 }
 
-/// What a leader's report says about its Raft group.
-fn leader_view(r: &ReplicaReport) -> Option<LeaderView> {
-    (r.role == "leader").then(|| LeaderView {
-        node: 0,
-        voters: r.voters.iter().copied().collect(),
-        learners: r.learners.iter().copied().collect(),
-        joint: r.joint,
-        last_log_index: r.last_log_index,
-        matched_index: r.matched_index.iter().map(|(k, v)| (*k, *v)).collect(),
-    })
-}
-
 #[tonic::async_trait]
 impl ShardManager for ShardManagerService {
     async fn register_node(
         &self,
         request: Request<RegisterNodeRequest>,
     ) -> Result<Response<RegisterNodeResponse>, Status> {
-        let r = request.into_inner();
-        let id = self
-            .manager
-            .register(Registration {
-                node_id: r.node_id,
-                client_addr: r.client_addr,
-                raft_addr: r.raft_addr,
-                region: r.region,
-                labels: r.labels.into_iter().collect(),
-            })
-            .map_err(to_status)?;
-        Ok(Response::new(RegisterNodeResponse { node_id: id }))
+        let registration = wire::registration(request.into_inner());
+        let id = self.manager.register(registration).map_err(to_status)?;
+        Ok(Response::new(RegisterNodeResponse { node_id: id.0 }))
     }
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         let request = request.into_inner();
-        let views = request
-            .replicas
-            .iter()
-            .map(|r| ReplicaView {
-                shard: r.shard_id,
-                is_leader: r.role == "leader",
-                term: r.term,
-                applied_index: r.applied_index,
-                raft: leader_view(r),
-                approx_bytes: r.approx_bytes,
-                ops_per_sec: r.ops_per_sec,
-            })
-            .collect();
-        let map_version = self.manager.heartbeat(request.node_id, views).map_err(to_status)?;
-        let alive_nodes = self.manager.alive_nodes();
+        let views = request.replicas.iter().map(wire::replica_view).collect();
+        let map_version = self
+            .manager
+            .heartbeat(NodeId(request.node_id), views)
+            .map_err(to_status)?;
+        let alive_nodes = self.manager.alive_nodes().into_iter().map(|id| id.0).collect();
         Ok(Response::new(HeartbeatResponse {
             map_version,
             alive_nodes,
@@ -159,23 +92,17 @@ impl ShardManager for ShardManagerService {
         &self,
         request: Request<CreateKeyspaceRequest>,
     ) -> Result<Response<KeyspaceState>, Status> {
-        let r = request.into_inner();
-        let spec = KeyspaceSpec {
-            name: r.name,
-            replicas: r.replicas,
-            shards: r.shards,
-            ushards: r.ushards,
-            regions: r.regions,
-            preferred_region: r.preferred_region,
-            learner_regions: r.learner_regions,
-        };
+        let spec = wire::keyspace_spec(request.into_inner());
         let keyspace = self.manager.create_keyspace(spec).map_err(to_status)?;
         Ok(Response::new(keyspace_state(&keyspace)))
     }
 
     async fn move_primary(&self, request: Request<MovePrimaryRequest>) -> Result<Response<ShardState>, Status> {
         let r = request.into_inner();
-        let shard = self.manager.move_primary(r.shard_id, r.node_id).map_err(to_status)?;
+        let shard = self
+            .manager
+            .move_primary(ShardId(r.shard_id), NodeId(r.node_id))
+            .map_err(to_status)?;
         let lag = self.manager.shard_lags().get(&shard.id).copied().unwrap_or(0);
         Ok(Response::new(shard_state(&shard, lag)))
     }
@@ -183,7 +110,7 @@ impl ShardManager for ShardManagerService {
     async fn drain_node(&self, request: Request<NodeRequest>) -> Result<Response<NodeState>, Status> {
         let node = self
             .manager
-            .drain_node(request.into_inner().node_id)
+            .drain_node(NodeId(request.into_inner().node_id))
             .map_err(to_status)?;
         Ok(Response::new(self.node_state(&node)))
     }
@@ -198,7 +125,7 @@ impl ShardManager for ShardManagerService {
     async fn activate_node(&self, request: Request<NodeRequest>) -> Result<Response<NodeState>, Status> {
         let node = self
             .manager
-            .activate_node(request.into_inner().node_id)
+            .activate_node(NodeId(request.into_inner().node_id))
             .map_err(to_status)?;
         Ok(Response::new(self.node_state(&node)))
     }
@@ -206,7 +133,7 @@ impl ShardManager for ShardManagerService {
     async fn remove_node(&self, request: Request<NodeRequest>) -> Result<Response<NodeState>, Status> {
         let node = self
             .manager
-            .remove_node(request.into_inner().node_id)
+            .remove_node(NodeId(request.into_inner().node_id))
             .map_err(to_status)?;
         Ok(Response::new(self.node_state(&node)))
     }

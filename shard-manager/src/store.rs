@@ -11,7 +11,7 @@
 //! Every change is one synced write batch: a crash leaves the old state or
 //! the new one.
 
-use crate::model::{KeyspaceRecord, NodeId, NodeRecord, ShardId, ShardRecord};
+use crate::model::{KeyspaceId, KeyspaceRecord, NodeId, NodeRecord, ShardId, ShardRecord};
 use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -27,16 +27,16 @@ const COUNTERS: &str = "meta/counters";
 pub struct Counters {
     pub next_node_id: NodeId,
     pub next_shard_id: ShardId,
-    pub next_keyspace_id: u32,
+    pub next_keyspace_id: KeyspaceId,
     pub map_version: u64,
 }
 
 impl Default for Counters {
     fn default() -> Self {
         Counters {
-            next_node_id: 1,
-            next_shard_id: 1,
-            next_keyspace_id: 1,
+            next_node_id: NodeId(1),
+            next_shard_id: ShardId(1),
+            next_keyspace_id: KeyspaceId(1),
             map_version: 0,
         }
     }
@@ -144,7 +144,7 @@ impl MetaStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ChangePhase, NodeIntent, ReplicaChange};
+    use crate::model::{ChangePhase, Epoch, NodeIntent, ReplicaChange};
 
     #[test]
     fn a_shard_record_from_before_membership_changes_loads_with_defaults() {
@@ -157,7 +157,7 @@ mod tests {
     fn committed_state_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let node = NodeRecord {
-            id: 7,
+            id: NodeId(7),
             client_addr: "127.0.0.1:1".into(),
             raft_addr: "127.0.0.1:2".into(),
             region: "eu".into(),
@@ -165,24 +165,24 @@ mod tests {
             intent: NodeIntent::Active,
         };
         let shard = ShardRecord {
-            id: 3,
+            id: ShardId(3),
             keyspace: "ks".into(),
-            voters: vec![7],
+            voters: vec![NodeId(7)],
             learners: vec![],
-            primary: Some(7),
-            epoch: 4,
+            primary: Some(NodeId(7)),
+            epoch: Epoch(4),
             conf_ver: 3,
             change: Some(ReplicaChange {
-                adding: 9,
-                removing: 7,
+                adding: NodeId(9),
+                removing: NodeId(7),
                 voter: true,
                 phase: ChangePhase::CatchingUp,
             }),
         };
         let counters = Counters {
-            next_node_id: 8,
-            next_shard_id: 4,
-            next_keyspace_id: 2,
+            next_node_id: NodeId(8),
+            next_shard_id: ShardId(4),
+            next_keyspace_id: KeyspaceId(2),
             map_version: 9,
         };
         {
@@ -198,8 +198,8 @@ mod tests {
                 .unwrap();
         }
         let (_, state) = MetaStore::open(dir.path()).unwrap();
-        assert_eq!(state.nodes[&7], node);
-        assert_eq!(state.shards[&3], shard);
+        assert_eq!(state.nodes[&NodeId(7)], node);
+        assert_eq!(state.shards[&ShardId(3)], shard);
         assert_eq!(state.counters, counters);
     }
 }

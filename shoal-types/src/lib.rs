@@ -24,6 +24,14 @@ macro_rules! id_newtype {
             }
         }
 
+        impl $name {
+            /// The one after this one: ids, epochs and versions are handed
+            /// out in increasing order.
+            pub fn next(self) -> $name {
+                $name(self.0 + 1)
+            }
+        }
+
         impl From<$inner> for $name {
             fn from(raw: $inner) -> $name {
                 $name(raw)
@@ -65,11 +73,10 @@ id_newtype!(
     Version(u64)
 );
 
-impl Epoch {
-    /// The epoch after this one.
-    pub fn next(self) -> Epoch {
-        Epoch(self.0 + 1)
-    }
+impl KeyspaceId {
+    /// Keyspace ids from this one up are the server's own (its replicated
+    /// per-shard state lives under the first); no user keyspace takes one.
+    pub const FIRST_RESERVED: KeyspaceId = KeyspaceId(u32::MAX - 1);
 }
 
 #[cfg(test)]

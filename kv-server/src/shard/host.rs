@@ -177,7 +177,7 @@ impl NodeHost {
     }
 
     async fn sync_to_layout(&self, config: &NodeConfig) -> anyhow::Result<()> {
-        let raft_config = Arc::new(config.openraft_config()?);
+        let raft_config = Arc::new(crate::config::openraft_config(&config.raft)?);
         let layout = self.layout();
         if config.shard_manager.is_some() {
             self.remove_unowned(&layout, config).await?;

@@ -58,12 +58,7 @@ impl InProcessSpec {
             nodes,
             shards,
             ushards: 64,
-            raft: RaftTuning {
-                heartbeat_interval_ms: 50,
-                election_timeout_min_ms: 300,
-                election_timeout_max_ms: 600,
-                ..RaftTuning::default()
-            },
+            raft: super::fast_raft(),
             shard_manager: false,
             dead_after: Duration::from_secs(60),
         }

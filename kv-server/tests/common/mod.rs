@@ -7,6 +7,7 @@ pub mod in_process;
 pub mod schedules;
 
 use kv_client::{ClientConfig, ShoalClient};
+use kv_server::config::RaftTuning;
 use local_cluster::{LocalCluster, LocalClusterSpec, ShardManagerAt};
 use shoal_proto::sm::ShardMap;
 use std::collections::HashMap;
@@ -18,13 +19,14 @@ pub fn kv_server_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kv-server"))
 }
 
-/// Raft timing for tests: fast elections, frequent snapshots.
-pub fn fast_raft() -> Vec<String> {
-    vec![
-        "heartbeat_interval_ms = 50".into(),
-        "election_timeout_min_ms = 300".into(),
-        "election_timeout_max_ms = 600".into(),
-    ]
+/// Raft timing for tests: fast elections.
+pub fn fast_raft() -> RaftTuning {
+    RaftTuning {
+        heartbeat_interval_ms: 50,
+        election_timeout_min_ms: 300,
+        election_timeout_max_ms: 600,
+        ..RaftTuning::default()
+    }
 }
 
 pub struct TestCluster {
@@ -44,20 +46,25 @@ pub fn shard_manager_bin() -> PathBuf {
     path
 }
 
-pub fn test_spec(dir: &TempDir, nodes: u64, shards: u64, extra_raft: &[&str]) -> LocalClusterSpec {
+pub fn test_spec(dir: &TempDir, nodes: u64, shards: u64) -> LocalClusterSpec {
     let mut spec = LocalClusterSpec::new(dir.path());
     spec.nodes = nodes;
     spec.shards = shards;
     spec.ushards = 64;
     spec.kv_server_bin = kv_server_bin();
-    spec.raft_settings = fast_raft();
-    spec.raft_settings.extend(extra_raft.iter().map(|s| s.to_string()));
+    spec.raft = fast_raft();
     spec
 }
 
-pub async fn must_start_cluster(nodes: u64, shards: u64, extra_raft: &[&str]) -> TestCluster {
+pub async fn must_start_cluster(nodes: u64, shards: u64) -> TestCluster {
+    must_start_tuned(nodes, shards, |_| {}).await
+}
+
+/// [`must_start_cluster`] with the test Raft timing changed by `tune`.
+pub async fn must_start_tuned(nodes: u64, shards: u64, tune: impl FnOnce(&mut RaftTuning)) -> TestCluster {
     let dir = tempfile::tempdir().expect("temp dir");
-    let spec = test_spec(&dir, nodes, shards, extra_raft);
+    let mut spec = test_spec(&dir, nodes, shards);
+    tune(&mut spec.raft);
     must_start_spec(spec, dir).await
 }
 
@@ -100,7 +107,7 @@ pub async fn must_connect_to(endpoints: Vec<String>) -> ShoalClient {
 /// shards placed.
 pub async fn must_start_two_region_cluster(dead_after: Duration) -> TestCluster {
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = test_spec(&dir, 5, 4, &[]);
+    let mut spec = test_spec(&dir, 5, 4);
     spec.shard_manager = true;
     spec.shard_manager_bin = shard_manager_bin();
     spec.regions = ["east", "east", "east", "west", "west"].map(String::from).to_vec();

@@ -2,7 +2,7 @@
 //! primaries.
 
 use super::{KeyspaceSpec, Manager, SmError, SmResult};
-use crate::model::{KeyspaceRecord, Liveness, NodeId, NodeIntent, ShardRecord};
+use crate::model::{Epoch, KeyspaceRecord, Liveness, NodeId, NodeIntent, ShardRecord};
 use crate::placement::{choose_primary, place_learner, place_replicas, Candidate};
 use crate::store::{Change, DurableState};
 use std::collections::HashMap;
@@ -81,14 +81,14 @@ impl Manager {
                 learners.push(learner);
             }
             let id = counters.next_shard_id;
-            counters.next_shard_id += 1;
+            counters.next_shard_id = id.next();
             shards.push(ShardRecord {
                 id,
                 keyspace: spec.name.clone(),
                 voters,
                 learners,
                 primary,
-                epoch: 1,
+                epoch: Epoch(1),
                 conf_ver: 1,
                 change: None,
             });
@@ -103,7 +103,7 @@ impl Manager {
             preferred_region: spec.preferred_region,
             learner_regions: spec.learner_regions,
         };
-        counters.next_keyspace_id += 1;
+        counters.next_keyspace_id = counters.next_keyspace_id.next();
         counters.map_version += 1;
         let change = Change {
             keyspaces: vec![keyspace.clone()],

@@ -12,7 +12,7 @@ mod nodes;
 mod primaries;
 
 use crate::clock::Clock;
-use crate::model::{NodeId, ShardId, ShardRecord};
+use crate::model::{Epoch, NodeId, ShardId, ShardRecord};
 use crate::placement::PlacementError;
 use crate::repair::{LeaderView, RepairStep};
 use crate::store::{Change, DurableState, MetaStore};
@@ -75,7 +75,8 @@ pub struct KeyspaceSpec {
 /// A node registering (or re-registering).
 #[derive(Clone, Debug)]
 pub struct Registration {
-    pub node_id: NodeId,
+    /// `None`: a new node, to be given a fresh id.
+    pub node_id: Option<NodeId>,
     pub client_addr: String,
     pub raft_addr: String,
     pub region: String,
@@ -111,7 +112,7 @@ pub struct PrimaryChange {
     pub shard: ShardId,
     pub from: Option<NodeId>,
     pub to: NodeId,
-    pub epoch: u64,
+    pub epoch: Epoch,
 }
 
 pub struct Manager {

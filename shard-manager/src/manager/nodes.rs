@@ -33,8 +33,8 @@ impl Manager {
             .collect()
     }
 
-    /// Registers a new node (id 0: allocates a fresh id, never reused) or
-    /// updates a known one.
+    /// Registers a new node (no id: allocates a fresh one, never reused)
+    /// or updates a known one.
     pub fn register(&self, reg: Registration) -> SmResult<NodeId> {
         if reg.client_addr.is_empty() || reg.raft_addr.is_empty() {
             return Err(SmError::InvalidArgument(
@@ -46,19 +46,20 @@ impl Manager {
         }
         let mut state = self.lock_state();
         let mut change = Change::default();
-        let id = if reg.node_id == 0 {
-            let id = state.counters.next_node_id;
-            let mut counters = state.counters.clone();
-            counters.next_node_id += 1;
-            counters.map_version += 1;
-            change.counters = Some(counters);
-            id
-        } else {
-            match state.nodes.get(&reg.node_id) {
-                None => return Err(SmError::UnknownNode(reg.node_id)),
-                Some(n) if n.intent == NodeIntent::Removed => return Err(SmError::NodeRemoved(reg.node_id)),
-                Some(_) => reg.node_id,
+        let id = match reg.node_id {
+            None => {
+                let id = state.counters.next_node_id;
+                let mut counters = state.counters.clone();
+                counters.next_node_id = id.next();
+                counters.map_version += 1;
+                change.counters = Some(counters);
+                id
             }
+            Some(id) => match state.nodes.get(&id) {
+                None => return Err(SmError::UnknownNode(id)),
+                Some(n) if n.intent == NodeIntent::Removed => return Err(SmError::NodeRemoved(id)),
+                Some(_) => id,
+            },
         };
         let intent = state.nodes.get(&id).map(|n| n.intent).unwrap_or(NodeIntent::Active);
         let record = NodeRecord {

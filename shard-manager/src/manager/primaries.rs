@@ -64,7 +64,7 @@ impl Manager {
             };
             let mut next = shard.clone();
             next.primary = Some(to);
-            next.epoch += 1;
+            next.epoch = next.epoch.next();
             changes.push(PrimaryChange {
                 shard: shard.id,
                 from: shard.primary,
@@ -96,7 +96,7 @@ impl Manager {
         }
         let mut next = current.clone();
         next.primary = Some(node);
-        next.epoch += 1;
+        next.epoch = next.epoch.next();
         self.commit_shards(&mut state, vec![next.clone()])?;
         Ok(next)
     }

@@ -1,0 +1,19 @@
+//! The file formats of Shoal's processes, as serde types with their
+//! defaults and validation: **every config and layout file is read and
+//! written through these types**, by the servers and by the launcher
+//! (`local-cluster`) alike.
+//!
+//! - [`node`]: the kv-server config (`kv-server/example.toml`).
+//! - [`manager`]: the shard-manager config (`shard-manager/example.toml`).
+//! - [`layout`]: the static cluster layout (nodes, keyspaces, shards).
+//!
+//! What depends on how a server was built (openraft's settings, whether
+//! fault injection is compiled in) is checked by that server, not here.
+
+pub mod layout;
+pub mod manager;
+pub mod node;
+
+pub use layout::ClusterLayout;
+pub use manager::ManagerConfig;
+pub use node::NodeConfig;

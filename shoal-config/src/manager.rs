@@ -1,0 +1,73 @@
+//! The shard-manager configuration: TOML, unknown fields rejected, defaults
+//! here, `validate()` naming the bad field. See `shard-manager/example.toml`.
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagerConfig {
+    /// Holds the RocksDB database of the durable state.
+    pub data_dir: PathBuf,
+    /// gRPC address for nodes, clients and operators.
+    pub listen: String,
+    /// No heartbeat for this long: the node is suspect.
+    #[serde(default = "default_suspect_after_ms")]
+    pub suspect_after_ms: u64,
+    /// No heartbeat for this long: the node is dead and its replicas are
+    /// rebuilt elsewhere (the repair grace period).
+    #[serde(default = "default_dead_after_ms")]
+    pub dead_after_ms: u64,
+}
+
+fn default_suspect_after_ms() -> u64 {
+    2_000
+}
+
+fn default_dead_after_ms() -> u64 {
+    30_000
+}
+
+impl ManagerConfig {
+    pub fn load(path: &Path) -> anyhow::Result<ManagerConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let config: ManagerConfig =
+            toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.listen.is_empty() {
+            bail!("listen: must not be empty");
+        }
+        if self.suspect_after_ms == 0 {
+            bail!("suspect_after_ms: must be at least 1");
+        }
+        if self.dead_after_ms <= self.suspect_after_ms {
+            bail!("dead_after_ms: must exceed suspect_after_ms");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses_and_validates() {
+        let config: ManagerConfig = toml::from_str(include_str!("../../shard-manager/example.toml")).unwrap();
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_timing_names_the_field() {
+        let mut config: ManagerConfig = toml::from_str(include_str!("../../shard-manager/example.toml")).unwrap();
+        config.dead_after_ms = 1;
+        assert!(config.validate().unwrap_err().to_string().starts_with("dead_after_ms"));
+        let err = toml::from_str::<ManagerConfig>("data_dir = \"x\"\nlisten = \"y\"\nlisten_typo = 1\n").unwrap_err();
+        assert!(err.to_string().contains("listen_typo"));
+    }
+}
