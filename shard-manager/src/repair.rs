@@ -329,7 +329,11 @@ mod tests {
         assert_eq!(step, RepairStep::Promote);
         s = apply(&s, &step);
         assert_eq!(s.voters, ids(&[1, 2, 5]));
-        assert_eq!(s.hosts(), ids(&[1, 2, 3, 5]), "the old replica hosts until Raft commits");
+        assert_eq!(
+            s.hosts(),
+            ids(&[1, 2, 3, 5]),
+            "the old replica hosts until Raft commits"
+        );
 
         // Joint, then uniform without 3: finished.
         leader.joint = true;
@@ -385,7 +389,11 @@ mod tests {
         let Some(RepairStep::Start(change)) = decide(&s, &nodes, Some(&moved)) else {
             panic!("expected a start")
         };
-        assert_eq!(change.removing, NodeId(3), "a dead replica is more urgent than a draining one");
+        assert_eq!(
+            change.removing,
+            NodeId(3),
+            "a dead replica is more urgent than a draining one"
+        );
     }
 
     #[test]
@@ -417,7 +425,10 @@ mod tests {
         let RepairStep::Start(change) = &step else {
             panic!("expected a start")
         };
-        assert_eq!((change.adding, change.removing, change.voter), (NodeId(6), NodeId(5), false));
+        assert_eq!(
+            (change.adding, change.removing, change.voter),
+            (NodeId(6), NodeId(5), false)
+        );
         let s = apply(&s, &step);
         let mut leader = leader_of(&shard());
         leader.learners = BTreeSet::from([NodeId(5), NodeId(6)]);

@@ -1,74 +1,15 @@
-//! Applying one write command to a shard: conditions, counters, TTL and
-//! exactly-once retries, all decided from replicated state only, so every
-//! replica reaches the same outcome.
-//!
-//! openraft hands the state machine several entries at once and they are
-//! written in one batch; [`StagedView`] lets each entry read the state the
-//! earlier entries of the batch left, before anything reaches the engine.
+//! Applying one command to a shard: conditions, counters, TTL by the apply
+//! clock, all decided from replicated state only, so every replica reaches
+//! the same outcome. Exactly-once retries are `exactly_once`'s; the state a
+//! batch is applied against is `staged`'s.
 
 use crate::apply::command::{Command, CommandResult, Condition, MutateOp, Outcome, WriteOp};
-use crate::codec::{decode, encode};
-use crate::engine::{Direction, SharedEngine, Visit, WriteBatch};
+use crate::apply::exactly_once;
+pub use crate::apply::staged::StagedView;
+use crate::engine::SharedEngine;
 use crate::keys::{self, ValueRecord, CF_DATA};
-use serde::{Deserialize, Serialize};
 use shoal_types::{KeyspaceId, ShardId, UshardId, Version};
-use std::collections::{BTreeMap, HashMap};
 use std::io;
-
-/// The engine's state plus the writes staged in the current batch. Only
-/// each key's last staged value matters, so the batch is built from the
-/// overlay at the end (values are not copied twice).
-pub struct StagedView<'a> {
-    engine: &'a SharedEngine,
-    /// Latest staged value per key (None = deleted).
-    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
-}
-
-impl<'a> StagedView<'a> {
-    pub fn new(engine: &'a SharedEngine) -> StagedView<'a> {
-        StagedView {
-            engine,
-            overlay: HashMap::new(),
-        }
-    }
-
-    pub fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
-        if let Some(staged) = self.overlay.get(key) {
-            return Ok(staged.clone());
-        }
-        self.engine.get(CF_DATA, key)
-    }
-
-    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.overlay.insert(key, Some(value));
-    }
-
-    pub fn delete(&mut self, key: Vec<u8>) {
-        self.overlay.insert(key, None);
-    }
-
-    pub fn into_batch(self) -> WriteBatch {
-        let mut batch = WriteBatch::default();
-        for (key, value) in self.overlay {
-            match value {
-                Some(value) => batch.put(CF_DATA, key, value),
-                None => batch.delete(CF_DATA, key),
-            }
-        }
-        batch
-    }
-}
-
-/// One client's exactly-once state on one shard: requests below the
-/// watermark are answered and forgotten; the results of those at or above
-/// it are kept for retries (at most the client's requests in flight).
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct ClientRecord {
-    watermark: u64,
-    results: BTreeMap<u64, CommandResult>,
-    /// The apply clock at the client's last request here.
-    last_used_ms: u64,
-}
 
 /// Reads a shard's stored apply clock (0 before the first timed write).
 pub fn read_clock(engine: &SharedEngine, shard: ShardId) -> io::Result<u64> {
@@ -95,7 +36,7 @@ impl Applier<'_, '_> {
             }
             Command::ForgetIdleClients { idle_ms, now_ms } => {
                 self.advance_clock(now_ms);
-                self.forget_idle_clients(idle_ms)?;
+                exactly_once::forget_idle_clients(self.view, self.shard, self.clock_ms, idle_ms)?;
                 Ok(CommandResult {
                     version,
                     outcome: Outcome::Applied,
@@ -119,32 +60,11 @@ impl Applier<'_, '_> {
                 let Some(request) = request else {
                     return self.mutate(keyspace, ops, version);
                 };
-                let key = keys::dedup_key(self.shard, request.client);
-                let mut record: ClientRecord = match self.view.get(&key)? {
-                    Some(bytes) => decode(&bytes)?,
-                    None => ClientRecord::default(),
-                };
-                // Everything below the client's first unanswered request is
-                // answered (or given up on): forget it, and refuse it for good.
-                record.watermark = record.watermark.max(request.first_incomplete);
-                let watermark = record.watermark;
-                record.results.retain(|seq, _| *seq >= watermark);
-                record.last_used_ms = self.clock_ms;
-                let result = if let Some(first) = record.results.get(&request.seq) {
-                    // A retry of a request already applied: answer as the first time.
-                    first.clone()
-                } else if request.seq < record.watermark {
-                    CommandResult {
-                        version,
-                        outcome: Outcome::Expired,
-                    }
-                } else {
-                    let result = self.mutate(keyspace, ops, version)?;
-                    record.results.insert(request.seq, result.clone());
-                    result
-                };
-                self.view.put(key, encode(&record)?);
-                Ok(result)
+                let clock_ms = self.clock_ms;
+                let shard = self.shard;
+                exactly_once::answer_once(self.view, shard, clock_ms, &request, version, |view| {
+                    Applier { shard, view, clock_ms }.mutate(keyspace, ops, version)
+                })
             }
         }
     }
@@ -156,30 +76,6 @@ impl Applier<'_, '_> {
             self.view
                 .put(keys::clock_key(self.shard), keys::encode_clock(self.clock_ms));
         }
-    }
-
-    /// Deletes the records of clients idle for `idle_ms` on the apply clock.
-    /// Records are found in the engine and judged as staged in this batch,
-    /// so a client refreshed by an earlier entry of the batch is kept.
-    fn forget_idle_clients(&mut self, idle_ms: u64) -> io::Result<()> {
-        let (start, end) = keys::dedup_range(self.shard);
-        let mut stored = Vec::new();
-        self.view
-            .engine
-            .scan(CF_DATA, &start, &end, Direction::Forward, &mut |key, _| {
-                stored.push(key.to_vec());
-                Ok(Visit::Continue)
-            })?;
-        for key in stored {
-            let Some(bytes) = self.view.get(&key)? else {
-                continue;
-            };
-            let record: ClientRecord = decode(&bytes)?;
-            if record.last_used_ms.saturating_add(idle_ms) <= self.clock_ms {
-                self.view.delete(key);
-            }
-        }
-        Ok(())
     }
 
     /// The live record of a key at the apply clock (expired = absent).
@@ -310,6 +206,7 @@ fn add_to_counter(current: Option<&ValueRecord>, delta: i64) -> Result<i64, Stri
 mod tests {
     use super::*;
     use crate::apply::command::RequestId;
+    use crate::apply::exactly_once::ClientRecord;
     use crate::engine::MemEngine;
 
     const SHARD: ShardId = ShardId(7);
@@ -420,7 +317,8 @@ mod tests {
         assert_eq!(results[2].outcome, Outcome::Counter(6));
         // seq 1 was forgotten once the client said it was answered; a late
         // duplicate of it is refused, not applied again.
-        let record: ClientRecord = decode(&engine.get(CF_DATA, &keys::dedup_key(SHARD, 9)).unwrap().unwrap()).unwrap();
+        let record: ClientRecord =
+            crate::codec::decode(&engine.get(CF_DATA, &keys::dedup_key(SHARD, 9)).unwrap().unwrap()).unwrap();
         assert_eq!(record.watermark, 2);
         assert_eq!(record.results.keys().copied().collect::<Vec<_>>(), vec![2]);
         let late = run(&engine, vec![(mutate(vec![incr(5)], 1, id(1, 1)), 4)]);

@@ -7,7 +7,7 @@ use crate::layout::ClusterLayout;
 use crate::rpc::status::to_status;
 use crate::rpc::validate::{
     check_batch, check_condition, check_key, check_multi_get, check_ushard, check_value, check_write_options,
-    expiry_of, read_mode, resolve_header, scan_budget,
+    expiry_of, read_mode, resolve_header, scan_budget, scan_cursor,
 };
 use crate::shard::host::NodeHost;
 use crate::shard::replica::{ReadMode, ShardReplica};
@@ -66,10 +66,7 @@ impl KvService {
         let (keyspace, shard) = self.resolve(&layout, header)?;
         let now_ms = crate::clock::wall_ms();
         let ops = build(keyspace, shard, now_ms)?;
-        let needs_state = ops
-            .iter()
-            .any(|op| op.condition().is_some() || matches!(op, MutateOp::Increment { .. }));
-        let (fast_ack, request) = check_write_options(options, needs_state)?;
+        let (fast_ack, request) = check_write_options(options, &ops)?;
         let replica = self.host.shard(shard)?;
         let command = Command::Mutate {
             keyspace: keyspace.id,
@@ -346,11 +343,7 @@ impl Kv for KvService {
                     reverse: req.reverse,
                     limit,
                     max_bytes,
-                    resume_after: if req.resume_after.is_empty() {
-                        None
-                    } else {
-                        Some(Cursor::decode(&req.resume_after)?)
-                    },
+                    resume_after: scan_cursor(&req.resume_after)?,
                 };
                 let mode = read_mode(req.consistency.as_ref());
                 let replica = self.read_replica(shard, mode).await?;

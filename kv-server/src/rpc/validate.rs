@@ -6,6 +6,7 @@ use crate::config::Limits;
 use crate::error::{KvError, KvResult};
 use crate::layout::{ClusterLayout, KeyspaceLayout};
 use crate::shard::replica::ReadMode;
+use crate::shard::scan::Cursor;
 use shoal_proto::kv::{batch_op, condition, read_consistency, BatchOp, KeyRef, ReadConsistency, RequestHeader};
 use shoal_proto::kv::{Condition as WireCondition, WriteOptions};
 use shoal_types::{Epoch, ShardId, UshardId};
@@ -137,10 +138,13 @@ pub fn expiry_of(ttl_ms: u64, now_ms: u64) -> KvResult<u64> {
 /// A write's acknowledgement mode and its exactly-once id. `needs_state`:
 /// the answer depends on the applied state (conditions, counters), which a
 /// fast-ack write does not wait for.
-pub fn check_write_options(options: Option<&WriteOptions>, needs_state: bool) -> KvResult<(bool, Option<RequestId>)> {
+pub fn check_write_options(options: Option<&WriteOptions>, ops: &[MutateOp]) -> KvResult<(bool, Option<RequestId>)> {
     let Some(options) = options else {
         return Ok((false, None));
     };
+    let needs_state = ops
+        .iter()
+        .any(|op| op.condition().is_some() || matches!(op, MutateOp::Increment { .. }));
     if options.fast_ack && needs_state {
         return Err(KvError::Malformed(
             "fast_ack cannot be combined with a condition or an increment: their answer needs the applied state".into(),
@@ -275,4 +279,15 @@ pub fn scan_budget(limits: &Limits, limit: u32, max_bytes: u64) -> KvResult<(usi
         max_bytes
     };
     Ok((limit as usize, max_bytes))
+}
+
+/// Where a scan page resumes: nowhere (empty), or a cursor an earlier page
+/// returned; anything else is refused.
+pub fn scan_cursor(resume_after: &[u8]) -> KvResult<Option<Cursor>> {
+    if resume_after.is_empty() {
+        return Ok(None);
+    }
+    Cursor::decode(resume_after)
+        .map(Some)
+        .ok_or_else(|| KvError::Malformed("resume_after is not a cursor returned by scan".into()))
 }

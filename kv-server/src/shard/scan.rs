@@ -6,7 +6,7 @@
 //! ordered by that pair, and the resume cursor names the last pair returned.
 
 use crate::engine::Direction;
-use crate::error::{KvError, KvResult};
+use crate::error::KvResult;
 use crate::keys;
 use crate::shard::view::{ReplicaView, ScanBudget, ScanItem};
 use shoal_types::{KeyspaceId, UshardId};
@@ -36,10 +36,11 @@ impl Cursor {
         shoal_proto::scan_cursor::encode(self.ushard.0, &self.key)
     }
 
-    pub fn decode(bytes: &[u8]) -> KvResult<Cursor> {
-        let (ushard, key) = shoal_proto::scan_cursor::decode(bytes)
-            .ok_or_else(|| KvError::Malformed("resume_after is not a cursor returned by scan".into()))?;
-        Ok(Cursor {
+    /// `None` unless `bytes` is a cursor [`Self::encode`] made; requests
+    /// are checked by `rpc::validate::scan_cursor`.
+    pub fn decode(bytes: &[u8]) -> Option<Cursor> {
+        let (ushard, key) = shoal_proto::scan_cursor::decode(bytes)?;
+        Some(Cursor {
             key,
             ushard: UshardId(ushard),
         })
@@ -194,7 +195,7 @@ mod tests {
             ushard: UshardId(9),
         };
         assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
-        assert!(Cursor::decode(b"ab").is_err());
+        assert!(Cursor::decode(b"ab").is_none());
     }
 
     #[test]
