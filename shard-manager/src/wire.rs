@@ -1,5 +1,5 @@
 //! The one place where the shard manager's records meet protobuf: typed
-//! ids ([`NodeId`], [`ShardId`], [`Epoch`]) become the wire's plain numbers
+//! ids ([`NodeId`], [`ShardId`], [`Epoch`](crate::model::Epoch)) become the wire's plain numbers
 //! here and nowhere else, and "no primary" / "no change" become the wire's 0.
 
 use crate::manager::{KeyspaceSpec, Registration, ReplicaView};
