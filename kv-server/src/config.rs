@@ -6,6 +6,14 @@
 use anyhow::{bail, Context};
 pub use shoal_config::node::{FaultInjection, Limits, NodeConfig, RaftTuning, ReadTuning};
 
+/// Reads and validates a config file, and refuses what this build cannot
+/// honour, before the node binds or opens anything.
+pub fn load(path: &std::path::Path) -> anyhow::Result<NodeConfig> {
+    let config = NodeConfig::load(path)?;
+    check_build_supports(&config)?;
+    Ok(config)
+}
+
 /// Refuses a config this build cannot honour: a fault switched on in a
 /// kv-server built without the `failpoints` feature.
 pub fn check_build_supports(config: &NodeConfig) -> anyhow::Result<()> {

@@ -3,9 +3,9 @@
 //! # Layout
 //! - [`clock`]: the node's wall clock (TTL, freshness), skewable in fault tests.
 //! - [`peer_clocks`]: how far this node's clock is from its peers' (leaders refuse to stamp writes with a clock a quorum disagrees with).
-//! - [`config`]: the node's TOML configuration and its validation.
+//! - [`config`]: the node's configuration (its format and validation are `shoal-config`'s), openraft's settings from it, and refusing faults this build cannot inject.
 //! - [`identity`]: which node id a data directory belongs to.
-//! - [`layout`]: the cluster layout (nodes, keyspaces, shards) a node serves.
+//! - [`layout`]: the cluster layout (nodes, keyspaces, shards) a node serves (`shoal-config`'s types).
 //! - [`keys`]: **the only module that builds storage keys**.
 //! - [`engine`]: the storage trait, its RocksDB and in-memory implementations.
 //! - [`apply`]: what a shard's log means: the command format and how every replica applies a command alike (conditions, counters, TTL, exactly-once). Nothing in it knows openraft.

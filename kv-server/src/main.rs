@@ -2,7 +2,6 @@
 
 use anyhow::Context;
 use clap::Parser;
-use kv_server::config::NodeConfig;
 use std::path::PathBuf;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -25,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let args = Args::parse();
-    let config = NodeConfig::load(&args.config)?;
+    let config = kv_server::config::load(&args.config)?;
     let client = tokio::net::TcpListener::bind(&config.listen_client)
         .await
         .with_context(|| format!("binding listen_client {}", config.listen_client))?;

@@ -51,7 +51,9 @@ pub struct LocalClusterSpec {
     /// Run a shard manager that owns the layout (instead of a static file).
     pub shard_manager: bool,
     pub shard_manager_bin: PathBuf,
-    /// Region of node i is `regions[(i - 1) % len]`; empty = "local".
+    /// Region of node i is `regions[(i - 1) % len]`; empty = "local". It
+    /// goes into each node's config and, without a shard manager, into the
+    /// static layout, where clients read it to pick nearby replicas.
     pub regions: Vec<String>,
     /// Replicas per shard of the default keyspace (shard-manager mode).
     pub replicas: u32,
@@ -81,7 +83,7 @@ impl LocalClusterSpec {
 
     fn region_of(&self, id: u64) -> String {
         if self.regions.is_empty() {
-            "local".into()
+            shoal_config::DEFAULT_REGION.into()
         } else {
             self.regions[((id - 1) as usize) % self.regions.len()].clone()
         }
@@ -324,8 +326,9 @@ impl LocalCluster {
                 (None, addrs)
             }
         };
-        let shard_manager = match (spec.shard_manager, &sm_addr) {
-            (true, Some(addr)) => {
+        // An address exactly when the cluster has a shard manager.
+        let shard_manager = match &sm_addr {
+            Some(addr) => {
                 let config_path = spec.data_dir.join("shard-manager.toml");
                 let config = ManagerConfig {
                     data_dir: spec.data_dir.join("shard-manager"),
@@ -342,8 +345,7 @@ impl LocalCluster {
                     child: None,
                 })
             }
-            (true, None) => bail!("{} names no shard manager", addresses_path.display()),
-            (false, _) => None,
+            None => None,
         };
         let mut nodes = Vec::new();
         for (i, (client, raft)) in addrs.iter().enumerate() {

@@ -35,7 +35,7 @@ impl ShardLayout {
 }
 
 fn default_region() -> String {
-    "local".to_string()
+    crate::DEFAULT_REGION.to_string()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,6 +14,9 @@ pub mod layout;
 pub mod manager;
 pub mod node;
 
+/// The region of a node whose config or layout names none.
+pub const DEFAULT_REGION: &str = "local";
+
 pub use layout::ClusterLayout;
 pub use manager::ManagerConfig;
 pub use node::NodeConfig;

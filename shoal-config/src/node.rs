@@ -84,7 +84,7 @@ impl Default for ReadTuning {
 }
 
 fn default_region() -> String {
-    "local".to_string()
+    crate::DEFAULT_REGION.to_string()
 }
 
 fn default_heartbeat_ms() -> u64 {

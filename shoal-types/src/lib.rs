@@ -4,7 +4,7 @@
 //!
 //! They are plain numbers on the wire: the protobuf messages carry `u64` /
 //! `u32`, and each crate converts at its one wire boundary (kv-server
-//! `rpc/`, shard-manager `service.rs`, kv-client `wire.rs` and `routing.rs`).
+//! `rpc/`, shard-manager `wire.rs`, kv-client `wire.rs` and `routing.rs`).
 //! With the `serde` feature they serialize as the bare number
 //! (`#[serde(transparent)]`), so stored formats are those of the numbers.
 

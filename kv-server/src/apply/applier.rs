@@ -5,7 +5,7 @@
 
 use crate::apply::command::{Command, CommandResult, Condition, MutateOp, Outcome, WriteOp};
 use crate::apply::exactly_once;
-pub use crate::apply::staged::StagedView;
+use crate::apply::staged::StagedView;
 use crate::engine::SharedEngine;
 use crate::keys::{self, ValueRecord, CF_DATA};
 use shoal_types::{KeyspaceId, ShardId, UshardId, Version};

@@ -11,8 +11,9 @@
 //! serialises builders finishing, installs and readers (openraft runs a
 //! build in its own task, concurrently with an install).
 
-use crate::apply::applier::{read_clock, Applier, StagedView};
+use crate::apply::applier::{read_clock, Applier};
 use crate::apply::command::CommandResult;
+use crate::apply::staged::StagedView;
 use crate::codec::{decode, encode};
 use crate::engine::{SharedEngine, WriteBatch};
 use crate::keys::{self, RaftMetaTag, SmMetaTag, CF_DATA, CF_RAFT_META};

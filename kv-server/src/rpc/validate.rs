@@ -135,9 +135,9 @@ pub fn expiry_of(ttl_ms: u64, now_ms: u64) -> KvResult<u64> {
     Ok(now_ms.saturating_add(ttl_ms))
 }
 
-/// A write's acknowledgement mode and its exactly-once id. `needs_state`:
-/// the answer depends on the applied state (conditions, counters), which a
-/// fast-ack write does not wait for.
+/// A write's acknowledgement mode and its exactly-once id. Fast-ack is
+/// refused for `ops` whose answer depends on the applied state (a
+/// condition, an increment), which a fast-ack write does not wait for.
 pub fn check_write_options(options: Option<&WriteOptions>, ops: &[MutateOp]) -> KvResult<(bool, Option<RequestId>)> {
     let Some(options) = options else {
         return Ok((false, None));
