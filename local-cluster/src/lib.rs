@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use shoal_config::layout::{ClusterLayout, NodeLayout};
 use shoal_config::node::{FaultInjection, NodeConfig, RaftTuning};
-use shoal_config::ManagerConfig;
+use shoal_config::{read_toml, ManagerConfig};
 use shoal_proto::admin::admin_client::AdminClient;
 use shoal_proto::admin::{ReplicaStatusResponse, SetFailpointRequest, ShardDigestResponse};
 use shoal_proto::sm::{CreateKeyspaceRequest, ShardMap};
@@ -246,11 +246,6 @@ fn write_toml<T: Serialize + serde::de::DeserializeOwned>(path: &Path, header: &
     std::fs::write(path, format!("{header}\n{text}")).with_context(|| format!("writing {}", path.display()))
 }
 
-fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-}
-
 /// The gRPC endpoint at `addr` (127.0.0.1 ports, plain HTTP/2), giving up
 /// connecting after `connect_within`. Callers add request deadlines.
 pub(crate) fn endpoint(addr: &str, connect_within: Duration) -> anyhow::Result<tonic::transport::Endpoint> {
@@ -276,10 +271,10 @@ impl LocalCluster {
         });
         let (sm_addr, addrs) = if addresses_path.exists() {
             let (sm_addr, nodes) = if spec.shard_manager {
-                let addresses: Addresses = read_toml(&addresses_path)?;
+                let addresses: Addresses = read_toml(&addresses_path, "addresses")?;
                 (Some(addresses.shard_manager), addresses.nodes)
             } else {
-                (None, read_toml::<ClusterLayout>(&addresses_path)?.nodes)
+                (None, read_toml::<ClusterLayout>(&addresses_path, "layout")?.nodes)
             };
             if nodes.len() as u64 != spec.nodes {
                 bail!(
@@ -684,14 +679,14 @@ mod tests {
             nodes: nodes.clone(),
         };
         write_toml(&path, "# test", &addresses).unwrap();
-        assert_eq!(read_toml::<Addresses>(&path).unwrap(), addresses);
+        assert_eq!(read_toml::<Addresses>(&path, "addresses").unwrap(), addresses);
         // A playground from before this format kept a whole layout here.
         let layout = ClusterLayout::local(&nodes, 4, 64);
         let old = format!("shard_manager = \"127.0.0.1:9\"\n{}", toml::to_string(&layout).unwrap());
         std::fs::write(&path, old).unwrap();
-        assert_eq!(read_toml::<Addresses>(&path).unwrap(), addresses);
+        assert_eq!(read_toml::<Addresses>(&path, "addresses").unwrap(), addresses);
         std::fs::write(&path, "nodes = 3").unwrap();
-        let err = format!("{:#}", read_toml::<Addresses>(&path).unwrap_err());
+        let err = format!("{:#}", read_toml::<Addresses>(&path, "addresses").unwrap_err());
         assert!(err.contains("addresses.toml"), "{err}");
     }
 

@@ -5,7 +5,7 @@
 //! lives in `shards[u % shards.len()]` — the fixed mapping that the shard
 //! manager's versioned map replaces later.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde::{Deserialize, Serialize};
 use shoal_types::{Epoch, KeyspaceId, NodeId, ShardId};
 use std::collections::HashSet;
@@ -102,9 +102,7 @@ pub struct ClusterLayout {
 
 impl ClusterLayout {
     pub fn load(path: &Path) -> anyhow::Result<ClusterLayout> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading layout {}", path.display()))?;
-        let layout: ClusterLayout =
-            toml::from_str(&text).with_context(|| format!("parsing layout {}", path.display()))?;
+        let layout: ClusterLayout = crate::read_toml(path, "layout")?;
         layout.validate()?;
         Ok(layout)
     }

@@ -14,6 +14,16 @@ pub mod layout;
 pub mod manager;
 pub mod node;
 
+use anyhow::Context;
+use std::path::Path;
+
+/// Reads a TOML file of kind `what` ("config", "layout", …) into `T`; the
+/// error names the file. Validation is the caller's.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {what} {}", path.display()))
+}
+
 /// The region of a node whose config or layout names none.
 pub const DEFAULT_REGION: &str = "local";
 

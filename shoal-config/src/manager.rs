@@ -1,7 +1,7 @@
 //! The shard-manager configuration: TOML, unknown fields rejected, defaults
 //! here, `validate()` naming the bad field. See `shard-manager/example.toml`.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -31,9 +31,7 @@ fn default_dead_after_ms() -> u64 {
 
 impl ManagerConfig {
     pub fn load(path: &Path) -> anyhow::Result<ManagerConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-        let config: ManagerConfig =
-            toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        let config: ManagerConfig = crate::read_toml(path, "config")?;
         config.validate()?;
         Ok(config)
     }

@@ -3,7 +3,7 @@
 //! `kv-server/example.toml` documents every field. kv-server adds what
 //! depends on its build: openraft's settings and the failpoints check.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde::{Deserialize, Serialize};
 use shoal_types::NodeId;
 use std::path::{Path, PathBuf};
@@ -184,8 +184,7 @@ impl NodeConfig {
     }
 
     pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-        let config: NodeConfig = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        let config: NodeConfig = crate::read_toml(path, "config")?;
         config.validate()?;
         Ok(config)
     }
