@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "proto/shoal/admin/v1/admin.proto",
             "proto/shoal/raft/v1/raft.proto",
             "proto/shoal/sm/v1/sm.proto",
+            "proto/shoal/mover/v1/mover.proto",
         ],
         &["proto"],
     )?;

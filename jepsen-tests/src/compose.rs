@@ -8,7 +8,7 @@ use crate::target::Target;
 use shoal_proto::admin::admin_client::AdminClient;
 use shoal_proto::admin::SetFailpointRequest;
 use shoal_proto::sm::shard_manager_client::ShardManagerClient;
-use shoal_proto::sm::{ClockOffset, GetShardMapRequest, MovePrimaryRequest, NodeRequest, ShardMap};
+use shoal_proto::sm::{ClockOffset, GetShardMapRequest, MovePrimaryRequest, MoveUshardRequest, NodeRequest, ShardMap};
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
@@ -242,6 +242,18 @@ impl Target for ComposeTarget {
             })
             .await?;
         Ok(())
+    }
+
+    async fn move_ushard(&self, ushard: u32, to: u64) -> anyhow::Result<u64> {
+        let started = ShardManagerClient::new(channel(SHARD_MANAGER).await?)
+            .move_ushard(MoveUshardRequest {
+                keyspace: "default".into(),
+                ushard,
+                to_shard: to,
+            })
+            .await?
+            .into_inner();
+        Ok(started.move_id)
     }
 
     async fn drain(&self, node: u64) -> anyhow::Result<()> {

@@ -53,10 +53,14 @@ pub enum Nemesis {
     /// ±1 h), back when healing: as a leader it may stamp nothing (its
     /// peers' clocks disagree), as a follower it proves no staleness.
     NodeClockJump,
+    /// Move a few μshards of the keyspace (a quarter of them) to other
+    /// shards, live, through the shard manager; composed with the other
+    /// faults, kills, pauses and partitions land in every phase of a move.
+    MoveUshard,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 12] = [
+    pub const ALL: [Nemesis; 13] = [
         Nemesis::Kill,
         Nemesis::QuickRestart,
         Nemesis::PowerKill,
@@ -69,6 +73,7 @@ impl Nemesis {
         Nemesis::Drain,
         Nemesis::Clock,
         Nemesis::NodeClockJump,
+        Nemesis::MoveUshard,
     ];
 
     /// Whether a run of `mix` needs nodes that lose unsynced writes when
@@ -85,7 +90,11 @@ impl Nemesis {
     pub fn may_lose_fast_acks(self) -> bool {
         !matches!(
             self,
-            Nemesis::MovePrimary | Nemesis::Drain | Nemesis::ShardManagerKill | Nemesis::NodeClockJump
+            Nemesis::MovePrimary
+                | Nemesis::Drain
+                | Nemesis::ShardManagerKill
+                | Nemesis::NodeClockJump
+                | Nemesis::MoveUshard
         )
     }
 
@@ -103,6 +112,7 @@ impl Nemesis {
             Nemesis::Clock => "clock",
             Nemesis::PowerKill => "power-kill",
             Nemesis::NodeClockJump => "node-clock-jump",
+            Nemesis::MoveUshard => "move-ushard",
         }
     }
 
@@ -170,6 +180,17 @@ fn churn(map: &shoal_proto::sm::ShardMap) -> (u64, u64) {
         map.shards.iter().map(|s| s.epoch).sum(),
         map.shards.iter().map(|s| s.conf_ver).sum(),
     )
+}
+
+/// The shard owning `ushard` by the keyspace's map as the shard manager
+/// shows it.
+fn owner_in(keyspace: &shoal_proto::sm::KeyspaceState, ushard: u32) -> Option<u64> {
+    keyspace
+        .ushard_runs
+        .iter()
+        .take_while(|r| r.first_ushard <= ushard)
+        .last()
+        .map(|r| r.shard_id)
 }
 
 /// Applies one `nemesis` fault, chosen with `rng`. Its victim is a node
@@ -291,6 +312,31 @@ async fn inject<T: Target>(
                 // Refused when the node is not alive: that is fine.
                 if let Err(e) = target.move_primary(shard.shard_id, *to).await {
                     recorder.nemesis(format!("move refused: {e:#}"));
+                }
+            }
+            Heal::Nothing
+        }
+        Nemesis::MoveUshard => {
+            let map = target.shard_map().await?;
+            let keyspace = map.keyspaces.iter().find(|k| k.name == "default").cloned();
+            if let Some(keyspace) = keyspace {
+                let ushards: Vec<u32> = (0..keyspace.ushard_count).collect();
+                for ushard in ushards.choose_multiple(rng, (keyspace.ushard_count as usize / 4).max(1)) {
+                    let owner = owner_in(&keyspace, *ushard);
+                    let others: Vec<u64> = keyspace
+                        .shard_ids
+                        .iter()
+                        .copied()
+                        .filter(|s| Some(*s) != owner)
+                        .collect();
+                    let Some(to) = others.choose(rng).copied() else {
+                        continue;
+                    };
+                    match target.move_ushard(*ushard, to).await {
+                        Ok(id) => recorder.nemesis(format!("move ushard {ushard} to shard {to} (move {id})")),
+                        // A μshard still moving, a shard manager down: fine.
+                        Err(e) => recorder.nemesis(format!("move of ushard {ushard} refused: {e:#}")),
+                    }
                 }
             }
             Heal::Nothing

@@ -30,7 +30,8 @@ pub struct RunConfig {
     pub out_dir: PathBuf,
     /// Turns on a deliberate bug on every node, to prove the checker can
     /// say "invalid": failpoint `multi-get-torn` for the pairs workload,
-    /// `ack-before-commit` for the others (see [`bug_failpoint`]).
+    /// `ack-before-commit` for the others, `move-activate-early` under μshard
+    /// moves (see [`bug_failpoint`]).
     pub bug: bool,
     /// How long the checker may search before it says "unknown".
     pub check_budget: Duration,
@@ -49,6 +50,10 @@ pub struct RunReport {
     /// Acknowledged adds the final read did not find (set and fast-ack).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost_acknowledged: Option<usize>,
+    /// μshard moves that reached `done` by the end of the run (runs with
+    /// the `move-ushard` nemesis), so a test can tell moves happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ushard_moves_done: Option<usize>,
 }
 
 impl std::fmt::Display for RunReport {
@@ -68,12 +73,21 @@ impl std::fmt::Display for RunReport {
         if let Some(lost) = self.lost_acknowledged {
             write!(f, "; {lost} acknowledged adds lost")?;
         }
+        if let Some(moves) = self.ushard_moves_done {
+            write!(f, "; {moves} μshard moves done")?;
+        }
         match &self.verdict {
             Verdict::Invalid(why) => write!(f, ": {}", why.join("; ")),
             Verdict::Unknown(why) => write!(f, ": {why}"),
             Verdict::Valid => Ok(()),
         }
     }
+}
+
+/// How many μshard moves the shard manager has finished.
+async fn moves_done(target: &impl Target) -> anyhow::Result<usize> {
+    let map = target.shard_map().await?;
+    Ok(map.moves.iter().filter(|m| m.phase == "done").count())
 }
 
 /// Reads every element of a set (or fast-ack) workload back with strong
@@ -111,9 +125,14 @@ async fn read_set(client: &ShoalClient, prefix: &str, workload: Workload) -> any
     }
 }
 
-/// The deliberate bug `--bug` turns on for `workload`, as a failpoint name
-/// and its actions: one its checker must catch (docs/failpoints.md).
-pub fn bug_failpoint(workload: Workload) -> (&'static str, &'static str) {
+/// The deliberate bug `--bug` turns on for `workload` under `nemeses`, as
+/// a failpoint name and its actions: one its checker must catch
+/// (docs/failpoints.md). Under μshard moves, the destination activating
+/// before it caught up.
+pub fn bug_failpoint(workload: Workload, nemeses: &[Nemesis]) -> (&'static str, &'static str) {
+    if nemeses.contains(&Nemesis::MoveUshard) {
+        return ("move-activate-early", "return");
+    }
     match workload {
         Workload::Pairs => ("multi-get-torn", "return"),
         // Reads judge expiry half a second ahead of conditions.
@@ -156,7 +175,7 @@ fn losses_by_fault<'a>(ops: &[Op], events: &'a [NemesisEvent], lost: &[u64]) -> 
 pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Result<RunReport> {
     std::fs::create_dir_all(&config.out_dir)?;
     if config.bug {
-        let (name, actions) = bug_failpoint(config.workload);
+        let (name, actions) = bug_failpoint(config.workload, &config.nemeses);
         for node in target.nodes() {
             target.set_failpoint(node, name, actions).await?;
         }
@@ -231,6 +250,11 @@ pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Resul
         Workload::Ttl => check_ttl(&ops),
     };
     recorder.write(&config.out_dir.join("history.jsonl"))?;
+    let ushard_moves_done = if config.nemeses.contains(&Nemesis::MoveUshard) {
+        Some(moves_done(target).await?)
+    } else {
+        None
+    };
     let report = RunReport {
         workload: config.workload.name(),
         nemeses: config.nemeses.iter().map(|n| n.name()).collect(),
@@ -241,6 +265,7 @@ pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Resul
         verdict,
         nemesis_events: events.len(),
         lost_acknowledged,
+        ushard_moves_done,
     };
     std::fs::write(
         config.out_dir.join("verdict.json"),

@@ -32,6 +32,9 @@ pub trait Target {
     async fn set_failpoint(&mut self, node: u64, name: &str, actions: &str) -> anyhow::Result<()>;
     async fn shard_map(&self) -> anyhow::Result<ShardMap>;
     async fn move_primary(&self, shard: u64, node: u64) -> anyhow::Result<()>;
+    /// Starts moving μshard `ushard` of the `default` keyspace to shard
+    /// `to`; returns the move's id.
+    async fn move_ushard(&self, ushard: u32, to: u64) -> anyhow::Result<u64>;
     /// Starts draining a node through the shard manager.
     async fn drain(&self, node: u64) -> anyhow::Result<()>;
     /// Ends a drain.
@@ -185,6 +188,11 @@ impl Target for LocalTarget {
 
     async fn move_primary(&self, shard: u64, node: u64) -> anyhow::Result<()> {
         self.cluster.move_primary(shard, node).await
+    }
+
+    async fn move_ushard(&self, ushard: u32, to: u64) -> anyhow::Result<u64> {
+        let started = self.cluster.shard_manager()?.move_ushard("default", ushard, to).await?;
+        Ok(started.move_id)
     }
 
     async fn drain(&self, node: u64) -> anyhow::Result<()> {

@@ -162,3 +162,33 @@ async fn multi_gets_reading_each_key_apart_are_reported_torn() {
     let report = must_run(config(Workload::Pairs, &[], 10, 22, true)).await;
     must_be_invalid(&report, "multi-get", "a torn multi-get must be caught");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_and_register_stay_valid_while_ushards_move_under_kills_and_shard_manager_kills() {
+    let nemeses = [
+        Nemesis::MoveUshard,
+        Nemesis::Kill,
+        Nemesis::ShardManagerKill,
+        Nemesis::MoveUshard,
+    ];
+    let report = must_run(config(Workload::Set, &nemeses, 40, 31, false)).await;
+    assert_eq!(report.verdict, Verdict::Valid, "{report}");
+    assert!(report.nemesis_events >= 4, "faults were injected: {report}");
+    assert!(report.ushard_moves_done >= Some(1), "μshards moved: {report}");
+    let report = must_run(config(
+        Workload::Register,
+        &[Nemesis::MoveUshard, Nemesis::Pause],
+        30,
+        32,
+        false,
+    ))
+    .await;
+    assert_eq!(report.verdict, Verdict::Valid, "{report}");
+    assert!(report.ushard_moves_done >= Some(1), "μshards moved: {report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_that_activates_before_catching_up_is_reported_losing_writes() {
+    let report = must_run(config(Workload::Set, &[Nemesis::MoveUshard], 30, 33, true)).await;
+    must_be_invalid(&report, "lost", "activation before catch-up");
+}

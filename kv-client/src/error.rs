@@ -32,7 +32,11 @@ impl ClientError {
         match self {
             ClientError::Rejected { code, .. } => matches!(
                 code,
-                ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::WrongShard | ErrorCode::UnknownShard
+                ErrorCode::NotLeader
+                    | ErrorCode::Unavailable
+                    | ErrorCode::WrongShard
+                    | ErrorCode::UnknownShard
+                    | ErrorCode::Moving
             ),
             ClientError::Unavailable(_) => true,
             // Retrying may apply the write twice; the caller decides.

@@ -86,7 +86,9 @@ pub(crate) fn classify(status: tonic::Status, kind: Kind) -> Next {
         },
         // Either side's map may be behind: the replica may have moved away
         // (or not arrived yet), or the epoch changed. Refresh ours and retry.
-        Some(ErrorCode::UnknownShard | ErrorCode::WrongShard | ErrorCode::StaleEpoch) => {
+        // A μshard being handed over (nothing was written): its new owner
+        // shows in the map once the hand-off ends.
+        Some(ErrorCode::UnknownShard | ErrorCode::WrongShard | ErrorCode::StaleEpoch | ErrorCode::Moving) => {
             Next::Refresh(status.message().to_string())
         }
         // This replica is behind what the read asked for: another may not be.

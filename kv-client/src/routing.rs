@@ -6,7 +6,7 @@ use crate::error::{ClientError, ClientResult};
 use shoal_proto::admin::admin_client::AdminClient;
 use shoal_proto::admin::{GetLayoutRequest, Layout};
 use shoal_proto::routing::{shard_index_for_ushard, ushard_for_key};
-use shoal_types::{Epoch, NodeId, ShardId};
+use shoal_types::{Epoch, NodeId, ShardId, UshardId, UshardMap, UshardRun};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,10 +17,16 @@ pub struct KeyspaceRoute {
     pub name: String,
     pub ushard_count: u32,
     pub shards: Vec<ShardId>,
+    /// The μshard map; `None` when the layout names none (the static
+    /// mapping) or sent runs out of order (the server then redirects).
+    pub map: Option<UshardMap>,
 }
 
 impl KeyspaceRoute {
     pub fn shard_of_ushard(&self, ushard: u32) -> ShardId {
+        if let Some(owner) = self.map.as_ref().and_then(|m| m.owner(UshardId(ushard))) {
+            return owner;
+        }
         self.shards[shard_index_for_ushard(ushard, self.shards.len())]
     }
 }
@@ -69,6 +75,16 @@ impl RoutingTable {
                         name: k.name.clone(),
                         ushard_count: k.ushard_count,
                         shards: k.shard_ids.iter().copied().map(ShardId).collect(),
+                        map: UshardMap::from_runs(
+                            k.ushard_count,
+                            k.ushard_runs
+                                .iter()
+                                .map(|r| UshardRun {
+                                    first: UshardId(r.first_ushard),
+                                    shard: ShardId(r.shard_id),
+                                })
+                                .collect(),
+                        ),
                     };
                     (k.name.clone(), route)
                 })

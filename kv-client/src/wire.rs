@@ -85,6 +85,28 @@ macro_rules! headed {
     )*};
 }
 
+/// An answer that names the shard that gave it (a move may make it other
+/// than the one first asked).
+pub(crate) trait Answered {
+    fn answering_shard(&self) -> Option<ShardId>;
+}
+
+macro_rules! answered {
+    ($($response:ty),*) => {$(
+        impl Answered for $response {
+            fn answering_shard(&self) -> Option<ShardId> {
+                self.header.as_ref().map(|h| ShardId(h.shard_id))
+            }
+        }
+    )*};
+}
+
+answered!(
+    shoal_proto::kv::WriteResponse,
+    shoal_proto::kv::IncrementResponse,
+    shoal_proto::kv::GetResponse
+);
+
 headed!(
     shoal_proto::kv::GetRequest,
     shoal_proto::kv::MultiGetRequest,

@@ -11,12 +11,25 @@ pub enum KvError {
     UnknownKeyspace(String),
     #[error("shard {0} is not hosted on this node")]
     UnknownShard(ShardId),
-    #[error("ushard {ushard} of keyspace {keyspace:?} does not belong to shard {shard}")]
+    #[error("ushard {ushard} of keyspace {keyspace:?} belongs to shard {owner}, not shard {shard} (map version {map_version})")]
     WrongShard {
         keyspace: String,
         ushard: u32,
         shard: ShardId,
+        /// Who owns it, by the map of `map_version`.
+        owner: ShardId,
+        map_version: u64,
     },
+    #[error("{0}")]
+    MoveConflict(String),
+    #[error("ushard {ushard} has moved from shard {shard} to shard {owner}")]
+    UshardMoved {
+        shard: ShardId,
+        ushard: u32,
+        owner: ShardId,
+    },
+    #[error("ushard {ushard} of keyspace {keyspace:?} is moving to another shard: nothing was written; retry shortly")]
+    Moving { keyspace: String, ushard: u32 },
     #[error("shard {shard} is at epoch {current}; the request named epoch {requested}: refresh the shard map")]
     StaleEpoch {
         shard: ShardId,

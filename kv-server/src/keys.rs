@@ -8,7 +8,7 @@
 //! | `raft_log`  | `shard:u64be` `index:u64be`                      | bincode `Entry` |
 //! | `raft_meta` | `shard:u64be` `tag:u8`                           | bincode vote / purged id / snapshot meta |
 //! | `data`      | `shard:u64be` `keyspace:u32be` `ushard:u32be` `user key` | [`ValueRecord`] |
-//! | `data`      | `shard:u64be` `0xFFFF_FFFE` `tag:u8` ...         | replicated shard state: the apply clock, exactly-once records per client |
+//! | `data`      | `shard:u64be` `0xFFFF_FFFE` `tag:u8` ...         | replicated shard state: the apply clock, the version base, exactly-once records per client, each moving μshard's state and change log |
 //! | `data`      | `shard:u64be` `0xFFFF_FFFF` `tag:u8`             | state-machine metadata (applied log id, membership) |
 //!
 //! Why this order: every shard is one contiguous range in each cf, so a
@@ -42,6 +42,16 @@ pub enum ReplicatedTag {
     /// `client:u64be` → that client's exactly-once record (its watermark
     /// and the results of its requests at or above it).
     Dedup = 2,
+    /// The version base: a version is the entry's log index plus it
+    /// (u64be; absent = 0). Raised when the shard takes in moved records.
+    VersionBase = 3,
+    /// `keyspace:u32be` `ushard:u32be` → the μshard's part in a move
+    /// (absent: it has never moved in or out of this shard).
+    UshardState = 4,
+    /// `keyspace:u32be` `ushard:u32be` `version:u64be` → what the entry of
+    /// that version changed in a μshard being moved out (the change log
+    /// the destination tails).
+    MoveLog = 5,
 }
 
 /// Tags of per-shard Raft metadata in `raft_meta`.
@@ -154,18 +164,79 @@ pub fn clock_key(shard: ShardId) -> Vec<u8> {
     replicated_key(shard, ReplicatedTag::Clock)
 }
 
-/// The stored form of an apply clock (u64be ms).
-pub fn encode_clock(clock_ms: u64) -> Vec<u8> {
-    clock_ms.to_be_bytes().to_vec()
+/// The stored form of a replicated counter: the apply clock (ms) or the
+/// version base (u64be).
+pub fn encode_u64(value: u64) -> Vec<u8> {
+    value.to_be_bytes().to_vec()
 }
 
-/// An apply clock as stored; unreadable bytes count as 0 (no clock yet).
-pub fn decode_clock(bytes: &[u8]) -> u64 {
+/// A replicated counter as stored; unreadable bytes count as 0 (not set).
+pub fn decode_u64(bytes: &[u8]) -> u64 {
     bytes
         .get(..8)
         .and_then(|b| b.try_into().ok())
         .map(u64::from_be_bytes)
         .unwrap_or(0)
+}
+
+/// Where a shard's version base is kept.
+pub fn version_base_key(shard: ShardId) -> Vec<u8> {
+    replicated_key(shard, ReplicatedTag::VersionBase)
+}
+
+fn replicated_ushard_key(shard: ShardId, tag: ReplicatedTag, keyspace: KeyspaceId, ushard: UshardId) -> Vec<u8> {
+    let mut key = replicated_key(shard, tag);
+    key.extend_from_slice(&keyspace.0.to_be_bytes());
+    key.extend_from_slice(&ushard.0.to_be_bytes());
+    key
+}
+
+/// Where a μshard's part in a move is kept.
+pub fn ushard_state_key(shard: ShardId, keyspace: KeyspaceId, ushard: UshardId) -> Vec<u8> {
+    replicated_ushard_key(shard, ReplicatedTag::UshardState, keyspace, ushard)
+}
+
+/// `[start, end)` of every μshard state of a shard.
+pub fn ushard_state_range(shard: ShardId) -> (Vec<u8>, Vec<u8>) {
+    tag_range(shard, ReplicatedTag::UshardState)
+}
+
+/// The keyspace and μshard of a key in [`ushard_state_range`].
+pub fn parse_ushard_state_key(key: &[u8]) -> Option<(KeyspaceId, UshardId)> {
+    let rest = key.get(SHARD_PREFIX_LEN + 5..)?;
+    let keyspace = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    let ushard = u32::from_be_bytes(rest.get(4..8)?.try_into().ok()?);
+    Some((KeyspaceId(keyspace), UshardId(ushard)))
+}
+
+/// Where the change a log entry of `version` made to a moving μshard is kept.
+pub fn move_log_key(shard: ShardId, keyspace: KeyspaceId, ushard: UshardId, version: Version) -> Vec<u8> {
+    let mut key = replicated_ushard_key(shard, ReplicatedTag::MoveLog, keyspace, ushard);
+    key.extend_from_slice(&version.0.to_be_bytes());
+    key
+}
+
+/// `[start, end)` of a moving μshard's change log after `after` (exclusive).
+pub fn move_log_range(shard: ShardId, keyspace: KeyspaceId, ushard: UshardId, after: Version) -> (Vec<u8>, Vec<u8>) {
+    let prefix = replicated_ushard_key(shard, ReplicatedTag::MoveLog, keyspace, ushard);
+    let start = move_log_key(shard, keyspace, ushard, Version(after.0.saturating_add(1)));
+    let end = prefix_successor(&prefix).unwrap_or_else(|| vec![0xFF; prefix.len() + 1]);
+    (start, end)
+}
+
+/// The version of a key in a [`move_log_range`].
+pub fn move_log_version(key: &[u8]) -> Option<Version> {
+    let tail = key.len().checked_sub(8)?;
+    Some(Version(u64::from_be_bytes(key.get(tail..)?.try_into().ok()?)))
+}
+
+fn tag_range(shard: ShardId, tag: ReplicatedTag) -> (Vec<u8>, Vec<u8>) {
+    let start = replicated_key(shard, tag);
+    let mut end = start.clone();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    (start, end)
 }
 
 /// Where a client's exactly-once record is kept (one key per client, so
@@ -178,12 +249,13 @@ pub fn dedup_key(shard: ShardId, client: u64) -> Vec<u8> {
 
 /// `[start, end)` of every client's exactly-once record of a shard.
 pub fn dedup_range(shard: ShardId) -> (Vec<u8>, Vec<u8>) {
-    let start = replicated_key(shard, ReplicatedTag::Dedup);
-    let mut end = start.clone();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    (start, end)
+    tag_range(shard, ReplicatedTag::Dedup)
+}
+
+/// The client id of a key in [`dedup_range`].
+pub fn client_of_dedup_key(key: &[u8]) -> Option<u64> {
+    let tail = key.len().checked_sub(8)?;
+    Some(u64::from_be_bytes(key.get(tail..)?.try_into().ok()?))
 }
 
 /// The shard and keyspace id of a `data` key, when it has both.
@@ -309,6 +381,20 @@ mod tests {
             "node-local metadata stays out"
         );
         assert!(dedup_key(shard, 9) < end, "exactly-once records travel with the data");
+        assert_eq!(client_of_dedup_key(&dedup_key(shard, 9)), Some(9));
+        let state = ushard_state_key(shard, KeyspaceId(2), UshardId(3));
+        assert!(state < end, "move states travel with the data");
+        assert_eq!(parse_ushard_state_key(&state), Some((KeyspaceId(2), UshardId(3))));
+        let (lo, hi) = ushard_state_range(shard);
+        assert!(lo <= state && state < hi);
+        let logged = move_log_key(shard, KeyspaceId(2), UshardId(3), Version(10));
+        assert!(logged < end);
+        assert_eq!(move_log_version(&logged), Some(Version(10)));
+        let (after_9, log_end) = move_log_range(shard, KeyspaceId(2), UshardId(3), Version(9));
+        assert!(after_9 <= logged && logged < log_end);
+        let (after_10, _) = move_log_range(shard, KeyspaceId(2), UshardId(3), Version(10));
+        assert!(logged < after_10, "after is exclusive");
+        assert!(move_log_key(shard, KeyspaceId(2), UshardId(4), Version(0)) >= log_end);
         let (lo, hi) = ushard_range(shard, KeyspaceId(1), UshardId(3), b"b", Some(b"d"));
         assert!(lo <= data_key(shard, KeyspaceId(1), UshardId(3), b"c"));
         assert!(data_key(shard, KeyspaceId(1), UshardId(3), b"c") < hi);

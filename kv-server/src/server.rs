@@ -7,6 +7,7 @@ use crate::engine::{RocksEngine, SharedEngine};
 use crate::layout::ClusterLayout;
 use crate::rpc::admin_service::AdminService;
 use crate::rpc::kv_service::KvService;
+use crate::rpc::mover_service::MoverService;
 use crate::rpc::raft_service::RaftService;
 use crate::rpc::sm_agent;
 use crate::shard::host::NodeHost;
@@ -15,6 +16,7 @@ use crate::ttl::ExpiryHorizons;
 use anyhow::Context;
 use shoal_proto::admin::admin_server::AdminServer;
 use shoal_proto::kv::kv_server::KvServer;
+use shoal_proto::mover::mover_server::MoverServer;
 use shoal_proto::raft::raft_transport_server::RaftTransportServer;
 use std::future::Future;
 use std::sync::Arc;
@@ -142,6 +144,11 @@ pub async fn run_filtered(
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(AdminServer::new(AdminService::new(host.clone())))
+            .add_service(
+                MoverServer::new(MoverService::new(host.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
             .serve_with_incoming_shutdown(no_delay(client_listener), stopped(stop_rx.clone())),
     );
 

@@ -89,6 +89,27 @@ async fn bad_writes_get_stable_codes_and_write_nothing() {
         let status = kv.put(request).await.expect_err(expected);
         assert_eq!(error_code(&status), expected, "{status:?}");
         assert!(!status.message().is_empty());
+        if expected == "WRONG_SHARD" {
+            // The answer names the owner and the map it judged by, so a
+            // client knows where to go and whether its map is older.
+            let hint = |key| {
+                status
+                    .metadata()
+                    .get(key)
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from)
+            };
+            assert_eq!(
+                hint(shoal_proto::OWNER_HINT_METADATA),
+                Some(shard.to_string()),
+                "{status:?}"
+            );
+            assert_eq!(
+                hint(shoal_proto::MAP_VERSION_METADATA),
+                Some("1".to_string()),
+                "{status:?}"
+            );
+        }
     }
 
     // A batch with one bad op writes none of its good ops.

@@ -72,6 +72,7 @@ async fn nodes_host_what_the_shard_manager_places_and_survive_its_outage() {
             regions: vec!["east".into()],
             preferred_region: String::new(),
             learner_regions: vec!["west".into()],
+            ..Default::default()
         })
         .await
         .unwrap();

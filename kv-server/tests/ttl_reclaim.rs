@@ -34,7 +34,7 @@ fn compaction_drops_exactly_the_records_expired_at_the_shard_clock() {
     batch.put(CF_DATA, key("expired"), record(1_000));
     batch.put(CF_DATA, key("later"), record(5_000));
     batch.put(CF_DATA, key("forever"), record(0));
-    batch.put(CF_DATA, keys::clock_key(shard), keys::encode_clock(2_000));
+    batch.put(CF_DATA, keys::clock_key(shard), keys::encode_u64(2_000));
     engine.write(batch).unwrap();
     horizons.set(shard, 2_000);
     let (start, end) = keys::shard_range(shard);

@@ -330,6 +330,11 @@ impl LocalCluster {
                     listen: addr.clone(),
                     suspect_after_ms: 1000,
                     dead_after_ms: (spec.dead_after.as_millis() as u64).max(1001),
+                    // Short, so tests see a moved μshard's copy dropped.
+                    moves: shoal_config::manager::MoveBudget {
+                        release_grace_ms: 1_000,
+                        ..Default::default()
+                    },
                 };
                 config.validate()?;
                 write_toml(&config_path, "# Written by the shoal local cluster.", &config)?;

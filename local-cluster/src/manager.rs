@@ -6,7 +6,8 @@ use crate::endpoint;
 use anyhow::{bail, Context};
 use shoal_proto::sm::shard_manager_client::ShardManagerClient;
 use shoal_proto::sm::{
-    ClockOffset, CreateKeyspaceRequest, GetShardMapRequest, MovePrimaryRequest, NodeRequest, ShardMap,
+    ClockOffset, CreateKeyspaceRequest, GetShardMapRequest, MovePrimaryRequest, MoveRequest, MoveState,
+    MoveUshardRequest, NodeRequest, ShardMap,
 };
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -84,6 +85,56 @@ impl ShardManagerAt {
         Ok(())
     }
 
+    /// Starts moving `ushard` of `keyspace` to shard `to`.
+    pub async fn move_ushard(&self, keyspace: &str, ushard: u32, to: u64) -> Result<MoveState, tonic::Status> {
+        let mut client = self
+            .client()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        Ok(client
+            .move_ushard(MoveUshardRequest {
+                keyspace: keyspace.into(),
+                ushard,
+                to_shard: to,
+            })
+            .await?
+            .into_inner())
+    }
+
+    pub async fn get_move(&self, move_id: u64) -> anyhow::Result<MoveState> {
+        Ok(self
+            .client()
+            .await?
+            .get_move(MoveRequest { move_id })
+            .await?
+            .into_inner())
+    }
+
+    pub async fn abort_move(&self, move_id: u64) -> Result<MoveState, tonic::Status> {
+        let mut client = self
+            .client()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        Ok(client.abort_move(MoveRequest { move_id }).await?.into_inner())
+    }
+
+    /// Polls move `move_id` until it reaches `phase` ("done", "aborted"...),
+    /// or fails after `timeout` naming the phase it was in.
+    pub async fn wait_for_move(&self, move_id: u64, phase: &str, timeout: Duration) -> anyhow::Result<MoveState> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = None;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(state) = self.get_move(move_id).await {
+                if state.phase == phase {
+                    return Ok(state);
+                }
+                last = Some(state);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("move {move_id} did not reach {phase} within {timeout:?}; last seen {last:?}")
+    }
+
     pub async fn create_keyspace(&self, request: CreateKeyspaceRequest) -> anyhow::Result<()> {
         self.client().await?.create_keyspace(request).await?;
         Ok(())
@@ -91,7 +142,7 @@ impl ShardManagerAt {
 
     /// Waits until `nodes` nodes are alive in the map, then creates the
     /// `default` keyspace (`shards` shards of `replicas` replicas, `ushards`
-    /// μshards) unless it exists.
+    /// μshards, the akkio mapping) unless it exists.
     pub async fn ensure_default_keyspace(
         &self,
         nodes: u64,
@@ -114,6 +165,8 @@ impl ShardManagerAt {
                             regions: vec![],
                             preferred_region: String::new(),
                             learner_regions: vec![],
+                            // Any μshard may be moved by hand (docs/moves.md).
+                            mapping: shoal_proto::admin::UshardMapping::Akkio as i32,
                         })
                         .await;
                 }

@@ -5,29 +5,56 @@
 //! - [`admin`]: node admin: layout and replica status (`shoal.admin.v1`).
 //! - [`raft`]: the internal Raft transport (`shoal.raft.v1`), never exposed to clients.
 //! - [`sm`]: the shard-manager API (`shoal.sm.v1`).
+//! - [`mover`]: μshard moves between nodes (`shoal.mover.v1`), never exposed to clients.
 //!
 //! Domain types live in the crates that own them; conversions are theirs too.
 
-pub mod kv {
-    tonic::include_proto!("shoal.kv.v1");
+/// The generated code, nested by package so that one package can use
+/// another's messages (prost refers to them by relative path).
+pub mod shoal {
+    pub mod kv {
+        pub mod v1 {
+            tonic::include_proto!("shoal.kv.v1");
+        }
+    }
+    pub mod admin {
+        pub mod v1 {
+            tonic::include_proto!("shoal.admin.v1");
+        }
+    }
+    pub mod raft {
+        pub mod v1 {
+            tonic::include_proto!("shoal.raft.v1");
+        }
+    }
+    pub mod sm {
+        pub mod v1 {
+            tonic::include_proto!("shoal.sm.v1");
+        }
+    }
+    pub mod mover {
+        pub mod v1 {
+            tonic::include_proto!("shoal.mover.v1");
+        }
+    }
 }
 
-pub mod admin {
-    tonic::include_proto!("shoal.admin.v1");
-}
-
-pub mod raft {
-    tonic::include_proto!("shoal.raft.v1");
-}
-
-pub mod sm {
-    tonic::include_proto!("shoal.sm.v1");
-}
+pub use shoal::admin::v1 as admin;
+pub use shoal::kv::v1 as kv;
+pub use shoal::mover::v1 as mover;
+pub use shoal::raft::v1 as raft;
+pub use shoal::sm::v1 as sm;
 
 /// gRPC metadata key carrying the stable [`kv::ErrorCode`] name of a failed request.
 pub const ERROR_CODE_METADATA: &str = "shoal-error";
 /// gRPC metadata key carrying the node id of the current leader, when known.
 pub const LEADER_HINT_METADATA: &str = "shoal-leader";
+/// gRPC metadata key of a `WRONG_SHARD` answer: the shard that owns the
+/// μshard by the answering node's map.
+pub const OWNER_HINT_METADATA: &str = "shoal-owner";
+/// gRPC metadata key of a `WRONG_SHARD` answer: the version of the map the
+/// answering node judged by (a client holding an older one refreshes).
+pub const MAP_VERSION_METADATA: &str = "shoal-map-version";
 
 /// The scan resume cursor, shared by servers (which return it) and clients
 /// (which merge pages across shards and resume after the last entry they
@@ -48,7 +75,8 @@ pub mod scan_cursor {
 
 /// The routing contract shared by clients and servers: which micro-shard a
 /// key belongs to when the application gives no routing key, and which shard
-/// owns a micro-shard under the static (pre-shard-manager) mapping.
+/// owns a micro-shard in a layout that names no map (the static mapping of
+/// layouts written before maps were explicit).
 pub mod routing {
     /// FNV-1a 64-bit of the key. Chosen because it is tiny, has no
     /// dependency, and is stable forever: changing it would move every key.

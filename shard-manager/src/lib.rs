@@ -31,6 +31,7 @@ pub mod config;
 pub mod layout_service;
 pub mod manager;
 pub mod model;
+pub mod moves;
 pub mod placement;
 pub mod repair;
 pub mod server;

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub use shoal_types::{Epoch, KeyspaceId, NodeId, ShardId};
+pub use shoal_types::{Epoch, KeyspaceId, Mapping, NodeId, ShardId, UshardId, UshardMap};
 
 /// An operator's intent for a node. Liveness (alive / suspect / dead) is
 /// observed, not stored.
@@ -43,6 +43,17 @@ pub struct KeyspaceRecord {
     /// One learner (non-voting replica) per listed region.
     #[serde(default)]
     pub learner_regions: Vec<String>,
+    #[serde(default)]
+    pub mapping: Mapping,
+    /// Which shard owns each μshard; its changes bump the map version.
+    /// `None` in records from before maps were explicit: the static
+    /// mapping (`u % shards.len()`) holds for them.
+    #[serde(default)]
+    pub map: Option<UshardMap>,
+    /// The map at creation; never changed (nodes judge μshards that never
+    /// moved by it).
+    #[serde(default)]
+    pub home: Option<UshardMap>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +134,71 @@ impl ChangePhase {
             ChangePhase::CatchingUp => "catching-up",
             ChangePhase::Promoting => "promoting",
         }
+    }
+}
+
+/// A μshard move: the shard manager's durable record of it, from which a
+/// restarted shard manager resumes it (docs/moves.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveRecord {
+    pub id: u64,
+    pub keyspace: String,
+    pub keyspace_id: KeyspaceId,
+    pub ushard: UshardId,
+    pub from: ShardId,
+    pub to: ShardId,
+    pub phase: MovePhase,
+    /// Why it was started ("operator", "split", "locality: …").
+    pub reason: String,
+    /// Wall-clock ms when it was created, and when the destination
+    /// activated (the grace period before the source drops its copy runs
+    /// from there).
+    pub created_ms: u64,
+    #[serde(default)]
+    pub activated_ms: u64,
+    /// The last error of a failed attempt, or why it was aborted.
+    #[serde(default)]
+    pub error: String,
+}
+
+/// Where a move is. Until `Activated` it can be aborted; after, it only
+/// rolls forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MovePhase {
+    /// The destination's primary copies and catches up, has the source
+    /// release the μshard, then activates.
+    Copying,
+    /// The destination serves the μshard and the map names it; the source
+    /// answers `WRONG_SHARD` and drops its copy after a grace period.
+    Activated,
+    /// Finished.
+    Done,
+    /// Being undone: the destination abandons, then the source resumes.
+    Aborting,
+    /// Undone: the source kept the μshard.
+    Aborted,
+}
+
+impl MovePhase {
+    pub fn name(self) -> &'static str {
+        match self {
+            MovePhase::Copying => "copying",
+            MovePhase::Activated => "activated",
+            MovePhase::Done => "done",
+            MovePhase::Aborting => "aborting",
+            MovePhase::Aborted => "aborted",
+        }
+    }
+
+    /// Whether the move still has steps to take.
+    pub fn is_active(self) -> bool {
+        !matches!(self, MovePhase::Done | MovePhase::Aborted)
+    }
+
+    /// Whether the μshard is still in the move's hands (no second move of
+    /// it may start): until the source dropped its copy, or the abort ended.
+    pub fn holds_ushard(self) -> bool {
+        matches!(self, MovePhase::Copying | MovePhase::Activated | MovePhase::Aborting)
     }
 }
 

@@ -4,9 +4,11 @@
 use crate::config::ManagerConfig;
 use crate::layout_service::LayoutService;
 use crate::manager::{LivenessConfig, Manager};
+use crate::moves::MoveDriver;
 use crate::service::ShardManagerService;
 use crate::store::MetaStore;
 use anyhow::Context;
+use shoal_config::manager::MoveBudget;
 use shoal_proto::admin::admin_server::AdminServer;
 use shoal_proto::sm::shard_manager_server::ShardManagerServer;
 use std::future::Future;
@@ -58,6 +60,15 @@ async fn reconcile_loop(manager: Arc<Manager>) {
     }
 }
 
+/// Drives μshard moves through their phases (see [`crate::moves`]).
+async fn move_loop(manager: Arc<Manager>, driver: Arc<MoveDriver>, budget: MoveBudget) {
+    let mut tick = tokio::time::interval(RECONCILE_EVERY);
+    loop {
+        tick.tick().await;
+        driver.tick(&manager, &budget);
+    }
+}
+
 pub async fn run(
     config: ManagerConfig,
     listener: TcpListener,
@@ -77,8 +88,14 @@ pub async fn run(
     };
     let manager = Arc::new(Manager::new(store, state, liveness));
     let reconciler = tokio::spawn(reconcile_loop(manager.clone()));
+    let driver = Arc::new(MoveDriver::default());
+    let mover = tokio::spawn(move_loop(manager.clone(), driver.clone(), config.moves.clone()));
+    let stop_moves = driver.clone();
     tonic::transport::Server::builder()
-        .add_service(ShardManagerServer::new(ShardManagerService::new(manager.clone())))
+        .add_service(ShardManagerServer::new(ShardManagerService::new(
+            manager.clone(),
+            driver,
+        )))
         .add_service(AdminServer::new(LayoutService::new(manager)))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await
@@ -86,6 +103,9 @@ pub async fn run(
     // Wait for the aborted task to go: it holds the store, whose RocksDB
     // lock must be free when this returns (a restart reopens it at once).
     reconciler.abort();
+    mover.abort();
     let _ = reconciler.await;
+    let _ = mover.await;
+    stop_moves.stop().await;
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! The `shoal.sm.v1.ShardManager` gRPC service and the one mapping from
 //! [`SmError`] to a status.
 
-use crate::manager::{Manager, SmError};
-use crate::model::{NodeId, NodeRecord, ShardId};
+use crate::manager::{Manager, MoveCause, MoveRefusal, SmError};
+use crate::model::{MoveRecord, NodeId, NodeRecord, ShardId};
+use crate::moves::MoveDriver;
 use crate::wire::{self, keyspace_state, shard_state, NodeObservation};
 use shoal_proto::sm::shard_manager_server::ShardManager;
 use shoal_proto::sm::*;
@@ -11,11 +12,16 @@ use tonic::{Request, Response, Status};
 
 pub struct ShardManagerService {
     manager: Arc<Manager>,
+    moves: Arc<MoveDriver>,
 }
 
 impl ShardManagerService {
-    pub fn new(manager: Arc<Manager>) -> ShardManagerService {
-        ShardManagerService { manager }
+    pub fn new(manager: Arc<Manager>, moves: Arc<MoveDriver>) -> ShardManagerService {
+        ShardManagerService { manager, moves }
+    }
+
+    fn move_state(&self, record: &MoveRecord) -> MoveState {
+        wire::move_state(record, self.moves.progress(record.id).as_ref())
     }
 }
 
@@ -27,6 +33,19 @@ pub fn to_status(error: SmError) -> Status {
         SmError::NodeRemoved(_) | SmError::FailedPrecondition(_) => Status::failed_precondition(error.to_string()),
         SmError::Placement(_) => Status::failed_precondition(error.to_string()),
         SmError::Storage(_) => Status::internal(error.to_string()),
+        SmError::Move(refusal) => {
+            let mut status = match refusal {
+                MoveRefusal::UnknownKeyspace(_) | MoveRefusal::UnknownShard(_) | MoveRefusal::UnknownMove(_) => {
+                    Status::not_found(error.to_string())
+                }
+                MoveRefusal::UshardOutOfRange { .. } => Status::invalid_argument(error.to_string()),
+                _ => Status::failed_precondition(error.to_string()),
+            };
+            if let Ok(code) = refusal.code().parse() {
+                status.metadata_mut().insert(shoal_proto::ERROR_CODE_METADATA, code);
+            }
+            status
+        }
     }
 }
 
@@ -92,7 +111,13 @@ impl ShardManager for ShardManagerService {
         &self,
         request: Request<CreateKeyspaceRequest>,
     ) -> Result<Response<KeyspaceState>, Status> {
-        let spec = wire::keyspace_spec(request.into_inner());
+        let raw = request.into_inner();
+        let mapping = raw.mapping;
+        let spec = wire::keyspace_spec(raw).ok_or_else(|| {
+            to_status(SmError::InvalidArgument(format!(
+                "mapping {mapping}: not one this shard manager knows (compact or akkio)"
+            )))
+        })?;
         let keyspace = self.manager.create_keyspace(spec).map_err(to_status)?;
         Ok(Response::new(keyspace_state(&keyspace)))
     }
@@ -152,6 +177,32 @@ impl ShardManager for ShardManagerService {
             nodes,
             keyspaces: state.keyspaces.values().map(keyspace_state).collect(),
             shards,
+            moves: state.moves.values().map(|m| self.move_state(m)).collect(),
         }))
+    }
+
+    async fn move_ushard(&self, request: Request<MoveUshardRequest>) -> Result<Response<MoveState>, Status> {
+        let r = request.into_inner();
+        let record = self
+            .manager
+            .start_move(&r.keyspace, r.ushard, ShardId(r.to_shard), MoveCause::Operator, "")
+            .map_err(to_status)?;
+        Ok(Response::new(self.move_state(&record)))
+    }
+
+    async fn get_move(&self, request: Request<MoveRequest>) -> Result<Response<MoveState>, Status> {
+        let record = self
+            .manager
+            .move_record(request.into_inner().move_id)
+            .map_err(to_status)?;
+        Ok(Response::new(self.move_state(&record)))
+    }
+
+    async fn abort_move(&self, request: Request<MoveRequest>) -> Result<Response<MoveState>, Status> {
+        let record = self
+            .manager
+            .abort_move(request.into_inner().move_id, "aborted by an operator")
+            .map_err(to_status)?;
+        Ok(Response::new(self.move_state(&record)))
     }
 }

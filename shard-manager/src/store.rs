@@ -4,14 +4,16 @@
 //! What is durable, and why: node records (ids are never reused, addresses
 //! and intent must survive restarts), keyspaces, shards with their voters,
 //! primary and epoch (an epoch must never go backwards, or a deposed
-//! primary could be re-fenced with an old number), and the id counters.
+//! primary could be re-fenced with an old number), μshard moves (a
+//! restarted shard manager resumes or aborts each from its phase), and the
+//! id counters.
 //! Not durable: heartbeat times — after a restart every node is "dead"
 //! until it heartbeats again, which errs on the side of not trusting it.
 //!
 //! Every change is one synced write batch: a crash leaves the old state or
 //! the new one.
 
-use crate::model::{KeyspaceId, KeyspaceRecord, NodeId, NodeRecord, ShardId, ShardRecord};
+use crate::model::{KeyspaceId, KeyspaceRecord, MoveRecord, NodeId, NodeRecord, ShardId, ShardRecord};
 use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -20,6 +22,7 @@ use std::path::Path;
 const NODE: &str = "node/";
 const KEYSPACE: &str = "keyspace/";
 const SHARD: &str = "shard/";
+const MOVE: &str = "move/";
 const COUNTERS: &str = "meta/counters";
 
 /// Id allocators and the shard map version.
@@ -29,6 +32,12 @@ pub struct Counters {
     pub next_shard_id: ShardId,
     pub next_keyspace_id: KeyspaceId,
     pub map_version: u64,
+    #[serde(default = "first_move_id")]
+    pub next_move_id: u64,
+}
+
+fn first_move_id() -> u64 {
+    1
 }
 
 impl Default for Counters {
@@ -38,6 +47,7 @@ impl Default for Counters {
             next_shard_id: ShardId(1),
             next_keyspace_id: KeyspaceId(1),
             map_version: 0,
+            next_move_id: first_move_id(),
         }
     }
 }
@@ -48,6 +58,7 @@ pub struct DurableState {
     pub nodes: BTreeMap<NodeId, NodeRecord>,
     pub keyspaces: BTreeMap<String, KeyspaceRecord>,
     pub shards: BTreeMap<ShardId, ShardRecord>,
+    pub moves: BTreeMap<u64, MoveRecord>,
     pub counters: Counters,
 }
 
@@ -57,6 +68,7 @@ pub struct Change {
     pub nodes: Vec<NodeRecord>,
     pub keyspaces: Vec<KeyspaceRecord>,
     pub shards: Vec<ShardRecord>,
+    pub moves: Vec<MoveRecord>,
     pub counters: Option<Counters>,
 }
 
@@ -70,6 +82,10 @@ fn node_key(id: NodeId) -> String {
 
 fn shard_key(id: ShardId) -> String {
     format!("{SHARD}{id:020}")
+}
+
+fn move_key(id: u64) -> String {
+    format!("{MOVE}{id:020}")
 }
 
 fn to_json<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
@@ -115,6 +131,7 @@ impl MetaStore {
                 .into_iter()
                 .map(|s| (s.id, s))
                 .collect(),
+            moves: self.scan::<MoveRecord>(MOVE)?.into_iter().map(|m| (m.id, m)).collect(),
             counters,
         })
     }
@@ -130,6 +147,9 @@ impl MetaStore {
         }
         for shard in &change.shards {
             batch.put(shard_key(shard.id), to_json(shard)?);
+        }
+        for record in &change.moves {
+            batch.put(move_key(record.id), to_json(record)?);
         }
         if let Some(counters) = &change.counters {
             batch.put(COUNTERS, to_json(counters)?);
@@ -184,6 +204,7 @@ mod tests {
             next_shard_id: ShardId(4),
             next_keyspace_id: KeyspaceId(2),
             map_version: 9,
+            next_move_id: 3,
         };
         {
             let (store, state) = MetaStore::open(dir.path()).unwrap();

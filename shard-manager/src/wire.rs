@@ -3,7 +3,10 @@
 //! here and nowhere else, and "no primary" / "no change" become the wire's 0.
 
 use crate::manager::{KeyspaceSpec, Registration, ReplicaView};
-use crate::model::{KeyspaceRecord, Liveness, NodeId, NodeRecord, ShardId, ShardRecord};
+use crate::model::{
+    KeyspaceRecord, Liveness, Mapping, MovePhase, MoveRecord, NodeId, NodeRecord, ShardId, ShardRecord, UshardMap,
+};
+use crate::moves::MoveProgress;
 use crate::repair::LeaderView;
 use crate::store::DurableState;
 use shoal_proto::{admin, sm};
@@ -26,6 +29,35 @@ pub fn keyspace_state(k: &KeyspaceRecord) -> sm::KeyspaceState {
         regions: k.regions.clone(),
         preferred_region: k.preferred_region.clone(),
         learner_regions: k.learner_regions.clone(),
+        mapping: mapping_to_proto(k.mapping),
+        ushard_runs: runs_to_proto(k.map.as_ref()),
+        home_runs: runs_to_proto(k.home.as_ref()),
+    }
+}
+
+fn runs_to_proto(map: Option<&UshardMap>) -> Vec<admin::UshardRun> {
+    map.map(|m| m.runs())
+        .unwrap_or_default()
+        .iter()
+        .map(|r| admin::UshardRun {
+            first_ushard: r.first.0,
+            shard_id: r.shard.0,
+        })
+        .collect()
+}
+
+fn mapping_to_proto(mapping: Mapping) -> i32 {
+    match mapping {
+        Mapping::Compact => admin::UshardMapping::Compact as i32,
+        Mapping::Akkio => admin::UshardMapping::Akkio as i32,
+    }
+}
+
+/// Unspecified reads as compact; a value this build does not know is refused.
+pub fn mapping_from_proto(raw: i32) -> Option<Mapping> {
+    match admin::UshardMapping::try_from(raw).ok()? {
+        admin::UshardMapping::Unspecified | admin::UshardMapping::Compact => Some(Mapping::Compact),
+        admin::UshardMapping::Akkio => Some(Mapping::Akkio),
     }
 }
 
@@ -87,8 +119,31 @@ pub fn registration(r: sm::RegisterNodeRequest) -> Registration {
     }
 }
 
-pub fn keyspace_spec(r: sm::CreateKeyspaceRequest) -> KeyspaceSpec {
-    KeyspaceSpec {
+/// A move as the map and `GetMove` show it, with the destination's last
+/// progress report while it copies.
+pub fn move_state(m: &MoveRecord, progress: Option<&MoveProgress>) -> sm::MoveState {
+    let copying = m.phase == MovePhase::Copying;
+    let progress = progress.filter(|_| copying);
+    sm::MoveState {
+        move_id: m.id,
+        keyspace: m.keyspace.clone(),
+        ushard: m.ushard.0,
+        from_shard: m.from.0,
+        to_shard: m.to.0,
+        phase: m.phase.name().to_string(),
+        reason: m.reason.clone(),
+        error: m.error.clone(),
+        step: progress.map(|p| p.phase.clone()).unwrap_or_default(),
+        bytes_copied: progress.map_or(0, |p| p.bytes_copied),
+        elapsed_ms: progress.map_or(0, |p| p.elapsed_ms),
+    }
+}
+
+/// The keyspace a request asks for; `None` for a mapping this build does
+/// not know.
+pub fn keyspace_spec(r: sm::CreateKeyspaceRequest) -> Option<KeyspaceSpec> {
+    Some(KeyspaceSpec {
+        mapping: mapping_from_proto(r.mapping)?,
         name: r.name,
         replicas: r.replicas,
         shards: r.shards,
@@ -96,7 +151,7 @@ pub fn keyspace_spec(r: sm::CreateKeyspaceRequest) -> KeyspaceSpec {
         regions: r.regions,
         preferred_region: r.preferred_region,
         learner_regions: r.learner_regions,
-    }
+    })
 }
 
 pub fn replica_view(r: &sm::ReplicaReport) -> ReplicaView {
@@ -148,6 +203,8 @@ pub fn client_layout(state: &DurableState) -> admin::Layout {
                 keyspace_id: k.id.0,
                 ushard_count: k.ushard_count,
                 shard_ids: k.shards.iter().map(|id| id.0).collect(),
+                mapping: mapping_to_proto(k.mapping),
+                ushard_runs: runs_to_proto(k.map.as_ref()),
             })
             .collect(),
         shards: state

@@ -25,6 +25,7 @@ async fn must_start(dir: &Path) -> Running {
         listen: addr.to_string(),
         suspect_after_ms: 2_000,
         dead_after_ms: 30_000,
+        moves: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(shard_manager::server::run(config, listener, async {
@@ -78,6 +79,7 @@ fn keyspace(name: &str, replicas: u32, shards: u32, preferred: &str) -> CreateKe
         regions: vec![],
         preferred_region: preferred.into(),
         learner_regions: vec![],
+        ..Default::default()
     }
 }
 

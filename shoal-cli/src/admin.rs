@@ -1,32 +1,12 @@
 //! Admin commands: node status (asks the nodes), cluster status and
 //! keyspace creation (ask the shard manager).
 
+use crate::connect::{channel, shard_manager};
 use crate::{client_config, Cli};
-use anyhow::Context;
 use shoal_proto::admin::admin_client::AdminClient;
 use shoal_proto::admin::{ReplicaStatusRequest, ReplicaStatusResponse};
-use shoal_proto::sm::shard_manager_client::ShardManagerClient;
 use shoal_proto::sm::{CreateKeyspaceRequest, GetShardMapRequest, MovePrimaryRequest, NodeRequest, NodeState};
 use std::collections::HashMap;
-use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
-
-async fn channel(addr: &str) -> anyhow::Result<Channel> {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .with_context(|| format!("{addr:?} is not HOST:PORT"))?
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {addr}"))
-}
-
-async fn shard_manager(cli: &Cli) -> anyhow::Result<ShardManagerClient<Channel>> {
-    let ch = channel(&cli.shard_manager)
-        .await
-        .context("is the shard manager running? (--shard-manager)")?;
-    Ok(ShardManagerClient::new(ch))
-}
 
 async fn replica_status(addr: &str) -> anyhow::Result<ReplicaStatusResponse> {
     Ok(AdminClient::new(channel(addr).await?)
@@ -154,6 +134,7 @@ pub async fn cluster_status(cli: &Cli) -> anyhow::Result<()> {
             change
         );
     }
+    crate::ushard::print_map(&map);
     Ok(())
 }
 

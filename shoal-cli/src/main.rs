@@ -3,15 +3,18 @@
 //!
 //! Layout: `main.rs` (arguments, dispatch), `parse.rs` (consistency strings
 //! and durations), `data.rs` (put/get/del/scan), `admin.rs` (status,
-//! cluster, keyspace), `playground.rs`, `bench_cmd.rs` (the `bench`
+//! cluster, keyspace), `ushard.rs` (show, list, move with its progress),
+//! `playground.rs`, `bench_cmd.rs` (the `bench`
 //! command) over `bench.rs` (the load generator and its histograms).
 
 mod admin;
 mod bench;
 mod bench_cmd;
+mod connect;
 mod data;
 mod parse;
 mod playground;
+mod ushard;
 
 use crate::bench::BenchOp;
 use anyhow::bail;
@@ -190,6 +193,11 @@ enum Commands {
         #[command(subcommand)]
         command: KeyspaceCommand,
     },
+    /// μshards: where a key lives, the map, moves (docs/moves.md).
+    Ushard {
+        #[command(subcommand)]
+        command: UshardCommand,
+    },
     /// Run the load generator and print ops/s and latency percentiles.
     Bench {
         /// Start a fresh local 3-node cluster in a temporary folder and run
@@ -246,9 +254,49 @@ enum NodeCommand {
 }
 
 #[derive(Subcommand)]
+enum UshardCommand {
+    /// The μshard, shard, primary and map version of KEY (in --keyspace).
+    Show {
+        key: String,
+        #[arg(long)]
+        routing_key: Option<String>,
+    },
+    /// Every keyspace's μshards per shard, and the moves under way.
+    List,
+    /// Move USHARD of KEYSPACE to SHARD, live; shows the progress until it
+    /// is done (an aborted move exits non-zero). Akkio keyspaces only.
+    Move {
+        keyspace: String,
+        ushard: u32,
+        shard: u64,
+        /// Return once the move is recorded; `shoal ushard list` shows it.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Abort move MOVE while it copies (after activation it finishes).
+    Abort { id: u64 },
+}
+
+#[derive(Subcommand)]
 enum ShardCommand {
     /// Make NODE the primary of SHARD (epoch + 1); leadership follows.
     MovePrimary { shard: u64, node: u64 },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MappingArg {
+    Compact,
+    Akkio,
+}
+
+impl MappingArg {
+    fn to_proto(self) -> i32 {
+        use shoal_proto::admin::UshardMapping;
+        match self {
+            MappingArg::Compact => UshardMapping::Compact as i32,
+            MappingArg::Akkio => UshardMapping::Akkio as i32,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -271,6 +319,10 @@ enum KeyspaceCommand {
         /// Put one learner (non-voting replica) in this region (repeat the flag).
         #[arg(long = "learner-region")]
         learner_regions: Vec<String>,
+        /// How μshards sit in shards: compact (ranges, changed by split and
+        /// merge) or akkio (any μshard in any shard, moved toward its traffic).
+        #[arg(long, value_enum, default_value_t = MappingArg::Compact)]
+        mapping: MappingArg,
         /// Succeed without changing anything when the keyspace exists.
         #[arg(long)]
         if_not_exists: bool,
@@ -424,6 +476,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Commands::Shard {
             command: ShardCommand::MovePrimary { shard, node },
         } => admin::move_primary(&cli, *shard, *node).await,
+        Commands::Ushard { command } => match command {
+            UshardCommand::Show { key, routing_key } => ushard::show(&cli, key, routing_key.as_deref()).await,
+            UshardCommand::List => ushard::list(&cli).await,
+            UshardCommand::Move {
+                keyspace,
+                ushard: u,
+                shard,
+                no_wait,
+            } => ushard::start_move(&cli, keyspace, *u, *shard, *no_wait).await,
+            UshardCommand::Abort { id } => ushard::abort(&cli, *id).await,
+        },
         Commands::Keyspace {
             command:
                 KeyspaceCommand::Create {
@@ -434,6 +497,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     regions,
                     preferred_region,
                     learner_regions,
+                    mapping,
                     if_not_exists,
                 },
         } => {
@@ -445,6 +509,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 regions: regions.clone(),
                 preferred_region: preferred_region.clone(),
                 learner_regions: learner_regions.clone(),
+                mapping: mapping.to_proto(),
             };
             admin::create_keyspace(&cli, request, *if_not_exists).await
         }

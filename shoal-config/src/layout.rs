@@ -1,13 +1,13 @@
 //! The cluster layout: nodes, keyspaces, shards and their replicas.
 //!
-//! Until the shard manager owns it, the layout is a static TOML file given
-//! to every node (the playground writes one). Micro-shard `u` of a keyspace
-//! lives in `shards[u % shards.len()]` — the fixed mapping that the shard
-//! manager's versioned map replaces later.
+//! A node holds the layout the shard manager sends it, or a static TOML
+//! file (the process tests write one). A keyspace's μshard map is explicit
+//! (`map`) in layouts from the shard manager; a layout without one places
+//! micro-shard `u` in `shards[u % shards.len()]`, the static mapping.
 
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
-use shoal_types::{Epoch, KeyspaceId, NodeId, ShardId};
+use shoal_types::{Epoch, KeyspaceId, Mapping, NodeId, ShardId, UshardId, UshardMap};
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -45,13 +45,39 @@ pub struct KeyspaceLayout {
     pub id: KeyspaceId,
     pub ushard_count: u32,
     pub shards: Vec<ShardId>,
+    #[serde(default)]
+    pub mapping: Mapping,
+    /// The μshard map; `None`: the static mapping (see the module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<UshardMap>,
+    /// The map the keyspace was created with, which never changes; `None`:
+    /// the static mapping. A μshard that never moved in or out of a shard
+    /// is that shard's by this map (moves leave a state in the shards
+    /// they touch, and that state decides instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<UshardMap>,
 }
 
 impl KeyspaceLayout {
-    /// The shard owning `ushard` under the static mapping.
+    /// The shard owning `ushard`: by the map, or the static mapping.
     pub fn shard_of(&self, ushard: u32) -> Option<ShardId> {
         if ushard >= self.ushard_count {
             return None;
+        }
+        if let Some(map) = &self.map {
+            return map.owner(UshardId(ushard));
+        }
+        let index = shoal_proto::routing::shard_index_for_ushard(ushard, self.shards.len());
+        self.shards.get(index).copied()
+    }
+
+    /// The shard `ushard` was created in.
+    pub fn home_of(&self, ushard: u32) -> Option<ShardId> {
+        if ushard >= self.ushard_count {
+            return None;
+        }
+        if let Some(home) = &self.home {
+            return home.owner(UshardId(ushard));
         }
         let index = shoal_proto::routing::shard_index_for_ushard(ushard, self.shards.len());
         self.shards.get(index).copied()
@@ -59,6 +85,9 @@ impl KeyspaceLayout {
 
     /// Every micro-shard that `shard` owns in this keyspace.
     pub fn ushards_of(&self, shard: ShardId) -> Vec<u32> {
+        if let Some(map) = &self.map {
+            return map.ushards_of(shard).into_iter().map(|u| u.0).collect();
+        }
         (0..self.ushard_count)
             .filter(|u| self.shard_of(*u) == Some(shard))
             .collect()
@@ -146,6 +175,22 @@ impl ClusterLayout {
             if ks.ushard_count == 0 || ks.shards.is_empty() {
                 bail!("layout.keyspaces[{}]: needs at least one ushard and one shard", ks.name);
             }
+            for (field, map) in [("map", &ks.map), ("home", &ks.home)] {
+                let Some(map) = map else { continue };
+                let reread = UshardMap::from_runs(map.count(), map.runs().to_vec());
+                if map.count() != ks.ushard_count || reread.as_ref() != Some(map) {
+                    bail!(
+                        "layout.keyspaces[{}].{field}: runs must be sorted, start at 0, stay below ushard_count and not repeat a shard next to itself",
+                        ks.name
+                    );
+                }
+                if let Some(stranger) = map.shards().into_iter().find(|s| !ks.shards.contains(s)) {
+                    bail!(
+                        "layout.keyspaces[{}].{field}: shard {stranger} is not one of the keyspace's shards",
+                        ks.name
+                    );
+                }
+            }
             for shard in &ks.shards {
                 if !shard_ids.contains(shard) {
                     bail!("layout.keyspaces[{}].shards: unknown shard {shard}", ks.name);
@@ -212,6 +257,9 @@ impl ClusterLayout {
                 id: KeyspaceId(1),
                 ushard_count,
                 shards: shard_layouts.iter().map(|s| s.id).collect(),
+                mapping: Mapping::Compact,
+                map: None,
+                home: None,
             }],
             shards: shard_layouts,
         }
@@ -241,6 +289,32 @@ mod tests {
         let total: usize = ks.shards.iter().map(|s| ks.ushards_of(*s).len()).sum();
         assert_eq!(total, 64);
         assert_eq!(ks.shard_of(64), None);
+    }
+
+    #[test]
+    fn an_explicit_map_routes_and_is_checked() {
+        let mut layout = ClusterLayout::local(&nodes(3), 2, 8);
+        let ks = &mut layout.keyspaces[0];
+        let mut map = UshardMap::ranges(8, &ks.shards).unwrap();
+        map.assign(UshardId(0), ShardId(2));
+        ks.home = ks.map.clone();
+        ks.map = Some(map);
+        layout.validate().unwrap();
+        let ks = layout.keyspace("default").unwrap();
+        assert_eq!(ks.shard_of(0), Some(ShardId(2)));
+        assert_eq!(ks.home_of(0), Some(ShardId(1)), "the static mapping: no home given");
+        assert_eq!(ks.shard_of(1), Some(ShardId(1)));
+        assert_eq!(ks.ushards_of(ShardId(1)), vec![1, 2, 3]);
+        let text = toml::to_string(&layout).unwrap();
+        assert_eq!(toml::from_str::<ClusterLayout>(&text).unwrap(), layout);
+
+        let mut stranger = layout.clone();
+        stranger.keyspaces[0].map = UshardMap::ranges(8, &[ShardId(1), ShardId(9)]);
+        let err = stranger.validate().unwrap_err().to_string();
+        assert!(err.contains("shard 9 is not one of"), "{err}");
+        let mut short = layout.clone();
+        short.keyspaces[0].map = UshardMap::ranges(4, &[ShardId(1), ShardId(2)]);
+        assert!(short.validate().is_err(), "a map of 4 ushards for a keyspace of 8");
     }
 
     #[test]

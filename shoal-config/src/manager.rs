@@ -19,6 +19,48 @@ pub struct ManagerConfig {
     /// rebuilt elsewhere (the repair grace period).
     #[serde(default = "default_dead_after_ms")]
     pub dead_after_ms: u64,
+    /// The cluster-wide budget of μshard moves.
+    #[serde(default)]
+    pub moves: MoveBudget,
+}
+
+/// How much moving the cluster does at once (docs/moves.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveBudget {
+    /// Moves copying at the same time; more wait their turn.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: u32,
+    /// Copy rate of all moves together, bytes per second (0 = unlimited);
+    /// each running move gets an equal share.
+    #[serde(default = "default_bytes_per_sec")]
+    pub bytes_per_sec: u64,
+    /// How long a source keeps a moved μshard's records after it answers
+    /// `WRONG_SHARD` for it (reads already under way finish on them).
+    #[serde(default = "default_release_grace_ms")]
+    pub release_grace_ms: u64,
+}
+
+impl Default for MoveBudget {
+    fn default() -> Self {
+        MoveBudget {
+            max_concurrent: default_max_concurrent(),
+            bytes_per_sec: default_bytes_per_sec(),
+            release_grace_ms: default_release_grace_ms(),
+        }
+    }
+}
+
+fn default_max_concurrent() -> u32 {
+    2
+}
+
+fn default_bytes_per_sec() -> u64 {
+    64 << 20
+}
+
+fn default_release_grace_ms() -> u64 {
+    5_000
 }
 
 fn default_suspect_after_ms() -> u64 {
@@ -45,6 +87,9 @@ impl ManagerConfig {
         }
         if self.dead_after_ms <= self.suspect_after_ms {
             bail!("dead_after_ms: must exceed suspect_after_ms");
+        }
+        if self.moves.max_concurrent == 0 {
+            bail!("moves.max_concurrent: must be at least 1");
         }
         Ok(())
     }

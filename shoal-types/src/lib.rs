@@ -10,6 +10,9 @@
 
 use std::fmt;
 
+mod ushard_map;
+pub use ushard_map::{Mapping, UshardMap, UshardRun};
+
 macro_rules! id_newtype {
     ($(#[$doc:meta])* $name:ident($inner:ty)) => {
         $(#[$doc])*
@@ -69,7 +72,9 @@ id_newtype!(
     KeyspaceId(u32)
 );
 id_newtype!(
-    /// Version of a write: the Raft log index that applied it. Monotonic per shard.
+    /// Version of a write: the Raft log index that applied it plus its
+    /// shard's version base. Monotonic per shard, and per μshard for the
+    /// life of its keyspace, across moves.
     Version(u64)
 );
 

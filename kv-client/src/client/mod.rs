@@ -10,7 +10,7 @@ use crate::request_ids::{RequestIds, RequestTicket};
 use crate::retry::{classify, may_have_applied, never_sent, read_kind, Kind, Next};
 use crate::routing::{endpoint, fetch_layout, Placement, RoutingTable};
 use crate::types::{ClientConfig, Key, Mutation, Versioned, WriteAck, WriteResult};
-use crate::wire::{ack, write_options, write_result, Headed};
+use crate::wire::{ack, write_options, write_result, Answered, Headed};
 use shoal_proto::admin::admin_client::AdminClient;
 use shoal_proto::admin::GetLayoutRequest;
 use shoal_proto::kv::kv_client::KvClient;
@@ -36,6 +36,30 @@ pub struct ShoalClient {
     routes: std::sync::RwLock<Arc<RoutingTable>>,
     channels: Mutex<HashMap<String, Channel>>,
     ids: Arc<RequestIds>,
+}
+
+/// Where a request goes: a shard, and for a request about one μshard's
+/// keys that μshard, so that a retry after a map refresh follows it to the
+/// shard it moved to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Target {
+    pub shard: ShardId,
+    pub ushard: Option<u32>,
+}
+
+impl From<ShardId> for Target {
+    fn from(shard: ShardId) -> Target {
+        Target { shard, ushard: None }
+    }
+}
+
+impl From<Placement> for Target {
+    fn from(placement: Placement) -> Target {
+        Target {
+            shard: placement.shard,
+            ushard: Some(placement.ushard),
+        }
+    }
 }
 
 impl ShoalClient {
@@ -131,27 +155,36 @@ impl ShoalClient {
         }
     }
 
-    /// Fetches the map again and returns the new route to `shard`.
-    async fn refreshed_route(&self, shard: ShardId, kind: Kind) -> ClientResult<(Arc<RoutingTable>, Vec<NodeId>)> {
+    /// Fetches the map again and returns the new route to `target`: the
+    /// shard that now owns its μshard, which a move may have changed.
+    async fn refreshed_route(
+        &self,
+        target: Target,
+        kind: Kind,
+    ) -> ClientResult<(Arc<RoutingTable>, ShardId, Vec<NodeId>)> {
         // A failed refresh keeps the old map; the retry loop goes on with it.
         let _ = self.refresh().await;
         let routes = self.routes();
+        let shard = match (target.ushard, routes.keyspace(&self.config.keyspace)) {
+            (Some(ushard), Ok(keyspace)) => keyspace.shard_of_ushard(ushard),
+            _ => target.shard,
+        };
         let candidates = self.candidates_for(&routes, shard, kind);
         if candidates.is_empty() {
             return Err(ClientError::Routing(format!("shard {shard} has no replicas")));
         }
-        Ok((routes, candidates))
+        Ok((routes, shard, candidates))
     }
 
     /// [`Self::call`] with `request`, a fresh header set on a copy of it
     /// for each attempt.
-    async fn send<R, T, F, Fut>(&self, shard: ShardId, kind: Kind, request: &R, rpc: F) -> ClientResult<T>
+    async fn send<R, T, F, Fut>(&self, target: impl Into<Target>, kind: Kind, request: &R, rpc: F) -> ClientResult<T>
     where
         R: Headed,
         F: Fn(KvClient<Channel>, R) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.call(shard, kind, |c, header| rpc(c, request.with_header(header)))
+        self.call(target.into(), kind, |c, header| rpc(c, request.with_header(header)))
             .await
     }
 
@@ -159,11 +192,12 @@ impl ShoalClient {
     /// `attempt` gets a connection and the request header to send. The map
     /// is fetched again (at most once per refresh-worthy answer, and once
     /// per full round of failed replicas) when it looks stale.
-    async fn call<T, F, Fut>(&self, shard: ShardId, kind: Kind, mut attempt: F) -> ClientResult<T>
+    async fn call<T, F, Fut>(&self, route: Target, kind: Kind, mut attempt: F) -> ClientResult<T>
     where
         F: FnMut(KvClient<Channel>, Option<RequestHeader>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        let mut shard = route.shard;
         let deadline = Instant::now() + self.config.timeout;
         let mut backoff = self.config.initial_backoff;
         let mut routes = self.routes();
@@ -183,7 +217,7 @@ impl ShoalClient {
         loop {
             if refresh_now {
                 refresh_now = false;
-                (routes, candidates) = match self.refreshed_route(shard, kind).await {
+                (routes, shard, candidates) = match self.refreshed_route(route, kind).await {
                     Ok(route) => route,
                     Err(e) if maybe_applied => {
                         return Err(ClientError::Indeterminate(format!(
@@ -343,14 +377,15 @@ impl ShoalClient {
         };
         let response = self
             .send(
-                placement.shard,
+                placement,
                 read_kind(consistency),
                 &request,
                 |mut c, request| async move { c.get(request).await },
             )
             .await?;
         Ok(ReadAnswer {
-            shard: placement.shard,
+            // The shard that answered: a move may have changed it.
+            shard: response.answering_shard().unwrap_or(placement.shard),
             applied_version: response.applied_version,
             value: response.value.map(Versioned::from),
         })
@@ -509,6 +544,7 @@ impl ShoalClient {
     ) -> ClientResult<(ShardId, T)>
     where
         R: Headed,
+        T: Answered,
         F: Fn(KvClient<Channel>, R) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
@@ -519,8 +555,8 @@ impl ShoalClient {
             key: key.key,
         };
         let request = build(key, ticket.as_ref());
-        let response = self.send(placement.shard, kind, &request, rpc).await?;
-        Ok((placement.shard, response))
+        let response = self.send(placement, kind, &request, rpc).await?;
+        Ok((response.answering_shard().unwrap_or(placement.shard), response))
     }
 
     /// Applies every mutation atomically. All keys must live in one shard

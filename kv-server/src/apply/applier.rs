@@ -1,10 +1,18 @@
 //! Applying one command to a shard: conditions, counters, TTL by the apply
-//! clock, all decided from replicated state only, so every replica reaches
-//! the same outcome. Exactly-once retries are `exactly_once`'s; the state a
-//! batch is applied against is `staged`'s.
+//! clock, versions by the version base, all decided from replicated state
+//! only, so every replica reaches the same outcome. Exactly-once retries
+//! are `exactly_once`'s; the state a batch is applied against is `staged`'s.
+//!
+//! **A version is the entry's log index plus the shard's version base**,
+//! and the base only rises: versions grow with the log on every replica.
+//! The base rises when the shard takes in a moved μshard (`Ingest` and
+//! `Activate` move steps), above the version the source had reached, so a
+//! μshard's versions keep growing across moves (docs/consistency.md,
+//! "versions across moves"). Move steps themselves are [`moves`]'s.
 
-use crate::apply::command::{Command, CommandResult, Condition, MutateOp, Outcome, WriteOp};
+use crate::apply::command::{Command, CommandResult, Condition, MovedRecord, MutateOp, Outcome, WriteOp};
 use crate::apply::exactly_once;
+use crate::apply::moves;
 use crate::apply::staged::StagedView;
 use crate::engine::SharedEngine;
 use crate::keys::{self, ValueRecord, CF_DATA};
@@ -13,23 +21,75 @@ use std::io;
 
 /// Reads a shard's stored apply clock (0 before the first timed write).
 pub fn read_clock(engine: &SharedEngine, shard: ShardId) -> io::Result<u64> {
+    read_u64(engine, &keys::clock_key(shard))
+}
+
+/// Reads a shard's stored version base (0 until it took in a μshard).
+pub fn read_version_base(engine: &SharedEngine, shard: ShardId) -> io::Result<u64> {
+    read_u64(engine, &keys::version_base_key(shard))
+}
+
+fn read_u64(engine: &SharedEngine, key: &[u8]) -> io::Result<u64> {
     Ok(engine
-        .get(CF_DATA, &keys::clock_key(shard))?
-        .map(|bytes| keys::decode_clock(&bytes))
+        .get(CF_DATA, key)?
+        .map(|bytes| keys::decode_u64(&bytes))
         .unwrap_or(0))
 }
 
-/// Applies commands of one shard; owns the shard's apply clock for the batch.
+/// Applies commands of one shard; owns the shard's apply clock and version
+/// base for the batch.
 pub struct Applier<'v, 'e> {
     pub shard: ShardId,
     pub view: &'v mut StagedView<'e>,
     /// The shard's apply clock, advanced by every `Mutate` command.
     pub clock_ms: u64,
+    /// Added to an entry's log index to give its version; raised by
+    /// `IngestRecords`, never lowered.
+    pub version_base: u64,
 }
 
 impl Applier<'_, '_> {
-    pub fn apply(&mut self, command: Command, version: Version) -> io::Result<CommandResult> {
+    /// The version of the entry at `index` under the current base.
+    pub fn version_at(&self, index: u64) -> Version {
+        Version(index + self.version_base)
+    }
+
+    /// Applies the entry at log `index`.
+    pub fn apply(&mut self, command: Command, index: u64) -> io::Result<CommandResult> {
+        // Under the base before the entry; an ingest computes its own.
+        let version = self.version_at(index);
         match command {
+            Command::Move {
+                keyspace,
+                ushard,
+                move_id,
+                step,
+            } => {
+                let (shard, mut base) = (self.shard, self.version_base);
+                let mut raise_base = |view: &mut StagedView<'_>, above: Version| {
+                    // index + base > above, with index ≥ 1 for every log entry.
+                    let needed = (above.0 + 1).saturating_sub(index);
+                    if needed > base {
+                        base = needed;
+                        view.put(keys::version_base_key(shard), keys::encode_u64(base));
+                    }
+                };
+                let outcome = moves::apply_step(
+                    self.view,
+                    shard,
+                    keyspace,
+                    ushard,
+                    move_id,
+                    step,
+                    version,
+                    &mut raise_base,
+                )?;
+                self.version_base = base;
+                Ok(CommandResult {
+                    version: self.version_at(index),
+                    outcome,
+                })
+            }
             Command::Write { keyspace, ops } => {
                 let ops = ops.into_iter().map(legacy_op).collect();
                 self.mutate(keyspace, ops, version)
@@ -57,16 +117,81 @@ impl Applier<'_, '_> {
                 ..
             } => {
                 self.advance_clock(now_ms);
+                // A write to a μshard that is moving or gone is refused
+                // whole, before its client's record is touched: a retry at
+                // the new owner must find it unanswered.
+                if let Some(refusal) = self.moving_refusal(keyspace, &ops)? {
+                    return Ok(CommandResult {
+                        version,
+                        outcome: refusal,
+                    });
+                }
                 let Some(request) = request else {
                     return self.mutate(keyspace, ops, version);
                 };
                 let clock_ms = self.clock_ms;
                 let shard = self.shard;
+                let version_base = self.version_base;
                 exactly_once::answer_once(self.view, shard, clock_ms, &request, version, |view| {
-                    Applier { shard, view, clock_ms }.mutate(keyspace, ops, version)
+                    Applier {
+                        shard,
+                        view,
+                        clock_ms,
+                        version_base,
+                    }
+                    .mutate(keyspace, ops, version)
                 })
             }
         }
+    }
+
+    /// The refusal a write gets when one of its μshards does not take
+    /// writes here now (see [`moves`]).
+    fn moving_refusal(&self, keyspace: KeyspaceId, ops: &[MutateOp]) -> io::Result<Option<Outcome>> {
+        for op in ops {
+            let ushard = op_key(op).0;
+            let state = moves::state_of(self.view, self.shard, keyspace, ushard)?;
+            if let Some(refusal) = moves::write_refusal(state.as_ref(), ushard) {
+                return Ok(Some(refusal));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Logs what an applied write did to μshards being moved out, for the
+    /// destination to tail.
+    fn log_moving_changes(
+        &mut self,
+        keyspace: KeyspaceId,
+        touched: &[(UshardId, Vec<u8>)],
+        version: Version,
+    ) -> io::Result<()> {
+        let mut by_ushard: Vec<(UshardId, Vec<MovedRecord>)> = Vec::new();
+        for (ushard, key) in touched {
+            let state = moves::state_of(self.view, self.shard, keyspace, *ushard)?;
+            if !moves::is_logged(state.as_ref()) {
+                continue;
+            }
+            let record = match self.view.get(&self.data_key(keyspace, *ushard, key))? {
+                Some(bytes) => Some(
+                    ValueRecord::decode(&bytes)
+                        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "corrupt value record"))?,
+                ),
+                None => None,
+            };
+            let moved = MovedRecord {
+                key: key.clone(),
+                record,
+            };
+            match by_ushard.iter_mut().find(|(u, _)| u == ushard) {
+                Some((_, changes)) => changes.push(moved),
+                None => by_ushard.push((*ushard, vec![moved])),
+            }
+        }
+        for (ushard, changes) in by_ushard {
+            moves::log_changes(self.view, self.shard, keyspace, ushard, version, &changes)?;
+        }
+        Ok(())
     }
 
     /// The apply clock never goes back, whatever the proposer's clock says.
@@ -74,7 +199,7 @@ impl Applier<'_, '_> {
         if now_ms > self.clock_ms {
             self.clock_ms = now_ms;
             self.view
-                .put(keys::clock_key(self.shard), keys::encode_clock(self.clock_ms));
+                .put(keys::clock_key(self.shard), keys::encode_u64(self.clock_ms));
         }
     }
 
@@ -120,6 +245,7 @@ impl Applier<'_, '_> {
         }
         let mut sums = sums.into_iter();
         let mut outcome = Outcome::Applied;
+        let touched: Vec<(UshardId, Vec<u8>)> = ops.iter().map(|op| (op_key(op).0, op_key(op).1.to_vec())).collect();
         for op in ops {
             match op {
                 MutateOp::Put {
@@ -151,6 +277,7 @@ impl Applier<'_, '_> {
                 }
             }
         }
+        self.log_moving_changes(keyspace, &touched, version)?;
         Ok(CommandResult { version, outcome })
     }
 }
@@ -205,7 +332,7 @@ fn add_to_counter(current: Option<&ValueRecord>, delta: i64) -> Result<i64, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::command::RequestId;
+    use crate::apply::command::{MoveStep, RequestId};
     use crate::apply::exactly_once::ClientRecord;
     use crate::engine::MemEngine;
 
@@ -244,16 +371,20 @@ mod tests {
 
     /// Applies each command in its own batch, like separate apply calls.
     fn run(engine: &SharedEngine, commands: Vec<(Command, u64)>) -> Vec<CommandResult> {
+        run_on(engine, SHARD, commands)
+    }
+
+    fn run_on(engine: &SharedEngine, shard: ShardId, commands: Vec<(Command, u64)>) -> Vec<CommandResult> {
         let mut results = Vec::new();
         for (command, index) in commands {
             let mut view = StagedView::new(engine);
-            let clock_ms = read_clock(engine, SHARD).unwrap();
             let mut applier = Applier {
-                shard: SHARD,
+                shard,
                 view: &mut view,
-                clock_ms,
+                clock_ms: read_clock(engine, shard).unwrap(),
+                version_base: read_version_base(engine, shard).unwrap(),
             };
-            results.push(applier.apply(command, Version(index)).unwrap());
+            results.push(applier.apply(command, index).unwrap());
             engine.write(view.into_batch()).unwrap();
         }
         results
@@ -359,9 +490,10 @@ mod tests {
             shard: SHARD,
             view: &mut view,
             clock_ms: 2_500,
+            version_base: 0,
         };
-        applier.apply(mutate(vec![incr(1)], 9_000, id(8)), Version(4)).unwrap();
-        applier.apply(forget(9_000), Version(5)).unwrap();
+        applier.apply(mutate(vec![incr(1)], 9_000, id(8)), 4).unwrap();
+        applier.apply(forget(9_000), 5).unwrap();
         engine.write(view.into_batch()).unwrap();
         assert!(stored(8));
     }
@@ -374,6 +506,7 @@ mod tests {
             shard: SHARD,
             view: &mut view,
             clock_ms: 0,
+            version_base: 0,
         };
         let add_two = incr(2);
         let request = Some(RequestId {
@@ -381,10 +514,8 @@ mod tests {
             seq: 4,
             first_incomplete: 4,
         });
-        let first = applier
-            .apply(mutate(vec![add_two.clone()], 1, request), Version(1))
-            .unwrap();
-        let again = applier.apply(mutate(vec![add_two], 1, request), Version(2)).unwrap();
+        let first = applier.apply(mutate(vec![add_two.clone()], 1, request), 1).unwrap();
+        let again = applier.apply(mutate(vec![add_two], 1, request), 2).unwrap();
         assert_eq!(first.outcome, Outcome::Counter(2));
         assert_eq!(again, first);
     }
@@ -433,5 +564,417 @@ mod tests {
             Outcome::Applied,
             "expired at clock 1000 even though now_ms is 10"
         );
+    }
+
+    const SOURCE: ShardId = ShardId(7);
+    const DEST: ShardId = ShardId(8);
+    const MOVE: u64 = 1;
+
+    fn moved(key: &str, version: u64, value: &str) -> MovedRecord {
+        MovedRecord {
+            key: key.into(),
+            record: Some(ValueRecord {
+                version: Version(version),
+                expires_at_ms: 0,
+                value: value.into(),
+            }),
+        }
+    }
+
+    fn step(step: MoveStep) -> Command {
+        Command::Move {
+            keyspace: KS,
+            ushard: U,
+            move_id: MOVE,
+            step,
+        }
+    }
+
+    fn ingest(records: Vec<MovedRecord>, as_of: u64) -> Command {
+        step(MoveStep::Ingest {
+            records,
+            as_of: Version(as_of),
+        })
+    }
+
+    fn activate(as_of: u64) -> Command {
+        step(MoveStep::Activate {
+            as_of: Version(as_of),
+            clients: vec![],
+        })
+    }
+
+    fn begin_ingest() -> Command {
+        step(MoveStep::BeginIngest { from: SOURCE })
+    }
+
+    fn stored_on(engine: &SharedEngine, shard: ShardId, key: &str) -> Option<ValueRecord> {
+        engine
+            .get(CF_DATA, &keys::data_key(shard, KS, U, key.as_bytes()))
+            .unwrap()
+            .map(|bytes| ValueRecord::decode(&bytes).unwrap())
+    }
+
+    fn stored(engine: &SharedEngine, key: &str) -> Option<ValueRecord> {
+        stored_on(engine, SHARD, key)
+    }
+
+    #[test]
+    fn moved_records_keep_their_versions_and_every_later_version_is_above_the_source() {
+        let engine: SharedEngine = MemEngine::new();
+        let results = run(
+            &engine,
+            vec![
+                (mutate(vec![put("local", "1", None)], 1, None), 1),
+                (begin_ingest(), 2),
+                // The source had reached version 300; its records of the
+                // μshard are older.
+                (ingest(vec![moved("a", 100, "x"), moved("b", 250, "y")], 300), 3),
+                (activate(300), 4),
+                (mutate(vec![put("c", "3", None)], 1, None), 5),
+            ],
+        );
+        assert_eq!(results[0].version, Version(1));
+        assert!(results.iter().all(|r| r.outcome == Outcome::Applied), "{results:?}");
+        assert!(results[2].version > Version(300), "{:?}", results[2]);
+        assert!(results[4].version > results[3].version);
+        assert_eq!(stored(&engine, "a").unwrap().version, Version(100));
+        assert_eq!(stored(&engine, "b").unwrap().version, Version(250));
+        assert_eq!(
+            stored(&engine, "local"),
+            None,
+            "begin-ingest drops what an earlier stay left"
+        );
+        assert_eq!(read_version_base(&engine, SHARD).unwrap(), results[4].version.0 - 5);
+    }
+
+    #[test]
+    fn a_version_read_at_the_source_is_a_condition_the_destination_honours() {
+        let engine: SharedEngine = MemEngine::new();
+        let results = run(
+            &engine,
+            vec![
+                (begin_ingest(), 1),
+                (ingest(vec![moved("a", 250, "x")], 300), 2),
+                (activate(300), 3),
+                (
+                    mutate(vec![put("a", "stale", Some(Condition::Version(100)))], 1, None),
+                    4,
+                ),
+                (
+                    mutate(vec![put("a", "next", Some(Condition::Version(250)))], 1, None),
+                    5,
+                ),
+                (
+                    mutate(vec![put("a", "again", Some(Condition::Version(250)))], 1, None),
+                    6,
+                ),
+            ],
+        );
+        assert!(matches!(results[3].outcome, Outcome::ConditionFailed { .. }));
+        assert_eq!(results[4].outcome, Outcome::Applied, "nothing wrote since version 250");
+        match &results[5].outcome {
+            Outcome::ConditionFailed { current: Some(r), .. } => assert_eq!(r.version, results[4].version),
+            other => panic!("a write came in between: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_version_base_never_goes_down_and_a_copied_deletion_removes_the_key() {
+        let engine: SharedEngine = MemEngine::new();
+        let results = run(
+            &engine,
+            vec![
+                (begin_ingest(), 1),
+                (ingest(vec![moved("a", 500, "x"), moved("b", 10, "y")], 900), 2),
+                // A later chunk of an older source state, and a key the
+                // source deleted since the first copy.
+                (
+                    ingest(
+                        vec![MovedRecord {
+                            key: b"b".to_vec(),
+                            record: None,
+                        }],
+                        20,
+                    ),
+                    3,
+                ),
+                (activate(20), 4),
+                (mutate(vec![put("c", "1", None)], 1, None), 5),
+            ],
+        );
+        assert!(results[2].version > results[1].version);
+        assert!(results[4].version > Version(900));
+        assert_eq!(stored(&engine, "b"), None);
+        assert_eq!(stored(&engine, "a").unwrap().version, Version(500));
+    }
+
+    #[test]
+    fn a_source_record_newer_than_its_stated_version_still_raises_the_base() {
+        let engine: SharedEngine = MemEngine::new();
+        let results = run(
+            &engine,
+            vec![
+                (begin_ingest(), 1),
+                (ingest(vec![moved("a", 700, "x")], 300), 2),
+                (activate(300), 3),
+                (mutate(vec![put("a", "y", None)], 1, None), 4),
+            ],
+        );
+        assert!(results[3].version > Version(700));
+    }
+
+    #[test]
+    fn a_source_logs_changes_while_exporting_refuses_writes_once_frozen_and_names_the_owner_once_released() {
+        let engine: SharedEngine = MemEngine::new();
+        let log_of = |engine: &SharedEngine| {
+            let (start, end) = keys::move_log_range(SOURCE, KS, U, Version(0));
+            let mut log = Vec::new();
+            engine
+                .scan(
+                    CF_DATA,
+                    &start,
+                    &end,
+                    crate::engine::Direction::Forward,
+                    &mut |key, value| {
+                        let changes: Vec<MovedRecord> = crate::codec::decode(value).unwrap();
+                        log.push((keys::move_log_version(key).unwrap(), changes));
+                        Ok(crate::engine::Visit::Continue)
+                    },
+                )
+                .unwrap();
+            log
+        };
+        let delete_a = MutateOp::Delete {
+            ushard: U,
+            key: b"a".to_vec(),
+            condition: None,
+        };
+        let results = run_on(
+            &engine,
+            SOURCE,
+            vec![
+                (mutate(vec![put("before", "0", None)], 1, None), 1),
+                (step(MoveStep::BeginExport { to: DEST }), 2),
+                (mutate(vec![put("a", "1", None), put("b", "2", None)], 1, None), 3),
+                (mutate(vec![delete_a], 1, None), 4),
+                (step(MoveStep::Freeze), 5),
+                (mutate(vec![put("c", "3", None)], 1, None), 6),
+                // Repeats of a move's own steps change nothing.
+                (step(MoveStep::BeginExport { to: DEST }), 7),
+                (step(MoveStep::Freeze), 8),
+            ],
+        );
+        assert!(
+            results[..5].iter().all(|r| r.outcome == Outcome::Applied),
+            "{results:?}"
+        );
+        assert_eq!(results[5].outcome, Outcome::Moving { ushard: U });
+        assert_eq!(results[6].outcome, Outcome::Applied);
+        assert_eq!(results[7].outcome, Outcome::Applied);
+        assert_eq!(stored_on(&engine, SOURCE, "c"), None, "a frozen μshard takes no write");
+        let log = log_of(&engine);
+        assert_eq!(log.len(), 2, "only the writes after the export began: {log:?}");
+        assert_eq!(log[0].0, Version(3));
+        assert_eq!(log[0].1.len(), 2);
+        assert_eq!(
+            log[1].1,
+            vec![MovedRecord {
+                key: b"a".to_vec(),
+                record: None
+            }]
+        );
+
+        let results = run_on(
+            &engine,
+            SOURCE,
+            vec![
+                (step(MoveStep::Release), 9),
+                (mutate(vec![put("c", "3", None)], 1, None), 10),
+                (step(MoveStep::Release), 11),
+                (step(MoveStep::DropData), 12),
+            ],
+        );
+        assert_eq!(results[1].outcome, Outcome::WrongShard { ushard: U, owner: DEST });
+        assert_eq!(results[2].outcome, Outcome::Applied, "a repeated release");
+        assert!(log_of(&engine).is_empty(), "the change log goes with the data");
+        assert_eq!(stored_on(&engine, SOURCE, "b"), None, "moved records dropped");
+        assert!(stored_on(&engine, SOURCE, "before").is_none());
+    }
+
+    #[test]
+    fn a_released_source_serves_again_when_the_destination_abandoned() {
+        let engine: SharedEngine = MemEngine::new();
+        let results = run_on(
+            &engine,
+            SOURCE,
+            vec![
+                (mutate(vec![put("a", "1", None)], 1, None), 1),
+                (step(MoveStep::BeginExport { to: DEST }), 2),
+                (step(MoveStep::Freeze), 3),
+                (step(MoveStep::Release), 4),
+                (step(MoveStep::AbortExport), 5),
+                (mutate(vec![put("a", "2", None)], 1, None), 6),
+                // Another move's abort is not ours to take.
+                (
+                    Command::Move {
+                        keyspace: KS,
+                        ushard: U,
+                        move_id: 99,
+                        step: MoveStep::Freeze,
+                    },
+                    7,
+                ),
+            ],
+        );
+        assert_eq!(results[4].outcome, Outcome::Applied);
+        assert_eq!(results[5].outcome, Outcome::Applied, "served and writable again");
+        assert_eq!(stored_on(&engine, SOURCE, "a").unwrap().value, b"2");
+        assert!(matches!(results[6].outcome, Outcome::MoveRefused(_)));
+    }
+
+    #[test]
+    fn a_destination_serves_only_after_activation_and_abandon_and_activate_exclude_each_other() {
+        let engine: SharedEngine = MemEngine::new();
+        let write = || mutate(vec![put("a", "1", None)], 1, None);
+        let results = run_on(
+            &engine,
+            DEST,
+            vec![
+                (step(MoveStep::BeginIngest { from: SOURCE }), 1),
+                (write(), 2),
+                (
+                    step(MoveStep::Activate {
+                        as_of: Version(5),
+                        clients: vec![],
+                    }),
+                    3,
+                ),
+                (write(), 4),
+                (step(MoveStep::Abandon { from: SOURCE }), 5),
+            ],
+        );
+        assert_eq!(results[1].outcome, Outcome::Moving { ushard: U }, "not taken in yet");
+        assert_eq!(results[3].outcome, Outcome::Applied);
+        assert!(
+            matches!(results[4].outcome, Outcome::MoveRefused(_)),
+            "activated: rolls forward"
+        );
+
+        // The other order: once abandoned, the move cannot activate (or
+        // begin again), and the source keeps the μshard.
+        let engine: SharedEngine = MemEngine::new();
+        let results = run_on(
+            &engine,
+            DEST,
+            vec![
+                (step(MoveStep::BeginIngest { from: SOURCE }), 1),
+                (ingest(vec![moved("a", 3, "x")], 4), 2),
+                (step(MoveStep::Abandon { from: SOURCE }), 3),
+                (
+                    step(MoveStep::Activate {
+                        as_of: Version(5),
+                        clients: vec![],
+                    }),
+                    4,
+                ),
+                (step(MoveStep::BeginIngest { from: SOURCE }), 5),
+                (write(), 6),
+            ],
+        );
+        assert!(
+            matches!(results[3].outcome, Outcome::MoveRefused(_)),
+            "{:?}",
+            results[3]
+        );
+        assert!(
+            matches!(results[4].outcome, Outcome::MoveRefused(_)),
+            "{:?}",
+            results[4]
+        );
+        assert_eq!(
+            results[5].outcome,
+            Outcome::WrongShard {
+                ushard: U,
+                owner: SOURCE
+            }
+        );
+        assert_eq!(stored_on(&engine, DEST, "a"), None, "what was taken in is dropped");
+    }
+
+    #[test]
+    fn a_request_answered_at_the_source_is_answered_alike_at_the_destination() {
+        let source: SharedEngine = MemEngine::new();
+        let id = |seq| {
+            Some(RequestId {
+                client: 9,
+                seq,
+                first_incomplete: 1,
+            })
+        };
+        let results = run_on(
+            &source,
+            SOURCE,
+            vec![
+                (step(MoveStep::BeginExport { to: DEST }), 1),
+                (mutate(vec![incr(5)], 1, id(1)), 2),
+                (step(MoveStep::Freeze), 3),
+                // Refused by the freeze: not recorded, so it may apply at
+                // the new owner.
+                (mutate(vec![incr(7)], 1, id(2)), 4),
+            ],
+        );
+        assert_eq!(results[1].outcome, Outcome::Counter(5));
+        assert_eq!(results[3].outcome, Outcome::Moving { ushard: U });
+        let (start, end) = keys::dedup_range(SOURCE);
+        let mut clients = Vec::new();
+        source
+            .scan(
+                CF_DATA,
+                &start,
+                &end,
+                crate::engine::Direction::Forward,
+                &mut |key, value| {
+                    clients.push((keys::client_of_dedup_key(key).unwrap(), value.to_vec()));
+                    Ok(crate::engine::Visit::Continue)
+                },
+            )
+            .unwrap();
+        let counter = stored_on(&source, SOURCE, "n").unwrap();
+        let dest: SharedEngine = MemEngine::new();
+        let results = run_on(
+            &dest,
+            DEST,
+            vec![
+                (step(MoveStep::BeginIngest { from: SOURCE }), 1),
+                (
+                    ingest(
+                        vec![MovedRecord {
+                            key: b"n".to_vec(),
+                            record: Some(counter),
+                        }],
+                        3,
+                    ),
+                    2,
+                ),
+                (
+                    step(MoveStep::Activate {
+                        as_of: Version(3),
+                        clients,
+                    }),
+                    3,
+                ),
+                // The retry of seq 1 whose answer was lost at the source.
+                (mutate(vec![incr(5)], 1, id(1)), 4),
+                (mutate(vec![incr(7)], 1, id(2)), 5),
+            ],
+        );
+        assert_eq!(
+            results[3].outcome,
+            Outcome::Counter(5),
+            "the first answer, not applied again"
+        );
+        assert_eq!(results[3].version, Version(2), "the source's version of it");
+        assert_eq!(results[4].outcome, Outcome::Counter(12));
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::keys::ValueRecord;
 use serde::{Deserialize, Serialize};
-use shoal_types::{KeyspaceId, UshardId, Version};
+use shoal_types::{KeyspaceId, ShardId, UshardId, Version};
 use std::fmt;
 
 /// One mutation inside a [`Command::Write`], the log format before
@@ -74,10 +74,84 @@ impl Command {
 }
 
 impl MutateOp {
+    pub fn ushard(&self) -> UshardId {
+        match self {
+            MutateOp::Put { ushard, .. } | MutateOp::Delete { ushard, .. } | MutateOp::Increment { ushard, .. } => {
+                *ushard
+            }
+        }
+    }
+
     pub fn condition(&self) -> Option<&Condition> {
         match self {
             MutateOp::Put { condition, .. } | MutateOp::Delete { condition, .. } => condition.as_ref(),
             MutateOp::Increment { .. } => None,
+        }
+    }
+}
+
+/// One record of a μshard copied from the shard it moves out of: the
+/// stored record as the source holds it, version and expiry unchanged, or
+/// `None` when the source no longer holds the key (deleted since an
+/// earlier copy of it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovedRecord {
+    pub key: Vec<u8>,
+    pub record: Option<ValueRecord>,
+}
+
+/// The steps of a μshard move, in the order they happen; which shard each
+/// is proposed on and what it requires is [`crate::apply::moves`]'s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MoveStep {
+    /// Source: start logging every change to the μshard for `to`.
+    BeginExport { to: ShardId },
+    /// Source: refuse writes to the μshard from here on (`Moving`); the
+    /// change log is complete at this entry's version.
+    Freeze,
+    /// Source, once the destination holds everything up to the freeze and
+    /// before it activates: stop serving the μshard (reads too), answering
+    /// `WrongShard` naming the destination.
+    Release,
+    /// Source, when a move is abandoned (the destination abandoned first):
+    /// serve the μshard again, drop its change log.
+    AbortExport,
+    /// Source, a grace period after the activation: delete the moved
+    /// records and the change log.
+    DropData,
+    /// Destination: start taking the μshard in from `from`, afresh (not
+    /// served; what an earlier attempt took in is dropped).
+    BeginIngest { from: ShardId },
+    /// Destination: store records as the source held them at version
+    /// `as_of` of the source, each keeping its version; raises the version
+    /// base above `as_of` (docs/consistency.md, "versions across moves").
+    Ingest { records: Vec<MovedRecord>, as_of: Version },
+    /// Destination: serve the μshard from here on. `as_of` is the source's
+    /// freeze version (the base is raised above it); `clients` are the
+    /// source's exactly-once records at the freeze, merged into ours so a
+    /// retry of a request the source applied gets its first answer here.
+    Activate {
+        as_of: Version,
+        clients: Vec<(u64, Vec<u8>)>,
+    },
+    /// Destination, when a move is abandoned before activation: delete what
+    /// was taken in and refuse a late activation of this move; `from`
+    /// keeps the μshard.
+    Abandon { from: ShardId },
+}
+
+impl MoveStep {
+    pub fn name(&self) -> &'static str {
+        match self {
+            MoveStep::BeginExport { .. } => "begin-export",
+            MoveStep::Freeze => "freeze",
+            MoveStep::Release => "release",
+            MoveStep::AbortExport => "abort-export",
+            MoveStep::DropData => "drop-data",
+            MoveStep::BeginIngest { .. } => "begin-ingest",
+            MoveStep::Ingest { .. } => "ingest",
+            MoveStep::Activate { .. } => "activate",
+            MoveStep::Abandon { .. } => "abandon",
         }
     }
 }
@@ -124,6 +198,14 @@ pub enum Command {
     /// clock's lag would change, and on a shard no write has stamped for a
     /// while (see [`crate::shard::view`], "one clock judges expiry").
     Tick { now_ms: u64 },
+    /// One step of moving a μshard in or out of this shard (see
+    /// [`crate::apply::moves`]); `move_id` is the shard manager's.
+    Move {
+        keyspace: KeyspaceId,
+        ushard: UshardId,
+        move_id: u64,
+        step: MoveStep,
+    },
 }
 
 // Display is what openraft logs: never print user keys or values.
@@ -140,6 +222,16 @@ impl fmt::Display for Command {
             }
             Command::ForgetIdleClients { idle_ms, .. } => write!(f, "ForgetIdleClients(idle_ms={idle_ms})"),
             Command::Tick { .. } => write!(f, "Tick"),
+            Command::Move {
+                keyspace,
+                ushard,
+                move_id,
+                step,
+            } => write!(
+                f,
+                "Move(keyspace={keyspace}, ushard={ushard}, move={move_id}, {})",
+                step.name()
+            ),
         }
     }
 }
@@ -162,6 +254,14 @@ pub enum Outcome {
     /// forgotten: a late duplicate of a request the client gave up on. Not
     /// applied (again); its first attempt's outcome is unknown.
     Expired,
+    /// A μshard of the write is frozen for a move (or not yet taken in):
+    /// nothing was written; retry shortly (the map will name its owner).
+    Moving { ushard: UshardId },
+    /// A μshard of the write has moved to `owner`: nothing was written.
+    WrongShard { ushard: UshardId, owner: ShardId },
+    /// A move step that does not fit the μshard's state here (another
+    /// move, an abandoned one, a step out of order): nothing changed.
+    MoveRefused(String),
 }
 
 /// Result of applying a [`Command`].

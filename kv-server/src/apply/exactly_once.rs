@@ -80,3 +80,27 @@ pub fn forget_idle_clients(view: &mut StagedView<'_>, shard: ShardId, clock_ms: 
     }
     Ok(())
 }
+
+/// Merges a move source's client records into this shard's: per client the
+/// higher watermark (a watermark says every request below it is answered,
+/// whichever shard answered it), the results of both at or above it, and
+/// the later use. A result both hold is the same request's: ours is kept.
+pub fn merge_client_records(view: &mut StagedView<'_>, shard: ShardId, incoming: &[(u64, Vec<u8>)]) -> io::Result<()> {
+    for (client, bytes) in incoming {
+        let theirs: ClientRecord = decode(bytes)?;
+        let key = keys::dedup_key(shard, *client);
+        let mut ours: ClientRecord = match view.get(&key)? {
+            Some(bytes) => decode(&bytes)?,
+            None => ClientRecord::default(),
+        };
+        ours.watermark = ours.watermark.max(theirs.watermark);
+        for (seq, result) in theirs.results {
+            ours.results.entry(seq).or_insert(result);
+        }
+        let watermark = ours.watermark;
+        ours.results.retain(|seq, _| *seq >= watermark);
+        ours.last_used_ms = ours.last_used_ms.max(theirs.last_used_ms);
+        view.put(key, encode(&ours)?);
+    }
+    Ok(())
+}

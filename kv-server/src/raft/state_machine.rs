@@ -11,8 +11,9 @@
 //! serialises builders finishing, installs and readers (openraft runs a
 //! build in its own task, concurrently with an install).
 
-use crate::apply::applier::{read_clock, Applier};
-use crate::apply::command::CommandResult;
+use crate::apply::applier::{read_clock, read_version_base, Applier};
+use crate::apply::command::{Command, CommandResult};
+use crate::apply::moves::{load_states, MoveStates};
 use crate::apply::staged::StagedView;
 use crate::codec::{decode, encode};
 use crate::engine::{SharedEngine, WriteBatch};
@@ -25,7 +26,7 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
-use shoal_types::{ShardId, Version};
+use shoal_types::ShardId;
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
@@ -44,6 +45,13 @@ pub fn applied_index_of(meta_value: &[u8]) -> io::Result<u64> {
     Ok(log_index(&state.last_applied))
 }
 
+/// The version of a shard's last applied entry: its index plus the
+/// version base (see [`crate::apply::applier`]); 0 before the first entry
+/// (the base is raised only by an entry).
+pub fn applied_version(applied_index: u64, version_base: u64) -> u64 {
+    applied_index + version_base
+}
+
 fn log_index(id: &Option<LogId>) -> u64 {
     id.as_ref().map(|id| id.index()).unwrap_or(0)
 }
@@ -53,13 +61,20 @@ pub struct ShardStateMachine {
     engine: SharedEngine,
     snapshots: SnapshotDir,
     state: AppliedState,
-    /// Last applied index, published for readers and status.
+    /// The version of the last applied entry, published for read barriers
+    /// and freshness stamps (versions grow with the log, so "applied
+    /// version ≥ v" means every write of version ≤ v is applied).
     applied_tx: Arc<watch::Sender<u64>>,
     /// Serialises every change to, and read of, "the current snapshot".
     snapshot_lock: Arc<Mutex<()>>,
     /// The apply clock (see [`crate::apply::command::Command::Mutate`]), also
     /// published to compaction as this shard's expiry horizon.
     clock_ms: u64,
+    /// The version base (see [`crate::apply::applier`]).
+    version_base: u64,
+    /// The μshards with a move state, published after every batch that
+    /// moved one and after a snapshot install.
+    moves_tx: Arc<watch::Sender<Arc<MoveStates>>>,
     horizons: Arc<ExpiryHorizons>,
 }
 
@@ -74,8 +89,10 @@ impl ShardStateMachine {
             Some(bytes) => decode(&bytes)?,
             None => AppliedState::default(),
         };
-        let (applied_tx, _) = watch::channel(log_index(&state.last_applied));
         let clock_ms = read_clock(&engine, shard)?;
+        let version_base = read_version_base(&engine, shard)?;
+        let (applied_tx, _) = watch::channel(applied_version(log_index(&state.last_applied), version_base));
+        let (moves_tx, _) = watch::channel(Arc::new(load_states(&engine, shard)?));
         horizons.set(shard, clock_ms);
         Ok(ShardStateMachine {
             shard,
@@ -85,17 +102,31 @@ impl ShardStateMachine {
             applied_tx: Arc::new(applied_tx),
             snapshot_lock: Arc::new(Mutex::new(())),
             clock_ms,
+            version_base,
+            moves_tx: Arc::new(moves_tx),
             horizons,
         })
     }
 
-    /// A receiver of the last applied index.
+    /// A receiver of the shard's move states.
+    pub fn moves_watch(&self) -> watch::Receiver<Arc<MoveStates>> {
+        self.moves_tx.subscribe()
+    }
+
+    fn publish_moves(&self) -> io::Result<()> {
+        self.moves_tx
+            .send_replace(Arc::new(load_states(&self.engine, self.shard)?));
+        Ok(())
+    }
+
+    /// A receiver of the last applied entry's version.
     pub fn applied_watch(&self) -> watch::Receiver<u64> {
         self.applied_tx.subscribe()
     }
 
     fn publish_applied(&self) {
-        self.applied_tx.send_replace(log_index(&self.state.last_applied));
+        self.applied_tx
+            .send_replace(applied_version(log_index(&self.state.last_applied), self.version_base));
     }
 }
 
@@ -204,21 +235,24 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             shard: self.shard,
             view: &mut view,
             clock_ms: self.clock_ms,
+            version_base: self.version_base,
         };
         let mut replies = Vec::new();
+        let mut moved = false;
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id();
-            let version = Version(log_id.index());
+            let index = log_id.index();
+            moved |= matches!(&entry.payload, EntryPayload::Normal(Command::Move { .. }));
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult {
-                    version,
+                    version: applier.version_at(index),
                     ..Default::default()
                 },
-                EntryPayload::Normal(command) => applier.apply(command, version)?,
+                EntryPayload::Normal(command) => applier.apply(command, index)?,
                 EntryPayload::Membership(membership) => {
                     self.state.membership = StoredMembership::new(Some(log_id), membership);
                     CommandResult {
-                        version,
+                        version: applier.version_at(index),
                         ..Default::default()
                     }
                 }
@@ -228,14 +262,18 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                 replies.push((responder, result));
             }
         }
-        let clock_ms = applier.clock_ms;
+        let (clock_ms, version_base) = (applier.clock_ms, applier.version_base);
         view.put(
             keys::sm_meta_key(self.shard, SmMetaTag::AppliedState),
             encode(&self.state)?,
         );
         self.engine.write(view.into_batch())?;
         self.clock_ms = clock_ms;
+        self.version_base = version_base;
         self.horizons.set(self.shard, clock_ms);
+        if moved {
+            self.publish_moves()?;
+        }
         self.publish_applied();
         for (responder, result) in replies {
             responder.send(result);
@@ -323,7 +361,9 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         .map_err(|e| join_error("snapshot install", e))??;
         self.state = new_state;
         self.clock_ms = read_clock(&self.engine, self.shard)?;
+        self.version_base = read_version_base(&self.engine, self.shard)?;
         self.horizons.set(self.shard, self.clock_ms);
+        self.publish_moves()?;
         self.publish_applied();
         tracing::info!(shard_id = %self.shard, last = ?meta.last_log_id, "installed snapshot");
         Ok(())

@@ -2,6 +2,7 @@
 
 use crate::layout::ClusterLayout;
 use crate::rpc::status::to_status;
+use crate::rpc::ushard_map_wire::{mapping_to_proto, runs_to_proto};
 use crate::shard::digest::shard_digest;
 use crate::shard::host::NodeHost;
 use openraft::ServerState;
@@ -43,6 +44,8 @@ pub fn layout_to_proto(layout: &ClusterLayout) -> Layout {
                 keyspace_id: k.id.0,
                 ushard_count: k.ushard_count,
                 shard_ids: k.shards.iter().map(|s| s.0).collect(),
+                mapping: mapping_to_proto(k.mapping),
+                ushard_runs: runs_to_proto(k.map.as_ref()),
             })
             .collect(),
         shards: layout

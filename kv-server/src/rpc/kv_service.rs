@@ -1,13 +1,14 @@
 //! The client-facing `shoal.kv.v1.Kv` service.
 
 use crate::apply::command::{Command, CommandResult, MutateOp, Outcome};
+use crate::apply::moves::UshardState;
 use crate::error::{KvError, KvResult};
 use crate::keys::ValueRecord;
 use crate::layout::ClusterLayout;
 use crate::rpc::status::to_status;
 use crate::rpc::validate::{
     check_batch, check_condition, check_key, check_multi_get, check_ushard, check_value, check_write_options,
-    expiry_of, read_mode, resolve_header, scan_budget, scan_cursor,
+    expiry_of, read_mode, resolve_header, scan_budget, scan_cursor, served_ushards, Resolved,
 };
 use crate::shard::host::NodeHost;
 use crate::shard::replica::{ReadMode, ShardReplica};
@@ -30,16 +31,15 @@ impl KvService {
     /// Checks the header against this node's map. A client that names a
     /// newer epoch than ours has seen a newer map: ours is behind, so the
     /// heartbeat loop is asked to fetch it now rather than at its next tick.
-    fn resolve<'a>(
-        &self,
-        layout: &'a ClusterLayout,
-        header: Option<&RequestHeader>,
-    ) -> KvResult<(&'a crate::layout::KeyspaceLayout, ShardId)> {
-        let resolved = resolve_header(layout, header)?;
+    fn resolve<'a>(&self, layout: &'a ClusterLayout, header: Option<&RequestHeader>) -> KvResult<Resolved<'a>> {
+        let mut resolved = resolve_header(layout, header)?;
         if resolved.map_behind {
             self.host.request_map_refresh();
         }
-        Ok((resolved.keyspace, resolved.shard))
+        if let Ok(replica) = self.host.shard(resolved.shard) {
+            resolved.moves = replica.move_states();
+        }
+        Ok(resolved)
     }
 
     /// Names the answering shard, node and the shard's epoch (0 without a
@@ -60,13 +60,18 @@ impl KvService {
         &self,
         header: Option<&RequestHeader>,
         options: Option<&WriteOptions>,
-        build: impl FnOnce(&crate::layout::KeyspaceLayout, ShardId, u64) -> KvResult<Vec<MutateOp>>,
+        build: impl FnOnce(&Resolved<'_>, u64) -> KvResult<Vec<MutateOp>>,
     ) -> KvResult<(Option<ResponseHeader>, CommandResult)> {
         let layout = self.host.layout();
-        let (keyspace, shard) = self.resolve(&layout, header)?;
+        let target = self.resolve(&layout, header)?;
+        let (keyspace, shard) = (target.keyspace, target.shard);
         let now_ms = crate::clock::wall_ms();
-        let ops = build(keyspace, shard, now_ms)?;
+        let ops = build(&target, now_ms)?;
         let (fast_ack, request) = check_write_options(options, &ops)?;
+        // A fast-ack write to a μshard being moved could be acknowledged
+        // and then refused behind a freeze already in the log: it waits
+        // for its outcome like a quorum write instead (docs/consistency.md).
+        let fast_ack = fast_ack && !touches_moving(&target, &ops);
         let replica = self.host.shard(shard)?;
         let command = Command::Mutate {
             keyspace: keyspace.id,
@@ -88,6 +93,7 @@ impl KvService {
             replica.propose(command).await?
         };
         replica.count_served();
+        moving_outcome_error(&target, &result.outcome)?;
         // Fault injection for exactly-once retries: the write is applied,
         // its answer is lost on the way back (docs/failpoints.md).
         if crate::failpoints::is_on("lose-write-answer") {
@@ -97,11 +103,12 @@ impl KvService {
     }
 
     /// A put, delete or batch: a failed condition is an answer, not an error.
+    /// (A write refused for a move never gets here: see [`moving_outcome_error`].)
     async fn write(
         &self,
         header: Option<&RequestHeader>,
         options: Option<&WriteOptions>,
-        build: impl FnOnce(&crate::layout::KeyspaceLayout, ShardId, u64) -> KvResult<Vec<MutateOp>>,
+        build: impl FnOnce(&Resolved<'_>, u64) -> KvResult<Vec<MutateOp>>,
     ) -> KvResult<WriteResponse> {
         let (header, result) = self.execute(header, options, build).await?;
         let mut response = WriteResponse {
@@ -118,6 +125,9 @@ impl KvService {
             }
             Outcome::NotACounter(why) => return Err(KvError::NotACounter(why)),
             Outcome::Expired => return Err(expired(options)),
+            other @ (Outcome::Moving { .. } | Outcome::WrongShard { .. } | Outcome::MoveRefused(_)) => {
+                return Err(KvError::Internal(format!("a write applied as {other:?}")))
+            }
         }
         Ok(response)
     }
@@ -159,6 +169,37 @@ impl KvService {
     }
 }
 
+/// Whether a write touches a μshard with a move state other than `Owned`.
+fn touches_moving(target: &Resolved<'_>, ops: &[MutateOp]) -> bool {
+    ops.iter().any(|op| {
+        let ushard = op.ushard();
+        target
+            .moves
+            .get(&(target.keyspace.id, ushard))
+            .is_some_and(|state| !matches!(state, UshardState::Owned { .. }))
+    })
+}
+
+/// The error a write refused by the applier for a move gets: `MOVING`
+/// (frozen, or not taken in yet: retry shortly) or `WRONG_SHARD` naming the
+/// new owner. Nothing of the write was applied.
+fn moving_outcome_error(target: &Resolved<'_>, outcome: &Outcome) -> KvResult<()> {
+    match outcome {
+        Outcome::Moving { ushard } => Err(KvError::Moving {
+            keyspace: target.keyspace.name.clone(),
+            ushard: ushard.0,
+        }),
+        Outcome::WrongShard { ushard, owner } => Err(KvError::WrongShard {
+            keyspace: target.keyspace.name.clone(),
+            ushard: ushard.0,
+            shard: target.shard,
+            owner: *owner,
+            map_version: target.map_version,
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn expired(options: Option<&WriteOptions>) -> KvError {
     KvError::RequestExpired {
         client: options.map(|o| o.client_id).unwrap_or(0),
@@ -185,8 +226,9 @@ impl Kv for KvService {
         reply(
             async {
                 let layout = self.host.layout();
-                let (keyspace, shard) = self.resolve(&layout, req.header.as_ref())?;
-                let (ushard, key) = check_key(&self.host.limits, keyspace, shard, req.key.as_ref())?;
+                let target = self.resolve(&layout, req.header.as_ref())?;
+                let (keyspace, shard) = (target.keyspace, target.shard);
+                let (ushard, key) = check_key(&self.host.limits, &target, req.key.as_ref())?;
                 let mode = read_mode(req.consistency.as_ref());
                 let replica = self.read_replica(shard, mode).await?;
                 crate::failpoints::delay("read-before").await;
@@ -206,8 +248,9 @@ impl Kv for KvService {
         reply(
             async {
                 let layout = self.host.layout();
-                let (keyspace, shard) = self.resolve(&layout, req.header.as_ref())?;
-                let keys = check_multi_get(&self.host.limits, keyspace, shard, &req.keys)?;
+                let target = self.resolve(&layout, req.header.as_ref())?;
+                let (keyspace, shard) = (target.keyspace, target.shard);
+                let keys = check_multi_get(&self.host.limits, &target, &req.keys)?;
                 let mode = read_mode(req.consistency.as_ref());
                 let replica = self.read_replica(shard, mode).await?;
                 crate::failpoints::delay("read-before").await;
@@ -252,8 +295,8 @@ impl Kv for KvService {
         let req = request.into_inner();
         let limits = &self.host.limits;
         reply(
-            self.write(req.header.as_ref(), req.options.as_ref(), |keyspace, shard, now_ms| {
-                let (ushard, key) = check_key(limits, keyspace, shard, req.key.as_ref())?;
+            self.write(req.header.as_ref(), req.options.as_ref(), |target, now_ms| {
+                let (ushard, key) = check_key(limits, target, req.key.as_ref())?;
                 check_value(limits, &req.value)?;
                 Ok(vec![MutateOp::Put {
                     ushard,
@@ -271,8 +314,8 @@ impl Kv for KvService {
         let req = request.into_inner();
         let limits = &self.host.limits;
         reply(
-            self.write(req.header.as_ref(), req.options.as_ref(), |keyspace, shard, _| {
-                let (ushard, key) = check_key(limits, keyspace, shard, req.key.as_ref())?;
+            self.write(req.header.as_ref(), req.options.as_ref(), |target, _| {
+                let (ushard, key) = check_key(limits, target, req.key.as_ref())?;
                 Ok(vec![MutateOp::Delete {
                     ushard,
                     key: key.to_vec(),
@@ -287,8 +330,8 @@ impl Kv for KvService {
         let req = request.into_inner();
         let limits = &self.host.limits;
         reply(
-            self.write(req.header.as_ref(), req.options.as_ref(), |keyspace, shard, now_ms| {
-                check_batch(limits, keyspace, shard, &req.ops, now_ms)
+            self.write(req.header.as_ref(), req.options.as_ref(), |target, now_ms| {
+                check_batch(limits, target, &req.ops, now_ms)
             })
             .await,
         )
@@ -300,8 +343,8 @@ impl Kv for KvService {
         reply(
             async {
                 let (header, result) = self
-                    .execute(req.header.as_ref(), req.options.as_ref(), |keyspace, shard, _| {
-                        let (ushard, key) = check_key(limits, keyspace, shard, req.key.as_ref())?;
+                    .execute(req.header.as_ref(), req.options.as_ref(), |target, _| {
+                        let (ushard, key) = check_key(limits, target, req.key.as_ref())?;
                         Ok(vec![MutateOp::Increment {
                             ushard,
                             key: key.to_vec(),
@@ -330,10 +373,11 @@ impl Kv for KvService {
             async {
                 let limits = &self.host.limits;
                 let layout = self.host.layout();
-                let (keyspace, shard) = self.resolve(&layout, req.header.as_ref())?;
-                let ushards = match req.ushard {
-                    Some(u) => vec![check_ushard(keyspace, shard, u)?.0],
-                    None => keyspace.ushards_of(shard),
+                let target = self.resolve(&layout, req.header.as_ref())?;
+                let (keyspace, shard) = (target.keyspace, target.shard);
+                let ushards: Vec<u32> = match req.ushard {
+                    Some(u) => vec![check_ushard(&target, u)?.0],
+                    None => served_ushards(&target)?.into_iter().map(|u| u.0).collect(),
                 };
                 let (limit, max_bytes) = scan_budget(limits, req.limit, req.max_bytes)?;
                 let spec = ScanSpec {

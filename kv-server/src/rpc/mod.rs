@@ -4,7 +4,9 @@
 
 pub mod admin_service;
 pub mod kv_service;
+pub mod mover_service;
 pub mod raft_service;
 pub mod sm_agent;
 pub mod status;
+pub mod ushard_map_wire;
 pub mod validate;

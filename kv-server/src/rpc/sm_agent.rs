@@ -10,6 +10,7 @@
 use crate::config::NodeConfig;
 use crate::identity;
 use crate::layout::{ClusterLayout, KeyspaceLayout, NodeLayout, ShardLayout};
+use crate::rpc::ushard_map_wire::{map_from_runs, mapping_from_proto};
 use crate::shard::host::NodeHost;
 use crate::shard::membership::MembershipDriver;
 use anyhow::Context;
@@ -85,13 +86,18 @@ pub fn layout_from_map(map: &ShardMap) -> anyhow::Result<ClusterLayout> {
         keyspaces: map
             .keyspaces
             .iter()
-            .map(|k| KeyspaceLayout {
-                name: k.name.clone(),
-                id: KeyspaceId(k.keyspace_id),
-                ushard_count: k.ushard_count,
-                shards: k.shard_ids.iter().copied().map(ShardId).collect(),
+            .map(|k| {
+                Ok(KeyspaceLayout {
+                    name: k.name.clone(),
+                    id: KeyspaceId(k.keyspace_id),
+                    ushard_count: k.ushard_count,
+                    shards: k.shard_ids.iter().copied().map(ShardId).collect(),
+                    mapping: mapping_from_proto(k.mapping),
+                    map: map_from_runs(&k.name, k.ushard_count, &k.ushard_runs)?,
+                    home: map_from_runs(&k.name, k.ushard_count, &k.home_runs)?,
+                })
             })
-            .collect(),
+            .collect::<anyhow::Result<_>>()?,
         shards: map
             .shards
             .iter()

@@ -3,7 +3,7 @@
 
 use crate::error::KvError;
 use shoal_proto::kv::ErrorCode;
-use shoal_proto::{ERROR_CODE_METADATA, LEADER_HINT_METADATA};
+use shoal_proto::{ERROR_CODE_METADATA, LEADER_HINT_METADATA, MAP_VERSION_METADATA, OWNER_HINT_METADATA};
 use tonic::{Code, Status};
 
 pub fn error_code(error: &KvError) -> ErrorCode {
@@ -11,7 +11,9 @@ pub fn error_code(error: &KvError) -> ErrorCode {
         KvError::NotLeader { .. } => ErrorCode::NotLeader,
         KvError::UnknownKeyspace(_) => ErrorCode::UnknownKeyspace,
         KvError::UnknownShard(_) => ErrorCode::UnknownShard,
-        KvError::WrongShard { .. } => ErrorCode::WrongShard,
+        KvError::WrongShard { .. } | KvError::UshardMoved { .. } => ErrorCode::WrongShard,
+        KvError::Moving { .. } => ErrorCode::Moving,
+        KvError::MoveConflict(_) => ErrorCode::MoveConflict,
         KvError::StaleEpoch { .. } => ErrorCode::StaleEpoch,
         KvError::KeyTooLarge { .. } => ErrorCode::KeyTooLarge,
         KvError::ValueTooLarge { .. } => ErrorCode::ValueTooLarge,
@@ -33,6 +35,8 @@ fn grpc_code(code: ErrorCode) -> Code {
         ErrorCode::NotACounter => Code::FailedPrecondition,
         ErrorCode::UnknownKeyspace | ErrorCode::UnknownShard => Code::NotFound,
         ErrorCode::WrongShard | ErrorCode::StaleEpoch => Code::FailedPrecondition,
+        ErrorCode::Moving => Code::Unavailable,
+        ErrorCode::MoveConflict => Code::FailedPrecondition,
         ErrorCode::KeyTooLarge | ErrorCode::ValueTooLarge | ErrorCode::BatchTooLarge | ErrorCode::EmptyKey => {
             Code::InvalidArgument
         }
@@ -57,6 +61,18 @@ pub fn to_status(error: KvError) -> Status {
             status.metadata_mut().insert(LEADER_HINT_METADATA, value);
         }
     }
+    let (owner, map_version) = match &error {
+        KvError::WrongShard { owner, map_version, .. } => (Some(*owner), Some(*map_version)),
+        // Found by the replica's own state, not the map.
+        KvError::UshardMoved { owner, .. } => (Some(*owner), None),
+        _ => (None, None),
+    };
+    if let Some(Ok(owner)) = owner.map(|o| o.0.to_string().parse()) {
+        status.metadata_mut().insert(OWNER_HINT_METADATA, owner);
+    }
+    if let Some(Ok(version)) = map_version.map(|v| v.to_string().parse()) {
+        status.metadata_mut().insert(MAP_VERSION_METADATA, version);
+    }
     status
 }
 
@@ -74,6 +90,20 @@ mod tests {
         assert_eq!(status.code(), Code::Unavailable);
         assert_eq!(status.metadata().get(ERROR_CODE_METADATA).unwrap(), "NOT_LEADER");
         assert_eq!(status.metadata().get(LEADER_HINT_METADATA).unwrap(), "3");
+    }
+
+    #[test]
+    fn wrong_shard_names_the_owner_and_the_map_version() {
+        let status = to_status(KvError::WrongShard {
+            keyspace: "default".into(),
+            ushard: 5,
+            shard: ShardId(1),
+            owner: ShardId(2),
+            map_version: 7,
+        });
+        assert_eq!(status.metadata().get(ERROR_CODE_METADATA).unwrap(), "WRONG_SHARD");
+        assert_eq!(status.metadata().get(OWNER_HINT_METADATA).unwrap(), "2");
+        assert_eq!(status.metadata().get(MAP_VERSION_METADATA).unwrap(), "7");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! a replica. A request failing here has written nothing.
 
 use crate::apply::command::{Condition, MutateOp, RequestId};
+use crate::apply::moves::{Access, MoveStates, UshardState};
 use crate::config::Limits;
 use crate::error::{KvError, KvResult};
 use crate::layout::{ClusterLayout, KeyspaceLayout};
@@ -10,6 +11,7 @@ use crate::shard::scan::Cursor;
 use shoal_proto::kv::{batch_op, condition, read_consistency, BatchOp, KeyRef, ReadConsistency, RequestHeader};
 use shoal_proto::kv::{Condition as WireCondition, WriteOptions};
 use shoal_types::{Epoch, ShardId, UshardId};
+use std::sync::Arc;
 
 /// The longest TTL accepted: 100 years.
 const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
@@ -18,6 +20,12 @@ const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 pub struct Resolved<'a> {
     pub keyspace: &'a KeyspaceLayout,
     pub shard: ShardId,
+    /// The version of the layout checked against (a `WRONG_SHARD` names it).
+    pub map_version: u64,
+    /// The shard's μshards with a move state, as this replica last applied
+    /// them (empty until the caller fills them in: [`resolve_header`] does
+    /// not know the replica).
+    pub moves: Arc<MoveStates>,
     /// The client named a newer epoch than this node's map has: the map is
     /// behind (the request is still served; Raft decides who leads).
     pub map_behind: bool,
@@ -49,31 +57,78 @@ pub fn resolve_header<'a>(layout: &'a ClusterLayout, header: Option<&RequestHead
     Ok(Resolved {
         keyspace,
         shard,
+        map_version: layout.version,
+        moves: Arc::default(),
         map_behind: requested > current,
     })
 }
 
 /// Checks a micro-shard number against the keyspace and the target shard.
-pub fn check_ushard(keyspace: &KeyspaceLayout, shard: ShardId, ushard: u32) -> KvResult<UshardId> {
-    match keyspace.shard_of(ushard) {
-        None => Err(KvError::Malformed(format!(
+/// A μshard with a move state here is judged by it (see
+/// [`crate::apply::moves`]: a μshard frozen or not yet taken in passes,
+/// and the applier or the read view refuses it for what it is); one
+/// without is this shard's if it was created here.
+pub fn check_ushard(target: &Resolved<'_>, ushard: u32) -> KvResult<UshardId> {
+    let keyspace = target.keyspace;
+    let (Some(home), Some(owner)) = (keyspace.home_of(ushard), keyspace.shard_of(ushard)) else {
+        return Err(KvError::Malformed(format!(
             "ushard {ushard} out of range: keyspace {:?} has {} ushards",
             keyspace.name, keyspace.ushard_count
-        ))),
-        Some(owner) if owner != shard => Err(KvError::WrongShard {
+        )));
+    };
+    let id = UshardId(ushard);
+    let wrong_shard = |owner| KvError::WrongShard {
+        keyspace: keyspace.name.clone(),
+        ushard,
+        shard: target.shard,
+        owner,
+        map_version: target.map_version,
+    };
+    match target
+        .moves
+        .get(&(keyspace.id, id))
+        .map(|s| UshardState::access(Some(s)))
+    {
+        Some(Access::Elsewhere(owner)) => Err(wrong_shard(owner)),
+        Some(_) => Ok(id),
+        None if home == target.shard => Ok(id),
+        // The map gives it to this shard but this replica has not applied
+        // its taking in yet: a lagging replica, or a map ahead of it.
+        None if owner == target.shard => Err(KvError::Moving {
             keyspace: keyspace.name.clone(),
             ushard,
-            shard,
         }),
-        Some(_) => Ok(UshardId(ushard)),
+        None => Err(wrong_shard(owner)),
     }
+}
+
+/// Every μshard a whole-shard scan of the target reads: those
+/// [`check_ushard`] lets through. One the map gives this shard that this
+/// replica has not taken in yet fails the scan (`MOVING`) rather than
+/// being left out.
+pub fn served_ushards(target: &Resolved<'_>) -> KvResult<Vec<UshardId>> {
+    let keyspace = target.keyspace;
+    let mut served = Vec::new();
+    for ushard in 0..keyspace.ushard_count {
+        let has_state = target.moves.contains_key(&(keyspace.id, UshardId(ushard)));
+        let ours_by_layout =
+            keyspace.shard_of(ushard) == Some(target.shard) || keyspace.home_of(ushard) == Some(target.shard);
+        if !has_state && !ours_by_layout {
+            continue;
+        }
+        match check_ushard(target, ushard) {
+            Ok(id) => served.push(id),
+            Err(KvError::WrongShard { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(served)
 }
 
 /// Checks a key reference: present, non-empty, under the limit, in this shard.
 pub fn check_key<'k>(
     limits: &Limits,
-    keyspace: &KeyspaceLayout,
-    shard: ShardId,
+    target: &Resolved<'_>,
     key: Option<&'k KeyRef>,
 ) -> KvResult<(UshardId, &'k [u8])> {
     let key = key.ok_or_else(|| KvError::Malformed("missing key".into()))?;
@@ -86,7 +141,7 @@ pub fn check_key<'k>(
             max: limits.max_key_bytes,
         });
     }
-    let ushard = check_ushard(keyspace, shard, key.ushard)?;
+    let ushard = check_ushard(target, key.ushard)?;
     Ok((ushard, &key.key))
 }
 
@@ -182,13 +237,7 @@ pub fn read_mode(consistency: Option<&ReadConsistency>) -> ReadMode {
 
 /// Validates every op of a batch and converts it; the first bad op fails the
 /// whole batch.
-pub fn check_batch(
-    limits: &Limits,
-    keyspace: &KeyspaceLayout,
-    shard: ShardId,
-    ops: &[BatchOp],
-    now_ms: u64,
-) -> KvResult<Vec<MutateOp>> {
+pub fn check_batch(limits: &Limits, target: &Resolved<'_>, ops: &[BatchOp], now_ms: u64) -> KvResult<Vec<MutateOp>> {
     if ops.is_empty() {
         return Err(KvError::Malformed("batch has no operations".into()));
     }
@@ -204,7 +253,7 @@ pub fn check_batch(
     for (i, op) in ops.iter().enumerate() {
         let write = match &op.op {
             Some(batch_op::Op::Put(put)) => {
-                let (ushard, key) = check_key(limits, keyspace, shard, put.key.as_ref())?;
+                let (ushard, key) = check_key(limits, target, put.key.as_ref())?;
                 check_value(limits, &put.value)?;
                 total += key.len() + put.value.len();
                 MutateOp::Put {
@@ -216,7 +265,7 @@ pub fn check_batch(
                 }
             }
             Some(batch_op::Op::Delete(delete)) => {
-                let (ushard, key) = check_key(limits, keyspace, shard, delete.key.as_ref())?;
+                let (ushard, key) = check_key(limits, target, delete.key.as_ref())?;
                 total += key.len();
                 MutateOp::Delete {
                     ushard,
@@ -241,8 +290,7 @@ pub fn check_batch(
 /// them than a batch may hold.
 pub fn check_multi_get<'k>(
     limits: &Limits,
-    keyspace: &KeyspaceLayout,
-    shard: ShardId,
+    target: &Resolved<'_>,
     keys: &'k [KeyRef],
 ) -> KvResult<Vec<(UshardId, &'k [u8])>> {
     if keys.len() > limits.max_batch_ops {
@@ -252,9 +300,7 @@ pub fn check_multi_get<'k>(
             limits.max_batch_ops
         )));
     }
-    keys.iter()
-        .map(|key| check_key(limits, keyspace, shard, Some(key)))
-        .collect()
+    keys.iter().map(|key| check_key(limits, target, Some(key))).collect()
 }
 
 /// A scan page's budget: the entries and bytes asked for (0 = the server's

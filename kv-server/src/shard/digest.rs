@@ -72,7 +72,7 @@ pub async fn shard_digest(
                     }
                 } else {
                     if key == clock_key {
-                        clock = keys::decode_clock(&value);
+                        clock = keys::decode_u64(&value);
                     }
                     let user_record = keys::shard_and_keyspace_of(&key)
                         .is_some_and(|(_, keyspace)| keyspace < keys::REPLICATED_META_KEYSPACE);

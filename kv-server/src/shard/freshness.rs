@@ -5,7 +5,8 @@
 //! [`FreshnessStamp`]: "every write acknowledged before `as_of_ms` (my wall
 //! clock) has a version ≤ `applied`". It holds because
 //! - the leader acknowledges a write only after applying it, so its applied
-//!   index covers every write it acknowledged before now;
+//!   version covers every write it acknowledged before now (versions grow
+//!   with the log: index plus the shard's version base);
 //! - it vouches only once it has applied an entry of its own term, so
 //!   writes acknowledged by earlier leaders are covered too;
 //! - `as_of_ms` is capped at its quorum lease (last quorum-acknowledged send
@@ -79,7 +80,7 @@ impl Freshness {
         let _ = self.raft.set(raft);
     }
 
-    /// This replica's applied index.
+    /// The version of this replica's last applied entry.
     pub fn applied(&self) -> u64 {
         *self.applied.borrow()
     }
@@ -155,7 +156,7 @@ impl Freshness {
     }
 
     /// At most how old this replica's state is at `now_wall_ms`, in ms; or
-    /// the applied index it still needs to reach before it can say.
+    /// the applied version it still needs to reach before it can say.
     pub fn staleness_ms(&self, now_wall_ms: u64, max_clock_offset_ms: u64) -> Result<u64, u64> {
         if let Some(own) = self.leader_stamp(now_wall_ms) {
             return Ok(now_wall_ms.saturating_sub(own.as_of_ms));
@@ -174,7 +175,7 @@ impl Freshness {
         Ok(now_wall_ms.saturating_sub(stamp.as_of_ms) + max_clock_offset_ms)
     }
 
-    /// A receiver of the applied index, to wait for it to move.
+    /// A receiver of the applied version, to wait for it to move.
     pub fn applied_watch(&self) -> watch::Receiver<u64> {
         self.applied.clone()
     }

@@ -193,6 +193,7 @@ impl NodeHost {
                 .with_acceptances(acceptances.clone());
             let sm = ShardStateMachine::open(shard.id, self.engine.clone(), snapshots, self.horizons.clone())
                 .with_context(|| format!("opening state machine of shard {}", shard.id))?;
+            let moves = sm.moves_watch();
             let freshness = Arc::new(Freshness::new(
                 sm.applied_watch(),
                 Duration::from_millis(raft_config.election_timeout_max),
@@ -248,6 +249,7 @@ impl NodeHost {
                     self.engine.clone(),
                     freshness,
                     acceptances,
+                    moves,
                     opened_empty,
                 )),
             );

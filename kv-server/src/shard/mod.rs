@@ -1,9 +1,11 @@
 //! The replicas a node hosts and the operations on them.
 
 pub mod digest;
+pub mod export;
 pub mod freshness;
 pub mod host;
 pub mod membership;
+pub mod mover;
 pub mod replica;
 pub mod scan;
 pub mod view;

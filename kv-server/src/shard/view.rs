@@ -16,10 +16,11 @@
 //! [`Command::Tick`](crate::apply::command::Command::Tick) and reads again, and
 //! each leader ticks a shard whose clock has not moved for `clock_tick_ms`.
 
+use crate::apply::moves::{Access, UshardState};
 use crate::engine::{Direction, ReadView, Visit};
 use crate::error::{KvError, KvResult};
 use crate::keys::{self, SmMetaTag, ValueRecord, CF_DATA};
-use crate::raft::state_machine::applied_index_of;
+use crate::raft::state_machine::{applied_index_of, applied_version};
 use shoal_types::{KeyspaceId, ShardId, UshardId};
 use std::cell::Cell;
 
@@ -81,7 +82,7 @@ impl<'a> ReplicaView<'a> {
         let clock = self
             .view
             .get(CF_DATA, &keys::clock_key(self.shard))?
-            .map(|bytes| keys::decode_clock(&bytes))
+            .map(|bytes| keys::decode_u64(&bytes))
             .unwrap_or(0);
         // A deliberate bug for proving the ttl checker can fail: reads judge
         // expiry on a clock ahead of the one conditions use (the two-clock
@@ -109,20 +110,66 @@ impl<'a> ReplicaView<'a> {
         Ok(live)
     }
 
-    /// The applied index this view holds: the state machine writes it in
-    /// the same batch as the data it produced.
+    /// The version of the last entry applied in this view: the state
+    /// machine writes the applied index and the version base in the same
+    /// batch as the data they produced.
     pub fn applied(&self) -> KvResult<u64> {
-        match self
+        let index = match self
             .view
             .get(CF_DATA, &keys::sm_meta_key(self.shard, SmMetaTag::AppliedState))?
         {
-            Some(bytes) => Ok(applied_index_of(&bytes)?),
-            None => Ok(0),
+            Some(bytes) => applied_index_of(&bytes)?,
+            None => 0,
+        };
+        let base = self
+            .view
+            .get(CF_DATA, &keys::version_base_key(self.shard))?
+            .map(|bytes| keys::decode_u64(&bytes))
+            .unwrap_or(0);
+        Ok(applied_version(index, base))
+    }
+
+    /// The shard this view belongs to.
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    /// The engine view underneath, for readers that need stored bytes as
+    /// they are (a move's export: `shard::export`).
+    pub fn raw(&self) -> &dyn ReadView {
+        self.view
+    }
+
+    /// Refuses a μshard this state does not serve (see
+    /// [`crate::apply::moves`]): moved away (`WRONG_SHARD` naming the
+    /// owner), or not taken in yet (`STALE_REPLICA`: another replica may
+    /// have it). Request validation judged the μshard on an earlier state;
+    /// this view's is the one the read returns.
+    pub fn check_served(&self, keyspace: KeyspaceId, ushard: UshardId) -> KvResult<()> {
+        let Some(bytes) = self
+            .view
+            .get(CF_DATA, &keys::ushard_state_key(self.shard, keyspace, ushard))?
+        else {
+            return Ok(());
+        };
+        let state: UshardState = crate::codec::decode(&bytes)?;
+        match UshardState::access(Some(&state)) {
+            Access::ByLayout | Access::Served | Access::ReadOnly => Ok(()),
+            Access::NotYet => Err(KvError::StaleReplica(format!(
+                "shard {}: this replica has not taken in ushard {ushard} yet",
+                self.shard
+            ))),
+            Access::Elsewhere(owner) => Err(KvError::UshardMoved {
+                shard: self.shard,
+                ushard: ushard.0,
+                owner,
+            }),
         }
     }
 
     /// One key; an expired key is absent.
     pub fn get(&self, keyspace: KeyspaceId, ushard: UshardId, key: &[u8]) -> KvResult<Option<ValueRecord>> {
+        self.check_served(keyspace, ushard)?;
         let raw = self
             .view
             .get(CF_DATA, &keys::data_key(self.shard, keyspace, ushard, key))?;
@@ -148,6 +195,7 @@ impl<'a> ReplicaView<'a> {
         direction: Direction,
         budget: ScanBudget,
     ) -> KvResult<UshardScan> {
+        self.check_served(keyspace, ushard)?;
         let (start, end) = keys::ushard_range(self.shard, keyspace, ushard, lower, upper);
         let mut scan = UshardScan {
             items: Vec::new(),

@@ -378,6 +378,11 @@ async fn start_shard_manager(spec: &InProcessSpec, data_dir: PathBuf) -> (ShardM
         listen: addr.clone(),
         suspect_after_ms: 1000,
         dead_after_ms: (spec.dead_after.as_millis() as u64).max(1001),
+        // Short, so tests see a moved μshard's copy dropped.
+        moves: shoal_config::manager::MoveBudget {
+            release_grace_ms: 1_000,
+            ..Default::default()
+        },
     };
     config.validate().expect("shard-manager config");
     let running = Running::spawn(move |shutdown| shard_manager::server::run(config, listener, shutdown));

@@ -2,7 +2,7 @@
 //! primaries.
 
 use super::{KeyspaceSpec, Manager, SmError, SmResult};
-use crate::model::{Epoch, KeyspaceRecord, Liveness, NodeId, NodeIntent, ShardRecord};
+use crate::model::{Epoch, KeyspaceRecord, Liveness, NodeId, NodeIntent, ShardRecord, UshardMap};
 use crate::placement::{choose_primary, place_learner, place_replicas, Candidate};
 use crate::store::{Change, DurableState};
 use std::collections::HashMap;
@@ -93,12 +93,20 @@ impl Manager {
                 change: None,
             });
         }
+        let shard_ids: Vec<_> = shards.iter().map(|s| s.id).collect();
+        // Both mappings start from ranges; only akkio keyspaces later
+        // scatter μshards.
+        let map = UshardMap::ranges(spec.ushards, &shard_ids)
+            .ok_or_else(|| SmError::InvalidArgument("no μshard map for these counts".into()))?;
         let keyspace = KeyspaceRecord {
             name: spec.name.clone(),
             id: counters.next_keyspace_id,
             replicas: spec.replicas,
             ushard_count: spec.ushards,
-            shards: shards.iter().map(|s| s.id).collect(),
+            shards: shard_ids,
+            mapping: spec.mapping,
+            home: Some(map.clone()),
+            map: Some(map),
             regions: spec.regions,
             preferred_region: spec.preferred_region,
             learner_regions: spec.learner_regions,

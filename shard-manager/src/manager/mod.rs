@@ -4,12 +4,16 @@
 //! visible, so a restart never loses what a caller was told.
 //!
 //! One file per kind of operation: `nodes`, `keyspaces`, `primaries`,
-//! `membership`; this one holds the shared state and how it is committed.
+//! `membership`, `moves`; this one holds the shared state and how it is
+//! committed.
 
 mod keyspaces;
 mod membership;
+mod moves;
 mod nodes;
 mod primaries;
+
+pub use moves::{owner_of, MoveCause, MoveRefusal};
 
 use crate::clock::Clock;
 use crate::model::{Epoch, NodeId, ShardId, ShardRecord};
@@ -38,6 +42,8 @@ pub enum SmError {
     Placement(#[from] PlacementError),
     #[error("storage: {0}")]
     Storage(String),
+    #[error("{0}")]
+    Move(MoveRefusal),
 }
 
 pub type SmResult<T> = Result<T, SmError>;
@@ -70,6 +76,7 @@ pub struct KeyspaceSpec {
     pub regions: Vec<String>,
     pub preferred_region: String,
     pub learner_regions: Vec<String>,
+    pub mapping: crate::model::Mapping,
 }
 
 /// A node registering (or re-registering).

@@ -4,6 +4,7 @@
 mod barrier;
 
 use crate::apply::command::{Command, CommandResult};
+use crate::apply::moves::MoveStates;
 use crate::engine::SharedEngine;
 use crate::error::{KvError, KvResult};
 use crate::keys::{self, CF_DATA};
@@ -30,6 +31,8 @@ pub struct ShardReplica {
     /// Set while this replica may have forgotten a vote or acknowledged
     /// entries (see [`ShardReplica::in_quarantine`]).
     quarantined: std::sync::atomic::AtomicBool,
+    /// The μshards of this shard with a move state, as last applied.
+    moves: tokio::sync::watch::Receiver<Arc<MoveStates>>,
 }
 
 /// What a read asks of the replica that serves it (docs/consistency.md).
@@ -58,9 +61,11 @@ impl ShardReplica {
         engine: SharedEngine,
         freshness: Arc<Freshness>,
         acceptances: Arc<Acceptances>,
+        moves: tokio::sync::watch::Receiver<Arc<MoveStates>>,
         opened_empty: bool,
     ) -> ShardReplica {
         ShardReplica {
+            moves,
             quarantined: std::sync::atomic::AtomicBool::new(opened_empty),
             acceptances,
             id,
@@ -70,6 +75,11 @@ impl ShardReplica {
             freshness,
             retired: Default::default(),
         }
+    }
+
+    /// The μshards of this shard with a move state, as last applied.
+    pub fn move_states(&self) -> Arc<MoveStates> {
+        self.moves.borrow().clone()
     }
 
     pub fn freshness(&self) -> &Freshness {
@@ -103,18 +113,25 @@ impl ShardReplica {
     /// so NOT_LEADER always means "not proposed": the client may then retry
     /// elsewhere without risking a double apply.
     fn check_may_propose(&self, command: &Command) -> KvResult<()> {
-        if let Err(forward) = self.raft.as_leader() {
-            return Err(KvError::NotLeader {
-                shard: self.id,
-                leader: forward.leader_id.map(NodeId),
-            });
-        }
+        self.ensure_leader()?;
         if command.is_timed() {
             self.freshness
                 .clock_agrees()
                 .map_err(|why| KvError::Unavailable(format!("shard {}: {why}", self.id)))?;
         }
         Ok(())
+    }
+
+    /// `NOT_LEADER` (with the leader's id when known) unless this node
+    /// leads the shard now.
+    pub fn ensure_leader(&self) -> KvResult<()> {
+        match self.raft.as_leader() {
+            Ok(_) => Ok(()),
+            Err(forward) => Err(KvError::NotLeader {
+                shard: self.id,
+                leader: forward.leader_id.map(NodeId),
+            }),
+        }
     }
 
     /// Proposes `command` and waits until it is committed and applied.

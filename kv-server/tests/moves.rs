@@ -1,0 +1,409 @@
+//! μshard moves on a real cluster (three kv-server processes under a shard
+//! manager): a μshard moves while it is written, and nothing acknowledged
+//! is lost; versions, conditions on them and read-your-writes tokens from
+//! the source hold at the destination; the source then names the new
+//! owner; source and destination never both take writes, and the source
+//! serves no read once the destination took a write; a shard-manager
+//! kill or a destination-primary kill in each phase resumes; bad requests
+//! get stable codes and change nothing.
+
+mod common;
+
+use common::{must_connect, must_start_spec, shard_manager_bin, test_spec, TestCluster};
+use kv_client::{Condition, Key, PutOptions, ReadConsistency, ShoalClient, WriteResult};
+use local_cluster::probe::error_code;
+use shoal_proto::kv::kv_client::KvClient;
+use shoal_proto::kv::{
+    read_consistency, GetRequest, KeyRef, PutRequest, ReadConsistency as WireConsistency, RequestHeader,
+};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+const ROUTING: &str = "user-7";
+
+/// Three nodes, a shard manager, the default keyspace of 2 shards (akkio).
+async fn must_start() -> TestCluster {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = test_spec(&dir, 3, 2);
+    spec.shard_manager = true;
+    spec.shard_manager_bin = shard_manager_bin();
+    must_start_spec(spec, dir).await
+}
+
+fn key(i: usize) -> Key {
+    Key::routed(ROUTING, format!("k{i:04}"))
+}
+
+/// The moved μshard, its shard, and the other shard.
+fn placement(client: &ShoalClient) -> (u32, u64, u64) {
+    let at = client
+        .routes()
+        .place("default", b"k0000", Some(ROUTING.as_bytes()))
+        .unwrap();
+    let other = if at.shard.0 == 1 { 2 } else { 1 };
+    (at.ushard, at.shard.0, other)
+}
+
+/// Writers putting fresh keys of the moving μshard until told to stop;
+/// what each acknowledged, by key.
+fn start_writers(
+    client: Arc<ShoalClient>,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<BTreeMap<String, String>>> {
+    (0..4)
+        .map(|w| {
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acked = BTreeMap::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let name = format!("w{w}-{i:05}");
+                    let value = format!("v{i}");
+                    if client
+                        .put(Key::routed(ROUTING, name.clone()), value.clone())
+                        .await
+                        .is_ok()
+                    {
+                        acked.insert(name, value);
+                    }
+                    i += 1;
+                }
+                acked
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ushard_moves_while_written_and_keeps_every_write_version_and_token() {
+    let tc = must_start().await;
+    let client = Arc::new(must_connect(&tc.cluster).await);
+    let manager = tc.cluster.shard_manager().unwrap();
+    let (ushard, source, dest) = placement(&client);
+
+    for i in 0..200 {
+        client.put(key(i), format!("v{i}")).await.expect("put");
+    }
+    let before = client.get(key(0)).await.unwrap().expect("k0000");
+    let ack = client.put(key(1), "token").await.unwrap();
+    assert_eq!(ack.shard, source);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(client.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = manager.move_ushard("default", ushard, dest).await.expect("move");
+    assert_eq!((started.from_shard, started.to_shard), (source, dest));
+    let done = manager
+        .wait_for_move(started.move_id, "done", Duration::from_secs(60))
+        .await
+        .expect("the move finishes");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = BTreeMap::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    assert!(acked.len() > 20, "writes went on during the move: {}", acked.len());
+    eprintln!("move {done:?}; {} writes acknowledged around it", acked.len());
+
+    // The client follows the μshard to its new shard; nothing acknowledged
+    // is missing, and records kept their versions.
+    client.refresh().await.unwrap();
+    assert_eq!(placement(&client).1, dest, "the map names the destination");
+    for (name, value) in &acked {
+        let got = client.get(Key::routed(ROUTING, name.clone())).await.unwrap();
+        assert_eq!(got.map(|v| v.value), Some(value.clone().into_bytes()), "{name}");
+    }
+    for i in 2..200 {
+        let got = client.get(key(i)).await.unwrap().expect("copied");
+        assert_eq!(got.value, format!("v{i}").into_bytes());
+    }
+    let after = client.get(key(0)).await.unwrap().unwrap();
+    assert_eq!(after.version, before.version, "a moved record keeps its version");
+
+    // A token from a write at the source is honoured at once by the
+    // destination's replicas (their versions are above it).
+    let read = client
+        .get_with(key(1), ReadConsistency::AtLeast(ack.version))
+        .await
+        .expect("a ryw read with the source's token");
+    assert_eq!(read.map(|v| v.value), Some(b"token".to_vec()));
+
+    // put-if-version with the version read at the source applies once.
+    let cas = PutOptions {
+        condition: Some(Condition::Version(before.version)),
+        ..Default::default()
+    };
+    match client.put_with(key(0), "next", &cas).await.unwrap() {
+        WriteResult::Applied(a) => {
+            assert_eq!(a.shard, dest);
+            assert!(a.version > before.version, "versions only grow");
+            assert!(a.version > ack.version, "above every version of the source");
+        }
+        other => panic!("nothing wrote k0000 in between: {other:?}"),
+    }
+    assert!(
+        matches!(
+            client.put_with(key(0), "again", &cas).await.unwrap(),
+            WriteResult::ConditionFailed { .. }
+        ),
+        "a write came in between"
+    );
+
+    // The source names the new owner.
+    let mut kv = local_cluster::probe::kv_at(&tc.cluster.endpoints()[0]).unwrap();
+    let status = kv
+        .put(PutRequest {
+            header: Some(RequestHeader {
+                keyspace: "default".into(),
+                shard_id: source,
+                epoch: 0,
+            }),
+            key: Some(KeyRef {
+                ushard,
+                key: b"k0000".to_vec(),
+            }),
+            value: b"stale".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("the source no longer owns it");
+    assert_eq!(error_code(&status), "WRONG_SHARD", "{status:?}");
+    let owner = status.metadata().get(shoal_proto::OWNER_HINT_METADATA).unwrap();
+    assert_eq!(owner.to_str().unwrap(), dest.to_string());
+}
+
+/// Sends one request straight to each node in turn, bypassing the client's
+/// routing; true once a node answers it with success (within 2 s).
+async fn any_node_takes<F, Fut>(addrs: &[String], call: F) -> bool
+where
+    F: Fn(KvClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    for addr in addrs {
+        let kv = local_cluster::probe::kv_at(addr).unwrap();
+        if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(2), call(kv)).await {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_and_destination_never_both_take_writes_for_the_ushard() {
+    let tc = must_start().await;
+    let client = must_connect(&tc.cluster).await;
+    let manager = tc.cluster.shard_manager().unwrap();
+    let (ushard, source, dest) = placement(&client);
+    client.put(key(0), "x").await.unwrap();
+    let addrs = tc.cluster.endpoints();
+    // Each round writes straight to every node for the source shard, then
+    // for the destination shard, bypassing the client's routing: once the
+    // destination took one, the source must never take another.
+    let header = |shard: u64| {
+        Some(RequestHeader {
+            keyspace: "default".into(),
+            shard_id: shard,
+            epoch: 0,
+        })
+    };
+    let probe = |i: usize| {
+        Some(KeyRef {
+            ushard,
+            key: format!("probe-{i}").into_bytes(),
+        })
+    };
+    let attempt = |shard: u64, i: usize| {
+        any_node_takes(&addrs, move |mut kv| async move {
+            let put = PutRequest {
+                header: header(shard),
+                key: probe(i),
+                value: b"p".to_vec(),
+                ..Default::default()
+            };
+            kv.put(put).await.map(drop)
+        })
+    };
+    // A strong read straight to every node for the source shard: once the
+    // destination took a write, the source must not answer at all (its
+    // answer would miss that write).
+    let source_reads = |i: usize| {
+        any_node_takes(&addrs, move |mut kv| async move {
+            let get = GetRequest {
+                header: header(source),
+                key: probe(i),
+                consistency: Some(WireConsistency {
+                    mode: Some(read_consistency::Mode::Strong(true)),
+                }),
+            };
+            kv.get(get).await.map(drop)
+        })
+    };
+    let started = manager.move_ushard("default", ushard, dest).await.expect("move");
+    let (mut source_took, mut dest_took) = (0, 0);
+    let mut dest_first = None;
+    for i in 0..400 {
+        if attempt(source, i).await {
+            source_took += 1;
+            assert!(
+                dest_first.is_none(),
+                "round {i}: the source took a write after the destination did (round {dest_first:?})"
+            );
+        }
+        if attempt(dest, i).await {
+            dest_took += 1;
+            dest_first.get_or_insert(i);
+            assert!(
+                !source_reads(i).await,
+                "round {i}: the source served a strong read that misses the destination's write"
+            );
+        }
+        if dest_took > 20 {
+            break;
+        }
+    }
+    eprintln!("source took {source_took}, destination {dest_took}, from round {dest_first:?}");
+    assert!(dest_took > 0, "the destination took over");
+    manager
+        .wait_for_move(started.move_id, "done", Duration::from_secs(60))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_manager_kill_or_a_destination_primary_kill_in_each_phase_resumes_the_move() {
+    let mut tc = must_start().await;
+    let client = must_connect(&tc.cluster).await;
+    for i in 0..100 {
+        client.put(key(i), format!("v{i}")).await.unwrap();
+    }
+    // Each run waits 1.5 s between its phases; three kills of the shard
+    // manager land in three different phases, then a kill of the
+    // destination's primary.
+    for node in 1..=3 {
+        tc.cluster
+            .set_failpoint(node, "move-between-steps", "return(1500)")
+            .await
+            .unwrap();
+    }
+    for round in 0..2 {
+        let routes = must_connect(&tc.cluster).await;
+        let at = routes
+            .routes()
+            .place("default", b"k0000", Some(ROUTING.as_bytes()))
+            .unwrap();
+        let ushard = at.ushard;
+        let dest = if at.shard.0 == 1 { 2 } else { 1 };
+        let manager = tc.cluster.shard_manager().unwrap();
+        let started = manager.move_ushard("default", ushard, dest).await.expect("move");
+        if round == 0 {
+            for delay in [700u64, 1500, 1500] {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                tc.cluster.kill_shard_manager().unwrap();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                tc.cluster.start_shard_manager().unwrap();
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            let leaders = tc.cluster.leaders().await;
+            let victim = leaders[&dest];
+            tc.cluster.kill(victim).unwrap();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            tc.cluster.restart(victim).unwrap();
+            tc.cluster
+                .set_failpoint(victim, "move-between-steps", "return(1500)")
+                .await
+                .ok();
+        }
+        let manager = tc.cluster.shard_manager().unwrap();
+        let done = manager
+            .wait_for_move(started.move_id, "done", Duration::from_secs(90))
+            .await
+            .expect("the move resumes and finishes");
+        eprintln!("round {round}: {done:?}");
+        let client = must_connect(&tc.cluster).await;
+        for i in 0..100 {
+            let got = client.get(key(i)).await.unwrap();
+            assert_eq!(
+                got.map(|v| v.value),
+                Some(format!("v{i}").into_bytes()),
+                "round {round}, k{i}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_moves_get_stable_codes_and_change_nothing() {
+    let tc = must_start().await;
+    let client = must_connect(&tc.cluster).await;
+    let manager = tc.cluster.shard_manager().unwrap();
+    let (ushard, source, dest) = placement(&client);
+    tc.cluster
+        .create_keyspace(shoal_proto::sm::CreateKeyspaceRequest {
+            name: "compact".into(),
+            replicas: 3,
+            shards: 1,
+            ushards: 4,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let map = manager.shard_map().await.unwrap();
+    let compact_shard = map.keyspaces.iter().find(|k| k.name == "compact").unwrap().shard_ids[0];
+    let version = map.version;
+    let code = |status: tonic::Status| {
+        status
+            .metadata()
+            .get(shoal_proto::ERROR_CODE_METADATA)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_else(|| format!("no code: {status:?}"))
+    };
+    let cases = [
+        ("nope", ushard, dest, "UNKNOWN_KEYSPACE"),
+        ("default", 64, dest, "USHARD_OUT_OF_RANGE"),
+        ("default", ushard, 99, "UNKNOWN_SHARD"),
+        ("default", ushard, source, "ALREADY_OWNER"),
+        ("default", ushard, compact_shard, "OTHER_KEYSPACE"),
+        ("compact", 0, compact_shard, "COMPACT_MAPPING"),
+    ];
+    for (keyspace, u, to, expected) in cases {
+        let status = manager.move_ushard(keyspace, u, to).await.expect_err(expected);
+        assert_eq!(code(status), expected, "{keyspace} {u} → {to}");
+    }
+    assert_eq!(manager.shard_map().await.unwrap().version, version, "nothing changed");
+    assert!(manager.shard_map().await.unwrap().moves.is_empty());
+
+    // A second move of a moving μshard is refused; an operator's move in a
+    // compact keyspace too.
+    tc.cluster
+        .set_failpoint(1, "move-between-steps", "return(2000)")
+        .await
+        .unwrap();
+    tc.cluster
+        .set_failpoint(2, "move-between-steps", "return(2000)")
+        .await
+        .unwrap();
+    tc.cluster
+        .set_failpoint(3, "move-between-steps", "return(2000)")
+        .await
+        .unwrap();
+    let first = manager.move_ushard("default", ushard, dest).await.unwrap();
+    let again = manager.move_ushard("default", ushard, dest).await.expect_err("moving");
+    assert_eq!(code(again), "ALREADY_MOVING");
+    // It can be aborted while it copies; the source keeps the μshard.
+    let aborted = manager.abort_move(first.move_id).await.unwrap();
+    assert_eq!(aborted.phase, "aborting");
+    manager
+        .wait_for_move(first.move_id, "aborted", Duration::from_secs(30))
+        .await
+        .unwrap();
+    client.put(key(0), "still at the source").await.unwrap();
+    let ack = client.put(key(0), "still").await.unwrap();
+    assert_eq!(ack.shard, source);
+    let late = manager.abort_move(first.move_id).await.unwrap();
+    assert_eq!(late.phase, "aborted", "aborting twice changes nothing");
+}
