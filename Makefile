@@ -9,7 +9,7 @@ BIN := $(CARGO_TARGET_DIR)/debug
 # switching between `make run` and `make test`. Release images leave them out.
 FEATURES := --features kv-server/failpoints,shard-manager/failpoints
 
-.PHONY: help deps build run test lint verify doc bench fast-ack-loss failover repair image jepsen clean-data
+.PHONY: help deps build run test lint verify doc bench fast-ack-loss failover repair move-cost image jepsen clean-data
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -50,6 +50,9 @@ failover: build ## Kill -9 the node of a primary 20 times on a fresh local clust
 
 repair: build ## Kill -9 a loaded node 5 times on a fresh 5-node cluster; print time to full replication
 	$(BIN)/shoal bench --repair-kills 5 --keys 20000 --value-bytes 1024
+
+move-cost: build ## Move a 10 MiB μshard 10 times under writes; print time to activation, write pauses, others' throughput
+	$(BIN)/shoal bench --move-rounds 10 --move-mb 10
 
 image: build ## Build the shoal:dev image (FROM scratch) from the binaries built here
 	./scripts/image-rootfs.sh $(BIN) docker/rootfs

@@ -60,6 +60,9 @@ pub struct LocalClusterSpec {
     /// The shard manager's repair grace period: a node silent this long is
     /// dead and its replicas are rebuilt elsewhere.
     pub dead_after: Duration,
+    /// The shard manager's budget for μshard moves (release grace 1 s by
+    /// default, so tests see a moved μshard's copy dropped).
+    pub moves: shoal_config::manager::MoveBudget,
 }
 
 impl LocalClusterSpec {
@@ -78,6 +81,10 @@ impl LocalClusterSpec {
             regions: Vec::new(),
             replicas: 3,
             dead_after: Duration::from_secs(10),
+            moves: shoal_config::manager::MoveBudget {
+                release_grace_ms: 1_000,
+                ..Default::default()
+            },
         }
     }
 
@@ -330,11 +337,7 @@ impl LocalCluster {
                     listen: addr.clone(),
                     suspect_after_ms: 1000,
                     dead_after_ms: (spec.dead_after.as_millis() as u64).max(1001),
-                    // Short, so tests see a moved μshard's copy dropped.
-                    moves: shoal_config::manager::MoveBudget {
-                        release_grace_ms: 1_000,
-                        ..Default::default()
-                    },
+                    moves: spec.moves.clone(),
                 };
                 config.validate()?;
                 write_toml(&config_path, "# Written by the shoal local cluster.", &config)?;

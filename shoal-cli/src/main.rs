@@ -10,6 +10,7 @@
 mod admin;
 mod bench;
 mod bench_cmd;
+mod bench_move;
 mod connect;
 mod data;
 mod parse;
@@ -218,6 +219,19 @@ enum Commands {
         /// acknowledged writes each mode lost.
         #[arg(long)]
         fast_ack_kills: Option<usize>,
+        /// Instead: on a fresh local cluster with a shard manager, move a
+        /// μshard holding --move-mb MiB back and forth this many times under
+        /// writes, and print time to activation, write pauses and the other
+        /// μshards' throughput during moves against before.
+        #[arg(long)]
+        move_rounds: Option<usize>,
+        /// MiB loaded into the moved μshard for --move-rounds.
+        #[arg(long, default_value_t = 10)]
+        move_mb: u64,
+        /// The shard manager's move copy budget for --move-rounds, in KiB/s
+        /// (default: the shard manager's own).
+        #[arg(long)]
+        move_kib_per_sec: Option<u64>,
         /// Repair grace period for --repair-kills, in seconds.
         #[arg(long, default_value_t = 5)]
         grace_seconds: u64,
@@ -518,6 +532,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             failover_kills,
             repair_kills,
             fast_ack_kills,
+            move_rounds,
+            move_mb,
+            move_kib_per_sec,
             grace_seconds,
             op,
             concurrency,
@@ -527,6 +544,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             if let Some(kills) = fast_ack_kills {
                 return bench_cmd::fast_ack_loss((*kills).max(1)).await;
+            }
+            if let Some(rounds) = move_rounds {
+                return bench_move::moves((*rounds).max(1), *move_mb, move_kib_per_sec.map(|k| k.max(1) * 1024)).await;
             }
             if let Some(kills) = failover_kills {
                 return bench_cmd::failover((*kills).max(1)).await;
