@@ -8,7 +8,10 @@ use crate::target::Target;
 use shoal_proto::admin::admin_client::AdminClient;
 use shoal_proto::admin::SetFailpointRequest;
 use shoal_proto::sm::shard_manager_client::ShardManagerClient;
-use shoal_proto::sm::{ClockOffset, GetShardMapRequest, MovePrimaryRequest, MoveUshardRequest, NodeRequest, ShardMap};
+use shoal_proto::sm::{
+    ClockOffset, GetShardMapRequest, MergeShardRequest, MovePrimaryRequest, MoveUshardRequest, NodeRequest, ShardMap,
+    SplitShardRequest,
+};
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
@@ -254,6 +257,25 @@ impl Target for ComposeTarget {
             .await?
             .into_inner();
         Ok(started.move_id)
+    }
+
+    async fn split_shard(&self, shard: u64) -> anyhow::Result<u64> {
+        let response = ShardManagerClient::new(channel(SHARD_MANAGER).await?)
+            .split_shard(SplitShardRequest { shard_id: shard })
+            .await?
+            .into_inner();
+        Ok(response.new_shard_id)
+    }
+
+    async fn merge_shard(&self, shard: u64, into: u64) -> anyhow::Result<usize> {
+        let response = ShardManagerClient::new(channel(SHARD_MANAGER).await?)
+            .merge_shard(MergeShardRequest {
+                shard_id: shard,
+                into_shard_id: into,
+            })
+            .await?
+            .into_inner();
+        Ok(response.moves.len())
     }
 
     async fn drain(&self, node: u64) -> anyhow::Result<()> {

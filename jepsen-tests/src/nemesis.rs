@@ -57,10 +57,16 @@ pub enum Nemesis {
     /// shards, live, through the shard manager; composed with the other
     /// faults, kills, pauses and partitions land in every phase of a move.
     MoveUshard,
+    /// Split a random shard of the keyspace (one with two μshards or more):
+    /// a new shard takes half its μshards, moved live.
+    Split,
+    /// Merge a random shard of the keyspace into another (while it has
+    /// more than two): its μshards move live, then it retires.
+    Merge,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 13] = [
+    pub const ALL: [Nemesis; 15] = [
         Nemesis::Kill,
         Nemesis::QuickRestart,
         Nemesis::PowerKill,
@@ -74,6 +80,8 @@ impl Nemesis {
         Nemesis::Clock,
         Nemesis::NodeClockJump,
         Nemesis::MoveUshard,
+        Nemesis::Split,
+        Nemesis::Merge,
     ];
 
     /// Whether a run of `mix` needs nodes that lose unsynced writes when
@@ -95,7 +103,15 @@ impl Nemesis {
                 | Nemesis::ShardManagerKill
                 | Nemesis::NodeClockJump
                 | Nemesis::MoveUshard
+                | Nemesis::Split
+                | Nemesis::Merge
         )
+    }
+
+    /// Whether this fault moves μshards between shards (a move, a split, a
+    /// merge).
+    pub fn moves_ushards(self) -> bool {
+        matches!(self, Nemesis::MoveUshard | Nemesis::Split | Nemesis::Merge)
     }
 
     pub fn name(self) -> &'static str {
@@ -113,6 +129,8 @@ impl Nemesis {
             Nemesis::PowerKill => "power-kill",
             Nemesis::NodeClockJump => "node-clock-jump",
             Nemesis::MoveUshard => "move-ushard",
+            Nemesis::Split => "split",
+            Nemesis::Merge => "merge",
         }
     }
 
@@ -336,6 +354,50 @@ async fn inject<T: Target>(
                         Ok(id) => recorder.nemesis(format!("move ushard {ushard} to shard {to} (move {id})")),
                         // A μshard still moving, a shard manager down: fine.
                         Err(e) => recorder.nemesis(format!("move of ushard {ushard} refused: {e:#}")),
+                    }
+                }
+            }
+            Heal::Nothing
+        }
+        Nemesis::Split => {
+            let map = target.shard_map().await?;
+            if let Some(keyspace) = map.keyspaces.iter().find(|k| k.name == "default") {
+                let splittable: Vec<u64> = keyspace
+                    .shard_ids
+                    .iter()
+                    .copied()
+                    .filter(|s| {
+                        (0..keyspace.ushard_count)
+                            .filter(|u| owner_in(keyspace, *u) == Some(*s))
+                            .count()
+                            >= 2
+                    })
+                    .collect();
+                if let Some(shard) = splittable.choose(rng).copied() {
+                    match target.split_shard(shard).await {
+                        Ok(new_shard) => recorder.nemesis(format!("split shard {shard} into new shard {new_shard}")),
+                        // Busy with a move, a shard manager down: fine.
+                        Err(e) => recorder.nemesis(format!("split of shard {shard} refused: {e:#}")),
+                    }
+                }
+            }
+            Heal::Nothing
+        }
+        Nemesis::Merge => {
+            let map = target.shard_map().await?;
+            if let Some(keyspace) = map.keyspaces.iter().find(|k| k.name == "default") {
+                let live: Vec<u64> = keyspace
+                    .shard_ids
+                    .iter()
+                    .copied()
+                    .filter(|s| !keyspace.retiring_shard_ids.contains(s))
+                    .collect();
+                if live.len() > 2 {
+                    let picked: Vec<u64> = live.choose_multiple(rng, 2).copied().collect();
+                    let (shard, into) = (picked[0], picked[1]);
+                    match target.merge_shard(shard, into).await {
+                        Ok(moves) => recorder.nemesis(format!("merge shard {shard} into {into} ({moves} moves)")),
+                        Err(e) => recorder.nemesis(format!("merge of shard {shard} refused: {e:#}")),
                     }
                 }
             }

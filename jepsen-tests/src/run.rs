@@ -51,7 +51,8 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost_acknowledged: Option<usize>,
     /// μshard moves that reached `done` by the end of the run (runs with
-    /// the `move-ushard` nemesis), so a test can tell moves happened.
+    /// the `move-ushard`, `split` or `merge` nemesis), so a test can tell
+    /// moves happened.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ushard_moves_done: Option<usize>,
 }
@@ -130,7 +131,7 @@ async fn read_set(client: &ShoalClient, prefix: &str, workload: Workload) -> any
 /// (docs/failpoints.md). Under μshard moves, the destination activating
 /// before it caught up.
 pub fn bug_failpoint(workload: Workload, nemeses: &[Nemesis]) -> (&'static str, &'static str) {
-    if nemeses.contains(&Nemesis::MoveUshard) {
+    if nemeses.iter().any(|n| n.moves_ushards()) {
         return ("move-activate-early", "return");
     }
     match workload {
@@ -250,7 +251,7 @@ pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Resul
         Workload::Ttl => check_ttl(&ops),
     };
     recorder.write(&config.out_dir.join("history.jsonl"))?;
-    let ushard_moves_done = if config.nemeses.contains(&Nemesis::MoveUshard) {
+    let ushard_moves_done = if config.nemeses.iter().any(|n| n.moves_ushards()) {
         Some(moves_done(target).await?)
     } else {
         None

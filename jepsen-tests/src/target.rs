@@ -35,6 +35,10 @@ pub trait Target {
     /// Starts moving μshard `ushard` of the `default` keyspace to shard
     /// `to`; returns the move's id.
     async fn move_ushard(&self, ushard: u32, to: u64) -> anyhow::Result<u64>;
+    /// Splits shard `shard`; returns the new shard's id.
+    async fn split_shard(&self, shard: u64) -> anyhow::Result<u64>;
+    /// Merges shard `shard` into `into`; returns how many μshards move.
+    async fn merge_shard(&self, shard: u64, into: u64) -> anyhow::Result<usize>;
     /// Starts draining a node through the shard manager.
     async fn drain(&self, node: u64) -> anyhow::Result<()>;
     /// Ends a drain.
@@ -193,6 +197,20 @@ impl Target for LocalTarget {
     async fn move_ushard(&self, ushard: u32, to: u64) -> anyhow::Result<u64> {
         let started = self.cluster.shard_manager()?.move_ushard("default", ushard, to).await?;
         Ok(started.move_id)
+    }
+
+    async fn split_shard(&self, shard: u64) -> anyhow::Result<u64> {
+        Ok(self.cluster.shard_manager()?.split_shard(shard).await?.new_shard_id)
+    }
+
+    async fn merge_shard(&self, shard: u64, into: u64) -> anyhow::Result<usize> {
+        Ok(self
+            .cluster
+            .shard_manager()?
+            .merge_shard(shard, into)
+            .await?
+            .moves
+            .len())
     }
 
     async fn drain(&self, node: u64) -> anyhow::Result<()> {

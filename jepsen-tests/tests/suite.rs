@@ -164,12 +164,13 @@ async fn multi_gets_reading_each_key_apart_are_reported_torn() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn set_and_register_stay_valid_while_ushards_move_under_kills_and_shard_manager_kills() {
+async fn set_and_register_stay_valid_while_ushards_move_split_and_merge_under_kills_and_shard_manager_kills() {
     let nemeses = [
         Nemesis::MoveUshard,
         Nemesis::Kill,
         Nemesis::ShardManagerKill,
-        Nemesis::MoveUshard,
+        Nemesis::Split,
+        Nemesis::Merge,
     ];
     let report = must_run(config(Workload::Set, &nemeses, 40, 31, false)).await;
     assert_eq!(report.verdict, Verdict::Valid, "{report}");
@@ -177,7 +178,7 @@ async fn set_and_register_stay_valid_while_ushards_move_under_kills_and_shard_ma
     assert!(report.ushard_moves_done >= Some(1), "μshards moved: {report}");
     let report = must_run(config(
         Workload::Register,
-        &[Nemesis::MoveUshard, Nemesis::Pause],
+        &[Nemesis::Split, Nemesis::Merge, Nemesis::Pause],
         30,
         32,
         false,

@@ -4,8 +4,9 @@
 //! the source hold at the destination; the source then names the new
 //! owner; source and destination never both take writes, and the source
 //! serves no read once the destination took a write; a shard-manager
-//! kill or a destination-primary kill in each phase resumes; bad requests
-//! get stable codes and change nothing.
+//! kill or a destination-primary kill in each phase resumes; a split and a
+//! merge keep every record and the merged shard retires; bad requests get
+//! stable codes and change nothing.
 
 mod common;
 
@@ -406,4 +407,145 @@ async fn bad_moves_get_stable_codes_and_change_nothing() {
     assert_eq!(ack.shard, source);
     let late = manager.abort_move(first.move_id).await.unwrap();
     assert_eq!(late.phase, "aborted", "aborting twice changes nothing");
+}
+
+/// Waits until every move in `moves` is done.
+async fn wait_all_done(manager: &local_cluster::ShardManagerAt, moves: &[shoal_proto::sm::MoveState]) {
+    for m in moves {
+        manager
+            .wait_for_move(m.move_id, "done", Duration::from_secs(120))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_then_a_merge_keep_every_record_and_the_merged_shard_retires() {
+    let tc = must_start().await;
+    let client = must_connect(&tc.cluster).await;
+    for i in 0..200 {
+        client.put(format!("s{i:03}"), format!("v{i}")).await.unwrap();
+    }
+    let manager = tc.cluster.shard_manager().unwrap();
+    let ushards_of = |map: &shoal_proto::sm::ShardMap, shard: u64| {
+        let ks = map.keyspaces.iter().find(|k| k.name == "default").unwrap();
+        let map = kv_server::rpc::ushard_map_wire::map_from_runs("default", ks.ushard_count, &ks.ushard_runs)
+            .unwrap()
+            .unwrap();
+        map.ushards_of(shoal_types::ShardId(shard)).len()
+    };
+    let before = manager.shard_map().await.unwrap();
+    let owned = ushards_of(&before, 1);
+
+    let split = manager.split_shard(1).await.expect("split");
+    let new_shard = split.new_shard_id;
+    assert_eq!(split.moves.len(), owned - owned / 2, "the upper half moves");
+    assert!(split.moves.iter().all(|m| m.to_shard == new_shard && m.from_shard == 1));
+    wait_all_done(&manager, &split.moves).await;
+    let after = manager.shard_map().await.unwrap();
+    assert_eq!(ushards_of(&after, 1), owned / 2);
+    assert_eq!(ushards_of(&after, new_shard), owned - owned / 2);
+    let client = must_connect(&tc.cluster).await;
+    for i in 0..200 {
+        let got = client.get(format!("s{i:03}")).await.unwrap();
+        assert_eq!(
+            got.map(|v| v.value),
+            Some(format!("v{i}").into_bytes()),
+            "after split, s{i:03}"
+        );
+    }
+
+    let merge = manager.merge_shard(new_shard, 2).await.expect("merge");
+    assert_eq!(merge.moves.len(), owned - owned / 2);
+    wait_all_done(&manager, &merge.moves).await;
+    // The merged shard retires: out of the map, and off every node.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let map = manager.shard_map().await.unwrap();
+        let listed = map.shards.iter().any(|s| s.shard_id == new_shard);
+        let mut hosted = false;
+        for addr in tc.cluster.endpoints() {
+            let status = local_cluster::probe::replica_status_at(&addr).await.unwrap();
+            hosted |= status.replicas.iter().any(|r| r.shard_id == new_shard);
+        }
+        if !listed && !hosted {
+            let ks = map.keyspaces.iter().find(|k| k.name == "default").unwrap();
+            assert!(!ks.shard_ids.contains(&new_shard));
+            assert_eq!(ks.retired_shard_ids, vec![new_shard]);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shard {new_shard} still listed {listed} or hosted {hosted}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let client = must_connect(&tc.cluster).await;
+    for i in 0..200 {
+        let got = client.get(format!("s{i:03}")).await.unwrap();
+        assert_eq!(
+            got.map(|v| v.value),
+            Some(format!("v{i}").into_bytes()),
+            "after merge, s{i:03}"
+        );
+    }
+    client.put("after-merge", "ok").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_splits_and_merges_get_stable_codes_and_change_nothing() {
+    let tc = must_start().await;
+    let manager = tc.cluster.shard_manager().unwrap();
+    tc.cluster
+        .create_keyspace(shoal_proto::sm::CreateKeyspaceRequest {
+            name: "tiny".into(),
+            replicas: 3,
+            shards: 2,
+            ushards: 2,
+            mapping: shoal_proto::admin::UshardMapping::Akkio as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let map = manager.shard_map().await.unwrap();
+    let tiny = map
+        .keyspaces
+        .iter()
+        .find(|k| k.name == "tiny")
+        .unwrap()
+        .shard_ids
+        .clone();
+    let version = map.version;
+    let split = |shard: u64| {
+        let manager = manager.clone();
+        async move { error_code(&manager.split_shard(shard).await.expect_err("refused")) }
+    };
+    let merge = |shard: u64, into: u64| {
+        let manager = manager.clone();
+        async move { error_code(&manager.merge_shard(shard, into).await.expect_err("refused")) }
+    };
+    assert_eq!(split(99).await, "UNKNOWN_SHARD");
+    assert_eq!(split(tiny[0]).await, "TOO_FEW_USHARDS");
+    assert_eq!(merge(99, 1).await, "UNKNOWN_SHARD");
+    assert_eq!(merge(1, 99).await, "UNKNOWN_SHARD");
+    assert_eq!(merge(1, 1).await, "SAME_SHARD");
+    assert_eq!(merge(1, tiny[0]).await, "OTHER_KEYSPACE");
+    let after = manager.shard_map().await.unwrap();
+    assert_eq!(after.version, version, "nothing changed");
+    assert!(after.moves.is_empty());
+
+    // While a merge runs, its shards take part in nothing else.
+    for node in 1..=3 {
+        tc.cluster
+            .set_failpoint(node, "move-between-steps", "return(1500)")
+            .await
+            .unwrap();
+    }
+    let merging = manager.merge_shard(tiny[0], tiny[1]).await.expect("merge");
+    assert_eq!(merging.moves.len(), 1);
+    assert_eq!(split(tiny[1]).await, "SHARD_BUSY");
+    assert_eq!(merge(tiny[1], tiny[0]).await, "SHARD_BUSY");
+    let status = manager.move_ushard("tiny", 1, tiny[0]).await.expect_err("retiring");
+    assert_eq!(error_code(&status), "SHARD_RETIRING");
+    wait_all_done(&manager, &merging.moves).await;
 }

@@ -6,8 +6,8 @@ use crate::endpoint;
 use anyhow::{bail, Context};
 use shoal_proto::sm::shard_manager_client::ShardManagerClient;
 use shoal_proto::sm::{
-    ClockOffset, CreateKeyspaceRequest, GetShardMapRequest, MovePrimaryRequest, MoveRequest, MoveState,
-    MoveUshardRequest, NodeRequest, ShardMap,
+    ClockOffset, CreateKeyspaceRequest, GetShardMapRequest, MergeShardRequest, MergeShardResponse, MovePrimaryRequest,
+    MoveRequest, MoveState, MoveUshardRequest, NodeRequest, ShardMap, SplitShardRequest, SplitShardResponse,
 };
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -77,21 +77,18 @@ impl ShardManagerAt {
     }
 
     pub async fn remove_node(&self, id: u64) -> Result<(), tonic::Status> {
-        let mut client = self
-            .client()
-            .await
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        client.remove_node(NodeRequest { node_id: id }).await?;
+        self.status_client()
+            .await?
+            .remove_node(NodeRequest { node_id: id })
+            .await?;
         Ok(())
     }
 
     /// Starts moving `ushard` of `keyspace` to shard `to`.
     pub async fn move_ushard(&self, keyspace: &str, ushard: u32, to: u64) -> Result<MoveState, tonic::Status> {
-        let mut client = self
-            .client()
-            .await
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        Ok(client
+        Ok(self
+            .status_client()
+            .await?
             .move_ushard(MoveUshardRequest {
                 keyspace: keyspace.into(),
                 ushard,
@@ -111,11 +108,43 @@ impl ShardManagerAt {
     }
 
     pub async fn abort_move(&self, move_id: u64) -> Result<MoveState, tonic::Status> {
-        let mut client = self
-            .client()
+        Ok(self
+            .status_client()
+            .await?
+            .abort_move(MoveRequest { move_id })
+            .await?
+            .into_inner())
+    }
+
+    /// Splits `shard`: a new shard takes the upper half of its μshards.
+    pub async fn split_shard(&self, shard: u64) -> Result<SplitShardResponse, tonic::Status> {
+        Ok(self
+            .status_client()
+            .await?
+            .split_shard(SplitShardRequest { shard_id: shard })
+            .await?
+            .into_inner())
+    }
+
+    /// Merges `shard` into `into`; `shard` retires once its μshards moved.
+    pub async fn merge_shard(&self, shard: u64, into: u64) -> Result<MergeShardResponse, tonic::Status> {
+        Ok(self
+            .status_client()
+            .await?
+            .merge_shard(MergeShardRequest {
+                shard_id: shard,
+                into_shard_id: into,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// A client whose connection failure is an `UNAVAILABLE` status, for
+    /// calls whose refusals a caller inspects by status.
+    async fn status_client(&self) -> Result<ShardManagerClient<Channel>, tonic::Status> {
+        self.client()
             .await
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        Ok(client.abort_move(MoveRequest { move_id }).await?.into_inner())
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))
     }
 
     /// Polls move `move_id` until it reaches `phase` ("done", "aborted"...),

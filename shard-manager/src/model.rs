@@ -50,10 +50,19 @@ pub struct KeyspaceRecord {
     /// mapping (`u % shards.len()`) holds for them.
     #[serde(default)]
     pub map: Option<UshardMap>,
-    /// The map at creation; never changed (nodes judge μshards that never
-    /// moved by it).
+    /// The map at creation (nodes judge μshards that never moved by it);
+    /// changed only when a merged shard retires, to name its μshards'
+    /// owners instead (each holds a move state for them).
     #[serde(default)]
     pub home: Option<UshardMap>,
+    /// Shards being merged away: they take no μshard in, and retire once
+    /// they own none.
+    #[serde(default)]
+    pub retiring: Vec<ShardId>,
+    /// Shards merged away and retired: no longer the keyspace's, their
+    /// records are gone, and nodes delete any replica of them.
+    #[serde(default)]
+    pub retired: Vec<ShardId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

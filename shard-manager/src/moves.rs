@@ -69,6 +69,9 @@ impl MoveDriver {
 
     /// Starts the next step of every active move that has no call in flight.
     pub fn tick(self: &Arc<Self>, manager: &Arc<Manager>, budget: &MoveBudget) {
+        if let Err(e) = manager.retire_merged_shards() {
+            tracing::warn!(error = %e, "retiring merged shards failed; retried next tick");
+        }
         let moves = manager.active_moves();
         let copying = moves.iter().filter(|m| m.phase == MovePhase::Copying).count().max(1) as u64;
         let share = budget.bytes_per_sec / copying.min(u64::from(budget.max_concurrent));

@@ -198,6 +198,28 @@ impl ShardManager for ShardManagerService {
         Ok(Response::new(self.move_state(&record)))
     }
 
+    async fn split_shard(&self, request: Request<SplitShardRequest>) -> Result<Response<SplitShardResponse>, Status> {
+        let (new_shard, moves) = self
+            .manager
+            .split_shard(ShardId(request.into_inner().shard_id))
+            .map_err(to_status)?;
+        Ok(Response::new(SplitShardResponse {
+            new_shard_id: new_shard.0,
+            moves: moves.iter().map(|m| self.move_state(m)).collect(),
+        }))
+    }
+
+    async fn merge_shard(&self, request: Request<MergeShardRequest>) -> Result<Response<MergeShardResponse>, Status> {
+        let r = request.into_inner();
+        let moves = self
+            .manager
+            .merge_shard(ShardId(r.shard_id), ShardId(r.into_shard_id))
+            .map_err(to_status)?;
+        Ok(Response::new(MergeShardResponse {
+            moves: moves.iter().map(|m| self.move_state(m)).collect(),
+        }))
+    }
+
     async fn abort_move(&self, request: Request<MoveRequest>) -> Result<Response<MoveState>, Status> {
         let record = self
             .manager

@@ -70,6 +70,8 @@ pub struct Change {
     pub shards: Vec<ShardRecord>,
     pub moves: Vec<MoveRecord>,
     pub counters: Option<Counters>,
+    /// Shard records to delete (retired shards).
+    pub removed_shards: Vec<ShardId>,
 }
 
 pub struct MetaStore {
@@ -150,6 +152,9 @@ impl MetaStore {
         }
         for record in &change.moves {
             batch.put(move_key(record.id), to_json(record)?);
+        }
+        for id in &change.removed_shards {
+            batch.delete(shard_key(*id));
         }
         if let Some(counters) = &change.counters {
             batch.put(COUNTERS, to_json(counters)?);

@@ -32,6 +32,8 @@ pub fn keyspace_state(k: &KeyspaceRecord) -> sm::KeyspaceState {
         mapping: mapping_to_proto(k.mapping),
         ushard_runs: runs_to_proto(k.map.as_ref()),
         home_runs: runs_to_proto(k.home.as_ref()),
+        retired_shard_ids: k.retired.iter().map(|id| id.0).collect(),
+        retiring_shard_ids: k.retiring.iter().map(|id| id.0).collect(),
     }
 }
 

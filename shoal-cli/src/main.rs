@@ -15,6 +15,7 @@ mod connect;
 mod data;
 mod parse;
 mod playground;
+mod resharding;
 mod ushard;
 
 use crate::bench::BenchOp;
@@ -295,6 +296,23 @@ enum UshardCommand {
 enum ShardCommand {
     /// Make NODE the primary of SHARD (epoch + 1); leadership follows.
     MovePrimary { shard: u64, node: u64 },
+    /// Split SHARD: a new shard (placed like any other) takes the upper
+    /// half of its μshards, one live move each; shows them to the end.
+    Split {
+        shard: u64,
+        /// Return once the moves are recorded.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Merge SHARD into INTO (same keyspace): every μshard of SHARD moves
+    /// to INTO, then SHARD retires and nodes delete its replicas.
+    Merge {
+        shard: u64,
+        into: u64,
+        /// Return once the moves are recorded.
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -487,9 +505,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Commands::Node {
             command: NodeCommand::Activate { id },
         } => admin::node_action(&cli, *id, admin::NodeAction::Activate).await,
-        Commands::Shard {
-            command: ShardCommand::MovePrimary { shard, node },
-        } => admin::move_primary(&cli, *shard, *node).await,
+        Commands::Shard { command } => match command {
+            ShardCommand::MovePrimary { shard, node } => admin::move_primary(&cli, *shard, *node).await,
+            ShardCommand::Split { shard, no_wait } => resharding::split(&cli, *shard, *no_wait).await,
+            ShardCommand::Merge { shard, into, no_wait } => resharding::merge(&cli, *shard, *into, *no_wait).await,
+        },
         Commands::Ushard { command } => match command {
             UshardCommand::Show { key, routing_key } => ushard::show(&cli, key, routing_key.as_deref()).await,
             UshardCommand::List => ushard::list(&cli).await,

@@ -132,7 +132,7 @@ pub async fn list(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn progress_line(m: &MoveState) -> String {
+pub(crate) fn progress_line(m: &MoveState) -> String {
     let step = if m.step.is_empty() {
         String::new()
     } else {
@@ -173,7 +173,7 @@ pub async fn start_move(cli: &Cli, keyspace: &str, ushard: u32, to: u64, no_wait
 }
 
 /// A refusal with its stable code, as the shard manager gave them.
-fn refusal(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn refusal(status: tonic::Status) -> anyhow::Error {
     match status
         .metadata()
         .get(shoal_proto::ERROR_CODE_METADATA)
@@ -185,7 +185,7 @@ fn refusal(status: tonic::Status) -> anyhow::Error {
 }
 
 /// Polls move `id` until it is done (Ok) or aborted (Err).
-async fn wait(cli: &Cli, id: u64) -> anyhow::Result<()> {
+pub(crate) async fn wait(cli: &Cli, id: u64) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut last = String::new();
     loop {

@@ -50,12 +50,15 @@ pub struct KeyspaceLayout {
     /// The μshard map; `None`: the static mapping (see the module docs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map: Option<UshardMap>,
-    /// The map the keyspace was created with, which never changes; `None`:
-    /// the static mapping. A μshard that never moved in or out of a shard
-    /// is that shard's by this map (moves leave a state in the shards
-    /// they touch, and that state decides instead).
+    /// The map the keyspace was created with (changed only when a merged
+    /// shard retires); `None`: the static mapping. A μshard that never
+    /// moved in or out of a shard is that shard's by this map (moves leave
+    /// a state in the shards they touch, and that state decides instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home: Option<UshardMap>,
+    /// Shards merged away: a node deletes any replica of them it holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<ShardId>,
 }
 
 impl KeyspaceLayout {
@@ -260,6 +263,7 @@ impl ClusterLayout {
                 mapping: Mapping::Compact,
                 map: None,
                 home: None,
+                retired: Vec::new(),
             }],
             shards: shard_layouts,
         }

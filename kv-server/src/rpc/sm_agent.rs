@@ -95,6 +95,7 @@ pub fn layout_from_map(map: &ShardMap) -> anyhow::Result<ClusterLayout> {
                     mapping: mapping_from_proto(k.mapping),
                     map: map_from_runs(&k.name, k.ushard_count, &k.ushard_runs)?,
                     home: map_from_runs(&k.name, k.ushard_count, &k.home_runs)?,
+                    retired: k.retired_shard_ids.iter().copied().map(ShardId).collect(),
                 })
             })
             .collect::<anyhow::Result<_>>()?,

@@ -265,8 +265,10 @@ impl NodeHost {
         present.extend(stored_shards(&self.engine)?);
         for shard in present {
             // A shard the map does not know is left alone: deleting data
-            // takes a map that positively places the shard elsewhere.
-            if owned.contains(&shard) || layout.shard(shard).is_none() {
+            // takes a map that positively places the shard elsewhere, or
+            // names it retired (merged away).
+            let retired = layout.keyspaces.iter().any(|k| k.retired.contains(&shard));
+            if owned.contains(&shard) || (layout.shard(shard).is_none() && !retired) {
                 continue;
             }
             if let Some((_, replica)) = self.shards.remove(&shard) {

@@ -2,13 +2,58 @@
 //! primaries.
 
 use super::{KeyspaceSpec, Manager, SmError, SmResult};
-use crate::model::{Epoch, KeyspaceRecord, Liveness, NodeId, NodeIntent, ShardRecord, UshardMap};
+use crate::model::{Epoch, KeyspaceRecord, Liveness, NodeId, NodeIntent, ShardId, ShardRecord, UshardMap};
 use crate::placement::{choose_primary, place_learner, place_replicas, Candidate};
 use crate::store::{Change, DurableState};
 use std::collections::HashMap;
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Where a keyspace's shards may go: what a new shard is placed by, at
+/// creation and at a split alike.
+pub(super) struct ShardPlacement<'a> {
+    pub keyspace: &'a str,
+    pub replicas: u32,
+    pub regions: &'a [String],
+    pub preferred_region: &'a str,
+    pub learner_regions: &'a [String],
+}
+
+impl ShardPlacement<'_> {
+    /// Places shard `id`: voters on the least loaded candidates (within the
+    /// regions), a primary (preferring the region), a learner per learner
+    /// region; `candidates` count what it took.
+    pub fn place(&self, id: ShardId, candidates: &mut [Candidate]) -> SmResult<ShardRecord> {
+        let voters = place_replicas(candidates, self.replicas as usize, self.regions)?;
+        for c in candidates.iter_mut().filter(|c| voters.contains(&c.id)) {
+            c.replicas += 1;
+        }
+        let by_id: HashMap<NodeId, Candidate> = candidates.iter().map(|c| (c.id, c.clone())).collect();
+        let primary = choose_primary(&voters, &by_id, self.preferred_region);
+        if let Some(c) = primary.and_then(|p| candidates.iter_mut().find(|c| c.id == p)) {
+            c.primaries += 1;
+        }
+        let mut learners = Vec::new();
+        for region in self.learner_regions {
+            let learner = place_learner(candidates, region, &voters)?;
+            if let Some(c) = candidates.iter_mut().find(|c| c.id == learner) {
+                c.replicas += 1;
+            }
+            learners.push(learner);
+        }
+        Ok(ShardRecord {
+            id,
+            keyspace: self.keyspace.to_string(),
+            voters,
+            learners,
+            primary,
+            epoch: Epoch(1),
+            conf_ver: 1,
+            change: None,
+        })
+    }
 }
 
 impl Manager {
@@ -59,39 +104,18 @@ impl Manager {
         }
         let mut candidates = self.candidates(&state);
         let mut counters = state.counters.clone();
+        let placement = ShardPlacement {
+            keyspace: &spec.name,
+            replicas: spec.replicas,
+            regions: &spec.regions,
+            preferred_region: &spec.preferred_region,
+            learner_regions: &spec.learner_regions,
+        };
         let mut shards = Vec::new();
         for _ in 0..spec.shards {
-            let voters = place_replicas(&candidates, spec.replicas as usize, &spec.regions)?;
-            for c in candidates.iter_mut().filter(|c| voters.contains(&c.id)) {
-                c.replicas += 1;
-            }
-            let by_id: HashMap<NodeId, Candidate> = candidates.iter().map(|c| (c.id, c.clone())).collect();
-            let primary = choose_primary(&voters, &by_id, &spec.preferred_region);
-            if let Some(p) = primary {
-                if let Some(c) = candidates.iter_mut().find(|c| c.id == p) {
-                    c.primaries += 1;
-                }
-            }
-            let mut learners = Vec::new();
-            for region in &spec.learner_regions {
-                let learner = place_learner(&candidates, region, &voters)?;
-                if let Some(c) = candidates.iter_mut().find(|c| c.id == learner) {
-                    c.replicas += 1;
-                }
-                learners.push(learner);
-            }
             let id = counters.next_shard_id;
             counters.next_shard_id = id.next();
-            shards.push(ShardRecord {
-                id,
-                keyspace: spec.name.clone(),
-                voters,
-                learners,
-                primary,
-                epoch: Epoch(1),
-                conf_ver: 1,
-                change: None,
-            });
+            shards.push(placement.place(id, &mut candidates)?);
         }
         let shard_ids: Vec<_> = shards.iter().map(|s| s.id).collect();
         // Both mappings start from ranges; only akkio keyspaces later
@@ -110,6 +134,8 @@ impl Manager {
             regions: spec.regions,
             preferred_region: spec.preferred_region,
             learner_regions: spec.learner_regions,
+            retiring: Vec::new(),
+            retired: Vec::new(),
         };
         counters.next_keyspace_id = counters.next_keyspace_id.next();
         counters.map_version += 1;

@@ -12,6 +12,7 @@ mod membership;
 mod moves;
 mod nodes;
 mod primaries;
+mod resharding;
 
 pub use moves::{owner_of, MoveCause, MoveRefusal};
 

@@ -6,7 +6,7 @@
 
 use super::{Manager, SmError, SmResult};
 use crate::model::{Mapping, MovePhase, MoveRecord, ShardId, UshardId};
-use crate::store::Change;
+use crate::store::{Change, Counters, DurableState};
 
 /// Why a move was refused; each has a stable code (`shoal-error`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +43,14 @@ pub enum MoveRefusal {
     UnknownMove(u64),
     #[error("move {id} is {phase}: only a copying move can be aborted")]
     NotAbortable { id: u64, phase: &'static str },
+    #[error("shard {shard} owns {ushards} μshard(s): a split needs at least 2")]
+    TooFewUshards { shard: ShardId, ushards: usize },
+    #[error("shard {0} cannot be merged into itself")]
+    SameShard(ShardId),
+    #[error("shard {shard} has a μshard moving in or out (move {move_id}): wait for it")]
+    ShardBusy { shard: ShardId, move_id: u64 },
+    #[error("shard {0} is being merged away: it takes no μshard in and cannot split or merge")]
+    ShardRetiring(ShardId),
 }
 
 impl MoveRefusal {
@@ -58,6 +66,10 @@ impl MoveRefusal {
             MoveRefusal::CompactMapping(_) => "COMPACT_MAPPING",
             MoveRefusal::UnknownMove(_) => "UNKNOWN_MOVE",
             MoveRefusal::NotAbortable { .. } => "NOT_ABORTABLE",
+            MoveRefusal::TooFewUshards { .. } => "TOO_FEW_USHARDS",
+            MoveRefusal::SameShard(_) => "SAME_SHARD",
+            MoveRefusal::ShardBusy { .. } => "SHARD_BUSY",
+            MoveRefusal::ShardRetiring(_) => "SHARD_RETIRING",
         }
     }
 }
@@ -98,6 +110,32 @@ impl Manager {
         detail: &str,
     ) -> SmResult<MoveRecord> {
         let mut state = self.lock_state();
+        let mut counters = state.counters.clone();
+        let record = self.new_move(&state, &mut counters, keyspace, ushard, to, cause, detail)?;
+        self.commit(&Change {
+            moves: vec![record.clone()],
+            counters: Some(counters.clone()),
+            ..Default::default()
+        })?;
+        state.moves.insert(record.id, record.clone());
+        state.counters = counters;
+        tracing::info!(move_id = record.id, keyspace, ushard, from = %record.from, to = %to, reason = %record.reason, "move started");
+        Ok(record)
+    }
+
+    /// A new move record (its id taken from `counters`), checked as
+    /// [`Manager::start_move`] says; nothing is committed.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new_move(
+        &self,
+        state: &DurableState,
+        counters: &mut Counters,
+        keyspace: &str,
+        ushard: u32,
+        to: ShardId,
+        cause: MoveCause,
+        detail: &str,
+    ) -> Result<MoveRecord, MoveRefusal> {
         let ks = state
             .keyspaces
             .get(keyspace)
@@ -107,8 +145,7 @@ impl Manager {
                 keyspace: keyspace.to_string(),
                 ushard,
                 count: ks.ushard_count,
-            }
-            .into());
+            });
         }
         let target = state.shards.get(&to).ok_or(MoveRefusal::UnknownShard(to))?;
         if target.keyspace != keyspace {
@@ -116,11 +153,13 @@ impl Manager {
                 shard: to,
                 its: target.keyspace.clone(),
                 keyspace: keyspace.to_string(),
-            }
-            .into());
+            });
         }
         if cause == MoveCause::Operator && ks.mapping == Mapping::Compact {
-            return Err(MoveRefusal::CompactMapping(keyspace.to_string()).into());
+            return Err(MoveRefusal::CompactMapping(keyspace.to_string()));
+        }
+        if ks.retiring.contains(&to) {
+            return Err(MoveRefusal::ShardRetiring(to));
         }
         let from = owner_of(ks, ushard);
         if from == to {
@@ -128,8 +167,7 @@ impl Manager {
                 keyspace: keyspace.to_string(),
                 ushard,
                 shard: to,
-            }
-            .into());
+            });
         }
         if let Some(busy) = state
             .moves
@@ -140,10 +178,8 @@ impl Manager {
                 keyspace: keyspace.to_string(),
                 ushard,
                 move_id: busy.id,
-            }
-            .into());
+            });
         }
-        let mut counters = state.counters.clone();
         let id = counters.next_move_id;
         counters.next_move_id += 1;
         let reason = if detail.is_empty() {
@@ -151,7 +187,7 @@ impl Manager {
         } else {
             format!("{}: {detail}", cause.name())
         };
-        let record = MoveRecord {
+        Ok(MoveRecord {
             id,
             keyspace: keyspace.to_string(),
             keyspace_id: ks.id,
@@ -163,16 +199,7 @@ impl Manager {
             created_ms: self.wall_ms(),
             activated_ms: 0,
             error: String::new(),
-        };
-        self.commit(&Change {
-            moves: vec![record.clone()],
-            counters: Some(counters.clone()),
-            ..Default::default()
-        })?;
-        state.moves.insert(id, record.clone());
-        state.counters = counters;
-        tracing::info!(move_id = id, keyspace, ushard, from = %from, to = %to, reason = %record.reason, "move started");
-        Ok(record)
+        })
     }
 
     /// The destination serves the μshard: record it and give the μshard to
@@ -271,7 +298,7 @@ impl Manager {
             .collect()
     }
 
-    fn wall_ms(&self) -> u64 {
+    pub(super) fn wall_ms(&self) -> u64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

@@ -1,0 +1,234 @@
+//! Split and merge, built on μshard moves (docs/moves.md). A split creates
+//! a shard, placed like any other, and moves the upper half of a shard's
+//! μshards into it; a merge moves every μshard of a shard into another and
+//! marks it retiring; once a retiring shard owns no μshard and no move
+//! touches it, it retires: it leaves the keyspace, its record goes, and
+//! nodes delete its replicas. Each is one durable change, so a shard-manager
+//! crash leaves either nothing or a change its move driver carries on.
+
+use super::keyspaces::ShardPlacement;
+use super::moves::{MoveCause, MoveRefusal};
+use super::{Manager, SmResult};
+use crate::model::{KeyspaceRecord, MoveRecord, ShardId, UshardMap};
+use crate::store::{Change, DurableState};
+
+/// The keyspace's map (or the static rule for records from before maps
+/// were explicit).
+fn map_of(keyspace: &KeyspaceRecord) -> Option<UshardMap> {
+    keyspace
+        .map
+        .clone()
+        .or_else(|| UshardMap::modulo(keyspace.ushard_count, &keyspace.shards))
+}
+
+/// The shard's keyspace, refusing a shard that is unknown, retiring, or
+/// has a move in flight in or out of it.
+fn idle_shard(state: &DurableState, shard: ShardId, retiring_ok: bool) -> Result<&KeyspaceRecord, MoveRefusal> {
+    let record = state.shards.get(&shard).ok_or(MoveRefusal::UnknownShard(shard))?;
+    let keyspace = state
+        .keyspaces
+        .get(&record.keyspace)
+        .ok_or_else(|| MoveRefusal::UnknownKeyspace(record.keyspace.clone()))?;
+    if !retiring_ok && keyspace.retiring.contains(&shard) {
+        return Err(MoveRefusal::ShardRetiring(shard));
+    }
+    if let Some(busy) = state
+        .moves
+        .values()
+        .find(|m| m.phase.holds_ushard() && (m.from == shard || m.to == shard))
+    {
+        return Err(MoveRefusal::ShardBusy {
+            shard,
+            move_id: busy.id,
+        });
+    }
+    Ok(keyspace)
+}
+
+impl Manager {
+    /// Splits `shard`: a new shard of its keyspace takes the upper half of
+    /// its μshards (by count), one move each. Refused for an unknown,
+    /// busy or retiring shard, or one with fewer than two μshards.
+    pub fn split_shard(&self, shard: ShardId) -> SmResult<(ShardId, Vec<MoveRecord>)> {
+        let mut state = self.lock_state();
+        let keyspace = idle_shard(&state, shard, false)?.clone();
+        let owned = map_of(&keyspace).map(|m| m.ushards_of(shard)).unwrap_or_default();
+        if owned.len() < 2 {
+            return Err(MoveRefusal::TooFewUshards {
+                shard,
+                ushards: owned.len(),
+            }
+            .into());
+        }
+        let mut counters = state.counters.clone();
+        let new_id = counters.next_shard_id;
+        counters.next_shard_id = new_id.next();
+        let placement = ShardPlacement {
+            keyspace: &keyspace.name,
+            replicas: keyspace.replicas,
+            regions: &keyspace.regions,
+            preferred_region: &keyspace.preferred_region,
+            learner_regions: &keyspace.learner_regions,
+        };
+        let new_shard = placement.place(new_id, &mut self.candidates(&state))?;
+        let mut grown = keyspace.clone();
+        grown.shards.push(new_id);
+        // The new shard must be known for the moves into it to be checked.
+        let mut planned = (*state).clone();
+        planned.shards.insert(new_id, new_shard.clone());
+        planned.keyspaces.insert(grown.name.clone(), grown.clone());
+        let detail = format!("shard {shard} into new shard {new_id}");
+        let moves = owned[owned.len() / 2..]
+            .iter()
+            .map(|u| {
+                self.new_move(
+                    &planned,
+                    &mut counters,
+                    &keyspace.name,
+                    u.0,
+                    new_id,
+                    MoveCause::Split,
+                    &detail,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        counters.map_version += 1;
+        self.commit(&Change {
+            keyspaces: vec![grown.clone()],
+            shards: vec![new_shard.clone()],
+            moves: moves.clone(),
+            counters: Some(counters.clone()),
+            ..Default::default()
+        })?;
+        state.keyspaces.insert(grown.name.clone(), grown);
+        state.shards.insert(new_id, new_shard);
+        for m in &moves {
+            state.moves.insert(m.id, m.clone());
+        }
+        state.counters = counters;
+        tracing::info!(shard = %shard, new_shard = %new_id, moves = moves.len(), "split started");
+        Ok((new_id, moves))
+    }
+
+    /// Merges `shard` into `into` (same keyspace): every μshard of `shard`
+    /// moves to `into`, and `shard` retires once it owns none. Refused for
+    /// unknown or busy shards, a retiring target, shards of different
+    /// keyspaces, or a shard merged into itself. Merging a retiring shard
+    /// again (after one of its moves aborted) moves what is left.
+    pub fn merge_shard(&self, shard: ShardId, into: ShardId) -> SmResult<Vec<MoveRecord>> {
+        if shard == into {
+            return Err(MoveRefusal::SameShard(shard).into());
+        }
+        let mut state = self.lock_state();
+        // Merging a retiring shard again moves what an aborted move left.
+        let keyspace = idle_shard(&state, shard, true)?.clone();
+        let target = idle_shard(&state, into, false)?;
+        if target.name != keyspace.name {
+            return Err(MoveRefusal::OtherKeyspace {
+                shard: into,
+                its: target.name.clone(),
+                keyspace: keyspace.name.clone(),
+            }
+            .into());
+        }
+        let owned = map_of(&keyspace).map(|m| m.ushards_of(shard)).unwrap_or_default();
+        let mut counters = state.counters.clone();
+        let detail = format!("shard {shard} into {into}");
+        let moves = owned
+            .iter()
+            .map(|u| {
+                self.new_move(
+                    &state,
+                    &mut counters,
+                    &keyspace.name,
+                    u.0,
+                    into,
+                    MoveCause::Merge,
+                    &detail,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut shrinking = keyspace;
+        if !shrinking.retiring.contains(&shard) {
+            shrinking.retiring.push(shard);
+        }
+        counters.map_version += 1;
+        self.commit(&Change {
+            keyspaces: vec![shrinking.clone()],
+            moves: moves.clone(),
+            counters: Some(counters.clone()),
+            ..Default::default()
+        })?;
+        state.keyspaces.insert(shrinking.name.clone(), shrinking);
+        for m in &moves {
+            state.moves.insert(m.id, m.clone());
+        }
+        state.counters = counters;
+        tracing::info!(shard = %shard, into = %into, moves = moves.len(), "merge started");
+        Ok(moves)
+    }
+
+    /// Retires every retiring shard that owns no μshard and that no move
+    /// still holds; returns the shards retired. Called by the move driver.
+    pub fn retire_merged_shards(&self) -> SmResult<Vec<ShardId>> {
+        let mut state = self.lock_state();
+        let mut retired = Vec::new();
+        let mut changed = Vec::new();
+        for keyspace in state.keyspaces.values() {
+            let Some(map) = map_of(keyspace) else { continue };
+            let ready: Vec<ShardId> = keyspace
+                .retiring
+                .iter()
+                .copied()
+                .filter(|s| map.ushards_of(*s).is_empty())
+                .filter(|s| {
+                    !state
+                        .moves
+                        .values()
+                        .any(|m| m.phase.holds_ushard() && (m.from == *s || m.to == *s))
+                })
+                .collect();
+            if ready.is_empty() {
+                continue;
+            }
+            let mut next = keyspace.clone();
+            // μshards whose home was a retired shard are named by their
+            // owners: each holds a move state for them, which decides.
+            if let Some(home) = next.home.as_mut() {
+                for u in 0..keyspace.ushard_count {
+                    let u = shoal_types::UshardId(u);
+                    if home.owner(u).is_some_and(|s| ready.contains(&s)) {
+                        if let Some(owner) = map.owner(u) {
+                            home.assign(u, owner);
+                        }
+                    }
+                }
+            }
+            next.shards.retain(|s| !ready.contains(s));
+            next.retiring.retain(|s| !ready.contains(s));
+            next.retired.extend(ready.iter().copied());
+            retired.extend(ready);
+            changed.push(next);
+        }
+        if retired.is_empty() {
+            return Ok(retired);
+        }
+        let mut counters = state.counters.clone();
+        counters.map_version += 1;
+        self.commit(&Change {
+            keyspaces: changed.clone(),
+            counters: Some(counters.clone()),
+            removed_shards: retired.clone(),
+            ..Default::default()
+        })?;
+        for keyspace in changed {
+            state.keyspaces.insert(keyspace.name.clone(), keyspace);
+        }
+        for shard in &retired {
+            state.shards.remove(shard);
+        }
+        state.counters = counters;
+        tracing::info!(?retired, "merged shards retired");
+        Ok(retired)
+    }
+}
