@@ -455,41 +455,52 @@ async fn a_split_then_a_merge_keep_every_record_and_the_merged_shard_retires() {
         );
     }
 
-    let merge = manager.merge_shard(new_shard, 2).await.expect("merge");
-    assert_eq!(merge.moves.len(), owned - owned / 2);
-    wait_all_done(&manager, &merge.moves).await;
-    // The merged shard retires: out of the map, and off every node.
+    // Merge the new shard, then shard 1 (whose μshards the home map names),
+    // into shard 2; read through the client connected before the merges
+    // (its map names retired shards).
+    let stale = client;
+    for (gone, merged) in [(new_shard, owned - owned / 2), (1, owned / 2)] {
+        let merge = manager.merge_shard(gone, 2).await.expect("merge");
+        assert_eq!(merge.moves.len(), merged);
+        wait_all_done(&manager, &merge.moves).await;
+        must_retire(&tc, &manager, gone).await;
+        for i in 0..200 {
+            let got = stale.get(format!("s{i:03}")).await.unwrap();
+            assert_eq!(
+                got.map(|v| v.value),
+                Some(format!("v{i}").into_bytes()),
+                "after merging {gone}, s{i:03}"
+            );
+        }
+        stale.put(format!("after-merging-{gone}"), "ok").await.unwrap();
+    }
+    let map = manager.shard_map().await.unwrap();
+    let ks = map.keyspaces.iter().find(|k| k.name == "default").unwrap();
+    assert_eq!(ks.retired_shard_ids, vec![new_shard, 1]);
+    assert_eq!(ushards_of(&map, 2), before.keyspaces[0].ushard_count as usize);
+}
+
+/// Waits until `shard` is out of the map and off every node.
+async fn must_retire(tc: &TestCluster, manager: &local_cluster::ShardManagerAt, shard: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let map = manager.shard_map().await.unwrap();
-        let listed = map.shards.iter().any(|s| s.shard_id == new_shard);
+        let listed = map.shards.iter().any(|s| s.shard_id == shard);
         let mut hosted = false;
         for addr in tc.cluster.endpoints() {
             let status = local_cluster::probe::replica_status_at(&addr).await.unwrap();
-            hosted |= status.replicas.iter().any(|r| r.shard_id == new_shard);
+            hosted |= status.replicas.iter().any(|r| r.shard_id == shard);
         }
-        if !listed && !hosted {
-            let ks = map.keyspaces.iter().find(|k| k.name == "default").unwrap();
-            assert!(!ks.shard_ids.contains(&new_shard));
-            assert_eq!(ks.retired_shard_ids, vec![new_shard]);
-            break;
+        let ks = map.keyspaces.iter().find(|k| k.name == "default").unwrap();
+        if !listed && !hosted && !ks.shard_ids.contains(&shard) && ks.retired_shard_ids.contains(&shard) {
+            return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "shard {new_shard} still listed {listed} or hosted {hosted}"
+            "shard {shard} still listed {listed} or hosted {hosted}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let client = must_connect(&tc.cluster).await;
-    for i in 0..200 {
-        let got = client.get(format!("s{i:03}")).await.unwrap();
-        assert_eq!(
-            got.map(|v| v.value),
-            Some(format!("v{i}").into_bytes()),
-            "after merge, s{i:03}"
-        );
-    }
-    client.put("after-merge", "ok").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,4 +559,92 @@ async fn bad_splits_and_merges_get_stable_codes_and_change_nothing() {
     let status = manager.move_ushard("tiny", 1, tiny[0]).await.expect_err("retiring");
     assert_eq!(error_code(&status), "SHARD_RETIRING");
     wait_all_done(&manager, &merging.moves).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_of_a_compact_keyspace_that_stays_busy_splits_by_itself_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = test_spec(&dir, 3, 2);
+    spec.shard_manager = true;
+    spec.shard_manager_bin = shard_manager_bin();
+    spec.splits = shoal_config::manager::SplitTriggers {
+        max_shard_bytes: 0,
+        max_shard_ops_per_sec: 30.0,
+        load_windows: 2,
+        window_ms: 1_000,
+        cooldown_ms: 600_000,
+    };
+    let tc = must_start_spec(spec, dir).await;
+    tc.cluster
+        .create_keyspace(shoal_proto::sm::CreateKeyspaceRequest {
+            name: "busy".into(),
+            replicas: 3,
+            shards: 1,
+            ushards: 8,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let manager = tc.cluster.shard_manager().unwrap();
+    let shards_of_busy = |map: &shoal_proto::sm::ShardMap| {
+        map.keyspaces
+            .iter()
+            .find(|k| k.name == "busy")
+            .map(|k| k.shard_ids.clone())
+            .unwrap_or_default()
+    };
+    let config = kv_client::ClientConfig {
+        endpoints: tc.cluster.endpoints(),
+        keyspace: "busy".into(),
+        ..Default::default()
+    };
+    // The new keyspace reaches the nodes and gets a leader shortly.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        let client = ShoalClient::connect(config.clone()).await.unwrap();
+        if client.put("b0", "x").await.is_ok() {
+            break client;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "keyspace busy never served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Writes until the split's moves are done, then three windows more:
+    // the cooldown keeps both halves from splitting again.
+    let started = tokio::time::Instant::now();
+    let mut split_done_at = None;
+    let mut i = 0u64;
+    loop {
+        i += 1;
+        client.put(format!("b{}", i % 500), "x").await.unwrap();
+        if !i.is_multiple_of(50) {
+            continue;
+        }
+        let map = manager.shard_map().await.unwrap();
+        let shards = shards_of_busy(&map);
+        assert!(shards.len() <= 2, "split once, not again: {shards:?}");
+        let settled = shards.len() == 2
+            && map
+                .moves
+                .iter()
+                .filter(|m| m.keyspace == "busy")
+                .all(|m| m.phase == "done");
+        if settled && split_done_at.is_none() {
+            let reasons: Vec<&str> = map.moves.iter().map(|m| m.reason.as_str()).collect();
+            assert!(reasons.iter().all(|r| r.contains("ops/s over 30")), "{reasons:?}");
+            assert_eq!(reasons.len(), 4, "half of 8 μshards moved");
+            split_done_at = Some(tokio::time::Instant::now());
+        }
+        if split_done_at.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no split within 60 s: {map:?}"
+        );
+    }
+    let map = manager.shard_map().await.unwrap();
+    assert_eq!(shards_of_busy(&map).len(), 2);
+    for k in 0..500u64.min(i) {
+        assert!(client.get(format!("b{k}")).await.unwrap().is_some(), "b{k}");
+    }
 }

@@ -63,6 +63,8 @@ pub struct LocalClusterSpec {
     /// The shard manager's budget for μshard moves (release grace 1 s by
     /// default, so tests see a moved μshard's copy dropped).
     pub moves: shoal_config::manager::MoveBudget,
+    /// The shard manager's automatic split triggers (compact keyspaces).
+    pub splits: shoal_config::manager::SplitTriggers,
 }
 
 impl LocalClusterSpec {
@@ -85,6 +87,7 @@ impl LocalClusterSpec {
                 release_grace_ms: 1_000,
                 ..Default::default()
             },
+            splits: Default::default(),
         }
     }
 
@@ -338,6 +341,7 @@ impl LocalCluster {
                     suspect_after_ms: 1000,
                     dead_after_ms: (spec.dead_after.as_millis() as u64).max(1001),
                     moves: spec.moves.clone(),
+                    splits: spec.splits.clone(),
                 };
                 config.validate()?;
                 write_toml(&config_path, "# Written by the shoal local cluster.", &config)?;

@@ -36,5 +36,6 @@ pub mod placement;
 pub mod repair;
 pub mod server;
 pub mod service;
+pub mod split_trigger;
 pub mod store;
 pub mod wire;

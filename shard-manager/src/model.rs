@@ -51,8 +51,7 @@ pub struct KeyspaceRecord {
     #[serde(default)]
     pub map: Option<UshardMap>,
     /// The map at creation (nodes judge μshards that never moved by it);
-    /// changed only when a merged shard retires, to name its μshards'
-    /// owners instead (each holds a move state for them).
+    /// never changed: it may name shards since retired.
     #[serde(default)]
     pub home: Option<UshardMap>,
     /// Shards being merged away: they take no μshard in, and retire once

@@ -6,6 +6,7 @@ use crate::layout_service::LayoutService;
 use crate::manager::{LivenessConfig, Manager};
 use crate::moves::MoveDriver;
 use crate::service::ShardManagerService;
+use crate::split_trigger::SplitTrigger;
 use crate::store::MetaStore;
 use anyhow::Context;
 use shoal_config::manager::MoveBudget;
@@ -69,6 +70,26 @@ async fn move_loop(manager: Arc<Manager>, driver: Arc<MoveDriver>, budget: MoveB
     }
 }
 
+/// Splits the shards of compact keyspaces that grew too big or stayed too
+/// busy (see [`crate::split_trigger`]).
+async fn split_loop(manager: Arc<Manager>, mut trigger: SplitTrigger) {
+    let mut tick = tokio::time::interval(RECONCILE_EVERY);
+    loop {
+        tick.tick().await;
+        let now = std::time::Instant::now();
+        for (shard, why) in trigger.observe(now, &manager.splittable_usage()) {
+            match manager.split_shard(shard, &why) {
+                Ok((new_shard, _)) => {
+                    trigger.split_into(now, new_shard);
+                    tracing::info!(shard = %shard, new_shard = %new_shard, why, "automatic split");
+                }
+                // Busy with a move, or no room: the next window tries again.
+                Err(e) => tracing::info!(shard = %shard, error = %e, "automatic split refused"),
+            }
+        }
+    }
+}
+
 pub async fn run(
     config: ManagerConfig,
     listener: TcpListener,
@@ -90,6 +111,7 @@ pub async fn run(
     let reconciler = tokio::spawn(reconcile_loop(manager.clone()));
     let driver = Arc::new(MoveDriver::default());
     let mover = tokio::spawn(move_loop(manager.clone(), driver.clone(), config.moves.clone()));
+    let splitter = tokio::spawn(split_loop(manager.clone(), SplitTrigger::new(config.splits.clone())));
     let stop_moves = driver.clone();
     tonic::transport::Server::builder()
         .add_service(ShardManagerServer::new(ShardManagerService::new(
@@ -104,8 +126,10 @@ pub async fn run(
     // lock must be free when this returns (a restart reopens it at once).
     reconciler.abort();
     mover.abort();
+    splitter.abort();
     let _ = reconciler.await;
     let _ = mover.await;
+    let _ = splitter.await;
     stop_moves.stop().await;
     Ok(())
 }

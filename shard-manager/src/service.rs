@@ -201,7 +201,7 @@ impl ShardManager for ShardManagerService {
     async fn split_shard(&self, request: Request<SplitShardRequest>) -> Result<Response<SplitShardResponse>, Status> {
         let (new_shard, moves) = self
             .manager
-            .split_shard(ShardId(request.into_inner().shard_id))
+            .split_shard(ShardId(request.into_inner().shard_id), "")
             .map_err(to_status)?;
         Ok(Response::new(SplitShardResponse {
             new_shard_id: new_shard.0,

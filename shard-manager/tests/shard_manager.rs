@@ -26,6 +26,7 @@ async fn must_start(dir: &Path) -> Running {
         suspect_after_ms: 2_000,
         dead_after_ms: 30_000,
         moves: Default::default(),
+        splits: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(shard_manager::server::run(config, listener, async {

@@ -50,8 +50,8 @@ pub struct KeyspaceLayout {
     /// The μshard map; `None`: the static mapping (see the module docs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map: Option<UshardMap>,
-    /// The map the keyspace was created with (changed only when a merged
-    /// shard retires); `None`: the static mapping. A μshard that never
+    /// The map the keyspace was created with, never changed (it may name
+    /// retired shards); `None`: the static mapping. A μshard that never
     /// moved in or out of a shard is that shard's by this map (moves leave
     /// a state in the shards they touch, and that state decides instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,7 +187,9 @@ impl ClusterLayout {
                         ks.name
                     );
                 }
-                if let Some(stranger) = map.shards().into_iter().find(|s| !ks.shards.contains(s)) {
+                // The home map may name shards merged away (retired).
+                let known = |s: &ShardId| ks.shards.contains(s) || (field == "home" && ks.retired.contains(s));
+                if let Some(stranger) = map.shards().into_iter().find(|s| !known(s)) {
                     bail!(
                         "layout.keyspaces[{}].{field}: shard {stranger} is not one of the keyspace's shards",
                         ks.name

@@ -22,6 +22,65 @@ pub struct ManagerConfig {
     /// The cluster-wide budget of μshard moves.
     #[serde(default)]
     pub moves: MoveBudget,
+    /// When shards of compact keyspaces split by themselves.
+    #[serde(default)]
+    pub splits: SplitTriggers,
+}
+
+/// Automatic splits of compact keyspaces' shards (docs/moves.md): a shard
+/// over `max_shard_bytes`, or over `max_shard_ops_per_sec` for
+/// `load_windows` windows in a row, splits, then neither half splits again
+/// for `cooldown_ms`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitTriggers {
+    /// Bytes on disk (all replicas' largest report); 0 = never by size.
+    #[serde(default = "default_max_shard_bytes")]
+    pub max_shard_bytes: u64,
+    /// Client requests per second over all its replicas; 0 = never by load.
+    #[serde(default = "default_max_shard_ops_per_sec")]
+    pub max_shard_ops_per_sec: f64,
+    /// How many windows in a row the load must be over the threshold.
+    #[serde(default = "default_load_windows")]
+    pub load_windows: u32,
+    /// One window, in milliseconds.
+    #[serde(default = "default_window_ms")]
+    pub window_ms: u64,
+    /// After a split, how long neither half splits again.
+    #[serde(default = "default_split_cooldown_ms")]
+    pub cooldown_ms: u64,
+}
+
+impl Default for SplitTriggers {
+    fn default() -> Self {
+        SplitTriggers {
+            max_shard_bytes: default_max_shard_bytes(),
+            max_shard_ops_per_sec: default_max_shard_ops_per_sec(),
+            load_windows: default_load_windows(),
+            window_ms: default_window_ms(),
+            cooldown_ms: default_split_cooldown_ms(),
+        }
+    }
+}
+
+fn default_max_shard_bytes() -> u64 {
+    4 << 30
+}
+
+fn default_max_shard_ops_per_sec() -> f64 {
+    20_000.0
+}
+
+fn default_load_windows() -> u32 {
+    3
+}
+
+fn default_window_ms() -> u64 {
+    10_000
+}
+
+fn default_split_cooldown_ms() -> u64 {
+    300_000
 }
 
 /// How much moving the cluster does at once (docs/moves.md).
@@ -90,6 +149,16 @@ impl ManagerConfig {
         }
         if self.moves.max_concurrent == 0 {
             bail!("moves.max_concurrent: must be at least 1");
+        }
+        if self.splits.load_windows == 0 {
+            bail!("splits.load_windows: must be at least 1");
+        }
+        if self.splits.window_ms == 0 {
+            bail!("splits.window_ms: must be at least 1");
+        }
+        let ops = self.splits.max_shard_ops_per_sec;
+        if ops.is_nan() || ops < 0.0 {
+            bail!("splits.max_shard_ops_per_sec: must be 0 (off) or more");
         }
         Ok(())
     }

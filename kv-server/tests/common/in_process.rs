@@ -383,6 +383,7 @@ async fn start_shard_manager(spec: &InProcessSpec, data_dir: PathBuf) -> (ShardM
             release_grace_ms: 1_000,
             ..Default::default()
         },
+        splits: Default::default(),
     };
     config.validate().expect("shard-manager config");
     let running = Running::spawn(move |shutdown| shard_manager::server::run(config, listener, shutdown));

@@ -186,6 +186,16 @@ impl Manager {
         )
     }
 
+    /// Every node's last replica reports.
+    pub(super) fn replica_reports(&self) -> Vec<Vec<ReplicaView>> {
+        self.reports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Replicas and primaries per node, from the current map.
     pub fn node_load(&self, node: NodeId) -> (u32, u32) {
         let state = self.lock_state();

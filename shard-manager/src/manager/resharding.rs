@@ -3,14 +3,18 @@
 //! μshards into it; a merge moves every μshard of a shard into another and
 //! marks it retiring; once a retiring shard owns no μshard and no move
 //! touches it, it retires: it leaves the keyspace, its record goes, and
-//! nodes delete its replicas. Each is one durable change, so a shard-manager
+//! nodes delete its replicas. **Split and merge change a keyspace's shard
+//! list only with its map and home map written out**, never by the static
+//! `u mod shards` rule, which a new shard list would silently change. Each is one durable change, so a shard-manager
 //! crash leaves either nothing or a change its move driver carries on.
 
 use super::keyspaces::ShardPlacement;
 use super::moves::{MoveCause, MoveRefusal};
 use super::{Manager, SmResult};
-use crate::model::{KeyspaceRecord, MoveRecord, ShardId, UshardMap};
+use crate::model::{KeyspaceRecord, Mapping, MoveRecord, ShardId, UshardMap};
+use crate::split_trigger::ShardUsage;
 use crate::store::{Change, DurableState};
+use std::collections::HashMap;
 
 /// The keyspace's map (or the static rule for records from before maps
 /// were explicit).
@@ -19,6 +23,18 @@ fn map_of(keyspace: &KeyspaceRecord) -> Option<UshardMap> {
         .map
         .clone()
         .or_else(|| UshardMap::modulo(keyspace.ushard_count, &keyspace.shards))
+}
+
+/// The keyspace with its map and home map written out (records from
+/// before maps were explicit have neither, and follow the static rule over
+/// their current shards).
+fn with_explicit_maps(keyspace: &KeyspaceRecord) -> SmResult<KeyspaceRecord> {
+    let mut explicit = keyspace.clone();
+    let map = map_of(keyspace)
+        .ok_or_else(|| crate::manager::SmError::Storage(format!("keyspace {:?} has no μshard map", keyspace.name)))?;
+    explicit.home = explicit.home.or_else(|| Some(map.clone()));
+    explicit.map = Some(map);
+    Ok(explicit)
 }
 
 /// The shard's keyspace, refusing a shard that is unknown, retiring, or
@@ -49,9 +65,10 @@ impl Manager {
     /// Splits `shard`: a new shard of its keyspace takes the upper half of
     /// its μshards (by count), one move each. Refused for an unknown,
     /// busy or retiring shard, or one with fewer than two μshards.
-    pub fn split_shard(&self, shard: ShardId) -> SmResult<(ShardId, Vec<MoveRecord>)> {
+    /// `why` says what asked for it ("" for an operator).
+    pub fn split_shard(&self, shard: ShardId, why: &str) -> SmResult<(ShardId, Vec<MoveRecord>)> {
         let mut state = self.lock_state();
-        let keyspace = idle_shard(&state, shard, false)?.clone();
+        let keyspace = with_explicit_maps(idle_shard(&state, shard, false)?)?;
         let owned = map_of(&keyspace).map(|m| m.ushards_of(shard)).unwrap_or_default();
         if owned.len() < 2 {
             return Err(MoveRefusal::TooFewUshards {
@@ -77,7 +94,10 @@ impl Manager {
         let mut planned = (*state).clone();
         planned.shards.insert(new_id, new_shard.clone());
         planned.keyspaces.insert(grown.name.clone(), grown.clone());
-        let detail = format!("shard {shard} into new shard {new_id}");
+        let detail = match why {
+            "" => format!("shard {shard} into new shard {new_id}"),
+            why => format!("shard {shard} into new shard {new_id} ({why})"),
+        };
         let moves = owned[owned.len() / 2..]
             .iter()
             .map(|u| {
@@ -121,7 +141,7 @@ impl Manager {
         }
         let mut state = self.lock_state();
         // Merging a retiring shard again moves what an aborted move left.
-        let keyspace = idle_shard(&state, shard, true)?.clone();
+        let keyspace = with_explicit_maps(idle_shard(&state, shard, true)?)?;
         let target = idle_shard(&state, into, false)?;
         if target.name != keyspace.name {
             return Err(MoveRefusal::OtherKeyspace {
@@ -168,6 +188,37 @@ impl Manager {
         Ok(moves)
     }
 
+    /// The usage of every shard that may split by itself: of a compact
+    /// keyspace, not retiring, owning two μshards or more.
+    pub fn splittable_usage(&self) -> HashMap<ShardId, ShardUsage> {
+        let candidates: Vec<ShardId> = {
+            let state = self.lock_state();
+            state
+                .keyspaces
+                .values()
+                .filter(|k| k.mapping == Mapping::Compact)
+                .flat_map(|k| {
+                    let map = map_of(k);
+                    k.shards
+                        .iter()
+                        .copied()
+                        .filter(|s| !k.retiring.contains(s))
+                        .filter(move |s| map.as_ref().is_some_and(|m| m.ushards_of(*s).len() >= 2))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let reports = self.replica_reports();
+        let mut usage: HashMap<ShardId, ShardUsage> = candidates.iter().map(|s| (*s, ShardUsage::default())).collect();
+        for view in reports.iter().flatten() {
+            if let Some(u) = usage.get_mut(&view.shard) {
+                u.bytes = u.bytes.max(view.approx_bytes);
+                u.ops_per_sec += view.ops_per_sec;
+            }
+        }
+        usage
+    }
+
     /// Retires every retiring shard that owns no μshard and that no move
     /// still holds; returns the shards retired. Called by the move driver.
     pub fn retire_merged_shards(&self) -> SmResult<Vec<ShardId>> {
@@ -191,19 +242,10 @@ impl Manager {
             if ready.is_empty() {
                 continue;
             }
+            // The home map keeps naming the retired shard: a replica with
+            // no move state for one of its μshards then serves nothing,
+            // however far behind it is.
             let mut next = keyspace.clone();
-            // μshards whose home was a retired shard are named by their
-            // owners: each holds a move state for them, which decides.
-            if let Some(home) = next.home.as_mut() {
-                for u in 0..keyspace.ushard_count {
-                    let u = shoal_types::UshardId(u);
-                    if home.owner(u).is_some_and(|s| ready.contains(&s)) {
-                        if let Some(owner) = map.owner(u) {
-                            home.assign(u, owner);
-                        }
-                    }
-                }
-            }
             next.shards.retain(|s| !ready.contains(s));
             next.retiring.retain(|s| !ready.contains(s));
             next.retired.extend(ready.iter().copied());
