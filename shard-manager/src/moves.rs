@@ -140,7 +140,18 @@ impl MoveDriver {
                     () = poller => return Ok(()),
                 };
                 match result {
-                    Ok(_) => {
+                    Ok(activated) => {
+                        // What the run copied in all, kept for `GetMove`
+                        // once the move is past copying.
+                        let elapsed_ms = wall_ms().saturating_sub(record.created_ms);
+                        self.set_progress(
+                            record.id,
+                            MoveProgress {
+                                phase: "activated".into(),
+                                bytes_copied: activated.bytes_copied,
+                                elapsed_ms,
+                            },
+                        );
                         manager.move_activated(record.id)?;
                     }
                     // The shards refuse the move for good (another move of

@@ -124,8 +124,8 @@ pub fn registration(r: sm::RegisterNodeRequest) -> Registration {
 /// A move as the map and `GetMove` show it, with the destination's last
 /// progress report while it copies.
 pub fn move_state(m: &MoveRecord, progress: Option<&MoveProgress>) -> sm::MoveState {
+    // The step only while copying; bytes and time stay once past it.
     let copying = m.phase == MovePhase::Copying;
-    let progress = progress.filter(|_| copying);
     sm::MoveState {
         move_id: m.id,
         keyspace: m.keyspace.clone(),
@@ -135,7 +135,10 @@ pub fn move_state(m: &MoveRecord, progress: Option<&MoveProgress>) -> sm::MoveSt
         phase: m.phase.name().to_string(),
         reason: m.reason.clone(),
         error: m.error.clone(),
-        step: progress.map(|p| p.phase.clone()).unwrap_or_default(),
+        step: progress
+            .filter(|_| copying)
+            .map(|p| p.phase.clone())
+            .unwrap_or_default(),
         bytes_copied: progress.map_or(0, |p| p.bytes_copied),
         elapsed_ms: progress.map_or(0, |p| p.elapsed_ms),
     }
