@@ -6,7 +6,7 @@
 use crate::consistency::ReadConsistency;
 use crate::error::ClientError;
 use shoal_proto::kv::ErrorCode;
-use shoal_proto::{ERROR_CODE_METADATA, LEADER_HINT_METADATA};
+use shoal_proto::status_meta;
 use shoal_types::NodeId;
 
 pub(crate) fn read_kind(consistency: ReadConsistency) -> Kind {
@@ -42,19 +42,11 @@ pub(crate) enum Next {
 }
 
 pub(crate) fn error_code_of(status: &tonic::Status) -> Option<ErrorCode> {
-    let name = status.metadata().get(ERROR_CODE_METADATA)?.to_str().ok()?;
-    ErrorCode::from_str_name(name)
+    ErrorCode::from_str_name(status_meta::error_code(status)?)
 }
 
 pub(crate) fn leader_hint_of(status: &tonic::Status) -> Option<NodeId> {
-    status
-        .metadata()
-        .get(LEADER_HINT_METADATA)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-        .map(NodeId)
+    status_meta::leader_hint(status).map(NodeId)
 }
 
 /// Whether a transport failure happened while connecting, i.e. before the
@@ -116,6 +108,7 @@ pub(crate) fn classify(status: tonic::Status, kind: Kind) -> Next {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_proto::{ERROR_CODE_METADATA, LEADER_HINT_METADATA};
 
     fn status_with(code: &str, leader: Option<&str>) -> tonic::Status {
         let mut status = tonic::Status::unavailable("x");

@@ -16,6 +16,7 @@ fn header(keyspace: &str, shard: u64) -> Option<RequestHeader> {
         keyspace: keyspace.into(),
         shard_id: shard,
         epoch: 0,
+        ..Default::default()
     })
 }
 

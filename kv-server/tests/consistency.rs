@@ -20,6 +20,7 @@ fn get_request(shard: u64, ushard: u32, key: &str, mode: read_consistency::Mode)
             keyspace: "default".into(),
             shard_id: shard,
             epoch: 0,
+            ..Default::default()
         }),
         key: Some(KeyRef {
             ushard,
@@ -30,12 +31,7 @@ fn get_request(shard: u64, ushard: u32, key: &str, mode: read_consistency::Mode)
 }
 
 fn error_code(status: &tonic::Status) -> String {
-    status
-        .metadata()
-        .get(shoal_proto::ERROR_CODE_METADATA)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
+    shoal_proto::status_meta::error_code(status).unwrap_or("").to_string()
 }
 
 /// A follower of `shard`: a replica that is not its leader.

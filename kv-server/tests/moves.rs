@@ -162,6 +162,7 @@ async fn a_ushard_moves_while_written_and_keeps_every_write_version_and_token() 
                 keyspace: "default".into(),
                 shard_id: source,
                 epoch: 0,
+                ..Default::default()
             }),
             key: Some(KeyRef {
                 ushard,
@@ -209,6 +210,7 @@ async fn source_and_destination_never_both_take_writes_for_the_ushard() {
             keyspace: "default".into(),
             shard_id: shard,
             epoch: 0,
+            ..Default::default()
         })
     };
     let probe = |i: usize| {

@@ -6,65 +6,23 @@
 
 mod common;
 
-use common::{must_connect, must_start_two_region_cluster, must_wait_for_map};
-use kv_client::ShoalClient;
+use common::load::{must_load, must_read_back, spawn_writer, voters_of};
+use common::{must_start_spec, must_wait_for_map, two_region_spec};
 use local_cluster::probe::fully_replicated_without;
-use local_cluster::LocalCluster;
-use shoal_proto::sm::ShardMap;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Writes distinct keys until stopped; returns what was acknowledged and
-/// every error seen.
-fn spawn_writer(
-    client: Arc<ShoalClient>,
-    stop: Arc<AtomicBool>,
-    from: u32,
-) -> tokio::task::JoinHandle<(Vec<u32>, Vec<String>)> {
-    tokio::spawn(async move {
-        let mut acked = Vec::new();
-        let mut errors = Vec::new();
-        let mut i = from;
-        while !stop.load(Ordering::Relaxed) {
-            match client.put(format!("key/{i}"), format!("v{i}")).await {
-                Ok(_) => acked.push(i),
-                Err(e) => errors.push(format!("put key/{i}: {e}")),
-            }
-            i += 1;
-        }
-        (acked, errors)
-    })
-}
-
-/// A client, after writing `key/0..n`.
-async fn must_load(cluster: &LocalCluster, n: u32) -> Arc<ShoalClient> {
-    let client = Arc::new(must_connect(cluster).await);
-    for i in 0..n {
-        client
-            .put(format!("key/{i}"), format!("v{i}"))
-            .await
-            .expect("initial write");
-    }
-    client
-}
-
-async fn must_read_back(client: &ShoalClient, keys: impl IntoIterator<Item = u32>) {
-    for i in keys {
-        let v = client
-            .get(format!("key/{i}"))
-            .await
-            .unwrap_or_else(|e| panic!("get key/{i}: {e}"))
-            .unwrap_or_else(|| panic!("acknowledged key/{i} lost"));
-        assert_eq!(v.value, format!("v{i}").into_bytes());
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_node_is_rebuilt_elsewhere_and_cleans_up_when_it_returns() {
     let grace = Duration::from_secs(4);
-    let mut tc = must_start_two_region_cluster(grace).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = two_region_spec(&dir, grace);
+    // The returning node must find itself owning nothing: rebalancing would
+    // start giving it replicas back (kv-server/tests/rebalance.rs).
+    spec.rebalance.enabled = false;
+    let mut tc = must_start_spec(spec, dir).await;
     let client = must_load(&tc.cluster, 500).await;
     let map = tc.cluster.shard_map().await.unwrap();
     // The node holding the most replicas.
@@ -141,7 +99,8 @@ async fn dead_node_is_rebuilt_elsewhere_and_cleans_up_when_it_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_moves_every_replica_and_primary_off_a_node_with_no_failed_requests() {
-    let mut tc = must_start_two_region_cluster(Duration::from_secs(10)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut tc = must_start_spec(two_region_spec(&dir, Duration::from_secs(10)), dir).await;
     let client = must_load(&tc.cluster, 200).await;
     let map = tc.cluster.shard_map().await.unwrap();
     let victim = (1..=5u64)
@@ -227,9 +186,4 @@ async fn drain_moves_every_replica_and_primary_off_a_node_with_no_failed_request
         "removed"
     );
     tc.cluster.stop_all(Duration::from_secs(10));
-}
-
-/// Each shard with the voters that must hold it.
-fn voters_of(map: &ShardMap) -> Vec<(u64, Vec<u64>)> {
-    map.shards.iter().map(|s| (s.shard_id, s.voters.clone())).collect()
 }

@@ -196,12 +196,7 @@ async fn a_read_racing_replica_removal_fails_retryably() {
             );
         }
         Err(status) => {
-            let code = status
-                .metadata()
-                .get(shoal_proto::ERROR_CODE_METADATA)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+            let code = shoal_proto::status_meta::error_code(&status).unwrap_or("").to_string();
             assert!(
                 ["UNKNOWN_SHARD", "WRONG_SHARD", "STALE_REPLICA", "NOT_LEADER"].contains(&code.as_str()),
                 "a retryable refusal was expected, got {code:?}: {status}"

@@ -65,6 +65,14 @@ pub struct LocalClusterSpec {
     pub moves: shoal_config::manager::MoveBudget,
     /// The shard manager's automatic split triggers (compact keyspaces).
     pub splits: shoal_config::manager::SplitTriggers,
+    /// The shard manager's rebalancing tolerances.
+    pub rebalance: shoal_config::manager::Rebalance,
+    /// The shard manager's locality rules (akkio keyspaces).
+    pub locality: shoal_config::manager::Locality,
+    /// The last this many nodes are configured but not started (nor
+    /// registered) by [`LocalCluster::start`]: [`LocalCluster::join_node`]
+    /// adds each later, as a node that joins a running cluster.
+    pub late_nodes: u64,
 }
 
 impl LocalClusterSpec {
@@ -88,6 +96,9 @@ impl LocalClusterSpec {
                 ..Default::default()
             },
             splits: Default::default(),
+            rebalance: Default::default(),
+            locality: Default::default(),
+            late_nodes: 0,
         }
     }
 
@@ -269,6 +280,9 @@ impl LocalCluster {
         if spec.nodes == 0 || spec.shards == 0 || spec.ushards == 0 {
             bail!("nodes, shards and ushards must each be at least 1");
         }
+        if spec.late_nodes >= spec.nodes || (spec.late_nodes > 0 && !spec.shard_manager) {
+            bail!("late nodes need a shard manager and at least one node started at once");
+        }
         std::fs::create_dir_all(&spec.data_dir).with_context(|| format!("creating {}", spec.data_dir.display()))?;
         let data_dir = spec.data_dir.canonicalize()?;
         let spec = LocalClusterSpec { data_dir, ..spec };
@@ -342,6 +356,8 @@ impl LocalCluster {
                     dead_after_ms: (spec.dead_after.as_millis() as u64).max(1001),
                     moves: spec.moves.clone(),
                     splits: spec.splits.clone(),
+                    rebalance: spec.rebalance.clone(),
+                    locality: spec.locality.clone(),
                 };
                 config.validate()?;
                 write_toml(&config_path, "# Written by the shoal local cluster.", &config)?;
@@ -381,7 +397,8 @@ impl LocalCluster {
         if cluster.shard_manager.is_some() {
             cluster.start_shard_manager()?;
         }
-        for id in 1..=cluster.nodes.len() as u64 {
+        let at_once = cluster.nodes.len() as u64 - cluster.spec.late_nodes;
+        for id in 1..=at_once {
             cluster.start_node(id)?;
             if cluster.shard_manager.is_some() {
                 // One at a time, so the shard manager hands out ids in
@@ -390,6 +407,14 @@ impl LocalCluster {
             }
         }
         Ok(cluster)
+    }
+
+    /// Starts a late node (see [`LocalClusterSpec::late_nodes`]) for the
+    /// first time and waits until it registered. Late nodes join in id
+    /// order, so the shard manager gives node i the id i.
+    pub fn join_node(&mut self, id: u64) -> anyhow::Result<()> {
+        self.start_node(id)?;
+        self.wait_registered(id, Duration::from_secs(60))
     }
 
     fn wait_registered(&mut self, id: u64, timeout: Duration) -> anyhow::Result<()> {
@@ -500,15 +525,10 @@ impl LocalCluster {
         if self.shard_manager.is_none() {
             return Ok(());
         }
-        let replicas = self.spec.replicas.min(self.spec.nodes as u32);
+        let started = self.spec.nodes - self.spec.late_nodes;
+        let replicas = self.spec.replicas.min(started as u32);
         self.shard_manager()?
-            .ensure_default_keyspace(
-                self.spec.nodes,
-                self.spec.shards as u32,
-                self.spec.ushards,
-                replicas,
-                timeout,
-            )
+            .ensure_default_keyspace(started, self.spec.shards as u32, self.spec.ushards, replicas, timeout)
             .await
     }
 

@@ -84,6 +84,27 @@ impl ShardManagerAt {
         Ok(())
     }
 
+    /// Pins `ushard` of `keyspace` to `region` ("" unpins); the keyspace's
+    /// pins after it.
+    pub async fn pin_ushard(
+        &self,
+        keyspace: &str,
+        ushard: u32,
+        region: &str,
+    ) -> Result<std::collections::HashMap<u32, String>, tonic::Status> {
+        Ok(self
+            .status_client()
+            .await?
+            .pin_ushard(shoal_proto::sm::PinUshardRequest {
+                keyspace: keyspace.into(),
+                ushard,
+                region: region.into(),
+            })
+            .await?
+            .into_inner()
+            .pins)
+    }
+
     /// Starts moving `ushard` of `keyspace` to shard `to`.
     pub async fn move_ushard(&self, keyspace: &str, ushard: u32, to: u64) -> Result<MoveState, tonic::Status> {
         Ok(self

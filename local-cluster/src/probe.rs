@@ -143,10 +143,7 @@ impl LocalCluster {
 
 /// The `shoal-error` code a refusal carries ("" when it has none).
 pub fn error_code(status: &tonic::Status) -> String {
-    status
-        .metadata()
-        .get(shoal_proto::ERROR_CODE_METADATA)
-        .and_then(|v| v.to_str().ok())
+    shoal_proto::status_meta::error_code(status)
         .unwrap_or_default()
         .to_string()
 }

@@ -56,6 +56,30 @@ pub const OWNER_HINT_METADATA: &str = "shoal-owner";
 /// answering node judged by (a client holding an older one refreshes).
 pub const MAP_VERSION_METADATA: &str = "shoal-map-version";
 
+/// Reading the metadata Shoal puts on a failed call.
+pub mod status_meta {
+    /// The stable error code name (`shoal-error`) a failed call carries.
+    pub fn error_code(status: &tonic::Status) -> Option<&str> {
+        status.metadata().get(super::ERROR_CODE_METADATA)?.to_str().ok()
+    }
+
+    /// The node id a `NOT_LEADER` answer names as the leader (`shoal-leader`).
+    pub fn leader_hint(status: &tonic::Status) -> Option<u64> {
+        status
+            .metadata()
+            .get(super::LEADER_HINT_METADATA)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()
+    }
+}
+
+/// `Mover/TakeStep`'s refusal of an `ABANDON` at a destination that has
+/// already activated: the move can only roll forward. Shared so that the
+/// node's answer and the shard manager's reading of it cannot drift apart.
+pub const REFUSED_ROLLS_FORWARD: &str = "activated already: the move rolls forward";
+
 /// The scan resume cursor, shared by servers (which return it) and clients
 /// (which merge pages across shards and resume after the last entry they
 /// kept): `ushard:u32be` followed by the user key.

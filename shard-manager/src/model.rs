@@ -62,6 +62,10 @@ pub struct KeyspaceRecord {
     /// records are gone, and nodes delete any replica of them.
     #[serde(default)]
     pub retired: Vec<ShardId>,
+    /// μshards pinned to a region (akkio keyspaces): locality keeps each
+    /// in a shard whose primary is there.
+    #[serde(default)]
+    pub pins: BTreeMap<u32, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

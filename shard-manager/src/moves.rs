@@ -18,6 +18,7 @@ use crate::model::{MovePhase, MoveRecord, NodeId, ShardId};
 use shoal_config::manager::MoveBudget;
 use shoal_proto::mover::mover_client::MoverClient;
 use shoal_proto::mover::{self as wire, MoveTarget};
+use shoal_proto::status_meta;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -134,7 +135,7 @@ impl MoveDriver {
                 });
                 let result = tokio::select! {
                     result = tokio::time::timeout(RUN_TIMEOUT, run) => result
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer from the destination within {RUN_TIMEOUT:?}"))),
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer from the destination within {RUN_TIMEOUT:?}").into())),
                     // Aborted meanwhile: dropping the call cancels the run
                     // on the destination; the abort's steps come next.
                     () = poller => return Ok(()),
@@ -156,12 +157,12 @@ impl MoveDriver {
                     }
                     // The shards refuse the move for good (another move of
                     // the μshard, a step out of order): undo it.
-                    Err(e) if e.to_string().starts_with(CONFLICT) => {
+                    Err(e @ CallError::Conflict(_)) => {
                         manager.abort_move(record.id, &e.to_string())?;
                     }
                     Err(e) => {
                         manager.set_move_phase(record.id, MovePhase::Copying, &e.to_string())?;
-                        return Err(e);
+                        return Err(e.into());
                     }
                 }
             }
@@ -178,11 +179,11 @@ impl MoveDriver {
                 {
                     Ok(()) => {}
                     // The destination activated first: roll forward.
-                    Err(e) if e.to_string().contains("rolls forward") => {
+                    Err(CallError::RollsForward) => {
                         manager.move_activated(record.id)?;
                         return Ok(());
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(e.into()),
                 }
                 nodes
                     .take_step(&record, record.from, wire::Step::AbortExport, record.to)
@@ -230,8 +231,19 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long any other call to a node may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The prefix of an error that is a node's `MOVE_CONFLICT` answer.
-const CONFLICT: &str = "MOVE_CONFLICT: ";
+/// Why a call to a shard's leader failed.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    /// The node answered `MOVE_CONFLICT`: the move can never go on.
+    #[error("MOVE_CONFLICT: {0}")]
+    Conflict(String),
+    /// An abandon refused because the destination activated.
+    #[error("{}", shoal_proto::REFUSED_ROLLS_FORWARD)]
+    RollsForward,
+    /// Anything else (unreachable, refused, timed out): tried again later.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
 
 fn target(record: &MoveRecord, shard: ShardId) -> Option<MoveTarget> {
     Some(MoveTarget {
@@ -286,7 +298,7 @@ impl Nodes {
 
     /// Calls `shard`'s leader: the hinted node after a `NOT_LEADER`, else
     /// each replica in turn, once each.
-    async fn on_leader<T, F, Fut>(&self, shard: ShardId, mut rpc: F) -> anyhow::Result<T>
+    async fn on_leader<T, F, Fut>(&self, shard: ShardId, mut rpc: F) -> Result<T, CallError>
     where
         F: FnMut(MoverClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -301,30 +313,18 @@ impl Nodes {
             }
             match rpc(self.client(node)?).await {
                 Ok(response) => return Ok(response.into_inner()),
-                Err(status)
-                    if status
-                        .metadata()
-                        .get(shoal_proto::ERROR_CODE_METADATA)
-                        .and_then(|v| v.to_str().ok())
-                        == Some("MOVE_CONFLICT") =>
-                {
-                    anyhow::bail!("{CONFLICT}{}", status.message())
+                Err(status) if status_meta::error_code(&status) == Some("MOVE_CONFLICT") => {
+                    return Err(CallError::Conflict(status.message().to_string()));
                 }
                 Err(status) => {
-                    if let Some(hint) = status
-                        .metadata()
-                        .get(shoal_proto::LEADER_HINT_METADATA)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse().ok())
-                        .map(NodeId)
-                    {
-                        order.insert(0, hint);
+                    if let Some(hint) = status_meta::leader_hint(&status) {
+                        order.insert(0, NodeId(hint));
                     }
                     last = format!("node {node}: {}", status.message());
                 }
             }
         }
-        anyhow::bail!("shard {shard}: {last}")
+        Err(anyhow::anyhow!("shard {shard}: {last}").into())
     }
 
     /// One step on `shard`; a refusal is an error naming why.
@@ -334,7 +334,7 @@ impl Nodes {
         shard: ShardId,
         step: wire::Step,
         peer: ShardId,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), CallError> {
         let call = self.on_leader(shard, |mut c| {
             let request = wire::StepRequest {
                 target: target(record, shard),
@@ -346,9 +346,10 @@ impl Nodes {
         let answer = tokio::time::timeout(CALL_TIMEOUT, call)
             .await
             .map_err(|_| anyhow::anyhow!("no answer from shard {shard} within {CALL_TIMEOUT:?}"))??;
-        if !answer.refused.is_empty() {
-            anyhow::bail!("{}", answer.refused);
+        match answer.refused.as_str() {
+            "" => Ok(()),
+            shoal_proto::REFUSED_ROLLS_FORWARD => Err(CallError::RollsForward),
+            why => Err(anyhow::anyhow!("{why}").into()),
         }
-        Ok(())
     }
 }

@@ -40,7 +40,7 @@ pub struct LeaderView {
 
 impl LeaderView {
     /// Raft's membership is exactly what the record asks for.
-    fn matches(&self, voters: &[NodeId], learners: &[NodeId]) -> bool {
+    pub fn matches(&self, voters: &[NodeId], learners: &[NodeId]) -> bool {
         !self.joint
             && self.voters == voters.iter().copied().collect::<BTreeSet<_>>()
             && self.learners == learners.iter().copied().collect::<BTreeSet<_>>()

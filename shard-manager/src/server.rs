@@ -3,13 +3,15 @@
 
 use crate::config::ManagerConfig;
 use crate::layout_service::LayoutService;
-use crate::manager::{LivenessConfig, Manager};
+use crate::locality::LocalityJudge;
+use crate::manager::{BalancePacing, LivenessConfig, Manager};
 use crate::moves::MoveDriver;
+use crate::rebalance::BalanceStep;
 use crate::service::ShardManagerService;
 use crate::split_trigger::SplitTrigger;
 use crate::store::MetaStore;
 use anyhow::Context;
-use shoal_config::manager::MoveBudget;
+use shoal_config::manager::{MoveBudget, Rebalance};
 use shoal_proto::admin::admin_server::AdminServer;
 use shoal_proto::sm::shard_manager_server::ShardManagerServer;
 use std::future::Future;
@@ -23,20 +25,24 @@ const RECONCILE_EVERY: Duration = Duration::from_millis(200);
 /// Intended vs observed, forever: primaries on nodes that stopped
 /// heartbeating or are draining are replaced (with a higher epoch), then
 /// replicas on nodes dead past the grace period, draining or removed are
-/// rebuilt elsewhere.
-async fn reconcile_loop(manager: Arc<Manager>) {
+/// rebuilt elsewhere, then replicas and primaries move towards even loads.
+async fn reconcile_loop(manager: Arc<Manager>, policy: Rebalance, budget: MoveBudget) {
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
+    let pacing = Arc::new(std::sync::Mutex::new(BalancePacing::new(std::time::Instant::now())));
     loop {
         tick.tick().await;
         let m = manager.clone();
+        let (policy, budget, pacing) = (policy.clone(), budget.clone(), pacing.clone());
         let result = tokio::task::spawn_blocking(move || {
             let primaries = m.reconcile_primaries();
             let membership = m.reconcile_membership();
-            (primaries, membership)
+            let mut pacing = pacing.lock().unwrap_or_else(|p| p.into_inner());
+            let balancing = m.rebalance(&policy, &budget, &mut pacing, std::time::Instant::now());
+            (primaries, membership, balancing)
         })
         .await;
-        let (primaries, membership) = match result {
-            Ok(both) => both,
+        let (primaries, membership, balancing) = match result {
+            Ok(all) => all,
             Err(e) => {
                 tracing::warn!(error = %e, "reconciler task failed");
                 continue;
@@ -58,6 +64,21 @@ async fn reconcile_loop(manager: Arc<Manager>) {
             }
             Err(e) => tracing::warn!(error = %e, "reconciling membership failed"),
         }
+        match balancing {
+            Ok(steps) => {
+                for step in steps {
+                    match step {
+                        BalanceStep::Replica { shard, change, why, .. } => {
+                            tracing::info!(shard_id = %shard, from = %change.removing, to = %change.adding, why, "rebalancing a replica")
+                        }
+                        BalanceStep::Primary { shard, to, why } => {
+                            tracing::info!(shard_id = %shard, to = %to, why, "rebalancing a primary")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "rebalancing failed"),
+        }
     }
 }
 
@@ -77,7 +98,10 @@ async fn split_loop(manager: Arc<Manager>, mut trigger: SplitTrigger) {
     loop {
         tick.tick().await;
         let now = std::time::Instant::now();
-        for (shard, why) in trigger.observe(now, &manager.splittable_usage()) {
+        if !trigger.window_over(now) {
+            continue;
+        }
+        for (shard, why) in trigger.judge(now, &manager.splittable_usage()) {
             match manager.split_shard(shard, &why) {
                 Ok((new_shard, _)) => {
                     trigger.split_into(now, new_shard);
@@ -86,6 +110,25 @@ async fn split_loop(manager: Arc<Manager>, mut trigger: SplitTrigger) {
                 // Busy with a move, or no room: the next window tries again.
                 Err(e) => tracing::info!(shard = %shard, error = %e, "automatic split refused"),
             }
+        }
+    }
+}
+
+/// Moves μshards of akkio keyspaces towards the region their traffic comes
+/// from (see [`crate::locality`]).
+async fn locality_loop(manager: Arc<Manager>, mut judge: LocalityJudge) {
+    let mut tick = tokio::time::interval(RECONCILE_EVERY);
+    loop {
+        tick.tick().await;
+        let now = std::time::Instant::now();
+        if !judge.window_over(now) {
+            continue;
+        }
+        let heat = manager.take_heat();
+        let candidates = manager.locality_candidates(&heat);
+        let decisions = judge.judge(now, &heat, candidates);
+        for key in manager.act_on_locality(decisions) {
+            judge.moved(now, key);
         }
     }
 }
@@ -108,10 +151,20 @@ pub async fn run(
         dead_after: Duration::from_millis(config.dead_after_ms),
     };
     let manager = Arc::new(Manager::new(store, state, liveness));
-    let reconciler = tokio::spawn(reconcile_loop(manager.clone()));
+    let reconciler = tokio::spawn(reconcile_loop(
+        manager.clone(),
+        config.rebalance.clone(),
+        config.moves.clone(),
+    ));
     let driver = Arc::new(MoveDriver::default());
     let mover = tokio::spawn(move_loop(manager.clone(), driver.clone(), config.moves.clone()));
     let splitter = tokio::spawn(split_loop(manager.clone(), SplitTrigger::new(config.splits.clone())));
+    let locality = config.locality.enabled.then(|| {
+        tokio::spawn(locality_loop(
+            manager.clone(),
+            LocalityJudge::new(config.locality.clone()),
+        ))
+    });
     let stop_moves = driver.clone();
     tonic::transport::Server::builder()
         .add_service(ShardManagerServer::new(ShardManagerService::new(
@@ -127,9 +180,15 @@ pub async fn run(
     reconciler.abort();
     mover.abort();
     splitter.abort();
+    if let Some(task) = &locality {
+        task.abort();
+    }
     let _ = reconciler.await;
     let _ = mover.await;
     let _ = splitter.await;
+    if let Some(task) = locality {
+        let _ = task.await;
+    }
     stop_moves.stop().await;
     Ok(())
 }

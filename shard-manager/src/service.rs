@@ -2,7 +2,7 @@
 //! [`SmError`] to a status.
 
 use crate::manager::{Manager, MoveCause, MoveRefusal, SmError};
-use crate::model::{MoveRecord, NodeId, NodeRecord, ShardId};
+use crate::model::{KeyspaceId, MoveRecord, NodeId, NodeRecord, ShardId};
 use crate::moves::MoveDriver;
 use crate::wire::{self, keyspace_state, shard_state, NodeObservation};
 use shoal_proto::sm::shard_manager_server::ShardManager;
@@ -38,7 +38,9 @@ pub fn to_status(error: SmError) -> Status {
                 MoveRefusal::UnknownKeyspace(_) | MoveRefusal::UnknownShard(_) | MoveRefusal::UnknownMove(_) => {
                     Status::not_found(error.to_string())
                 }
-                MoveRefusal::UshardOutOfRange { .. } => Status::invalid_argument(error.to_string()),
+                MoveRefusal::UshardOutOfRange { .. } | MoveRefusal::UnknownRegion { .. } => {
+                    Status::invalid_argument(error.to_string())
+                }
                 _ => Status::failed_precondition(error.to_string()),
             };
             if let Ok(code) = refusal.code().parse() {
@@ -96,6 +98,10 @@ impl ShardManager for ShardManagerService {
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         let request = request.into_inner();
         let views = request.replicas.iter().map(wire::replica_view).collect();
+        self.manager.record_heat(request.heat.into_iter().flat_map(|h| {
+            let key = (KeyspaceId(h.keyspace_id), h.ushard);
+            h.ops_by_region.into_iter().map(move |(region, ops)| (key, region, ops))
+        }));
         let map_version = self
             .manager
             .heartbeat(NodeId(request.node_id), views)
@@ -178,6 +184,23 @@ impl ShardManager for ShardManagerService {
             keyspaces: state.keyspaces.values().map(keyspace_state).collect(),
             shards,
             moves: state.moves.values().map(|m| self.move_state(m)).collect(),
+            locality: self
+                .manager
+                .locality_log()
+                .iter()
+                .map(wire::locality_decision)
+                .collect(),
+        }))
+    }
+
+    async fn pin_ushard(&self, request: Request<PinUshardRequest>) -> Result<Response<PinUshardResponse>, Status> {
+        let r = request.into_inner();
+        let pins = self
+            .manager
+            .pin_ushard(&r.keyspace, r.ushard, &r.region)
+            .map_err(to_status)?;
+        Ok(Response::new(PinUshardResponse {
+            pins: pins.into_iter().collect(),
         }))
     }
 

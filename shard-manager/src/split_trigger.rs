@@ -46,16 +46,30 @@ impl SplitTrigger {
     /// (their cooldown starts; the caller reports the new shard with
     /// [`SplitTrigger::split_into`]).
     pub fn observe(&mut self, now: Instant, usage: &HashMap<ShardId, ShardUsage>) -> Vec<(ShardId, String)> {
+        if !self.window_over(now) {
+            return Vec::new();
+        }
+        self.judge(now, usage)
+    }
+
+    /// Whether a window ends at `now` (then the next one starts). The
+    /// caller gathers usage only then: every tick would copy every report.
+    pub fn window_over(&mut self, now: Instant) -> bool {
         match self.window_started {
             None => {
                 self.window_started = Some(now);
-                return Vec::new();
+                false
             }
-            Some(started) if now.duration_since(started) < Duration::from_millis(self.config.window_ms) => {
-                return Vec::new();
+            Some(started) if now.duration_since(started) < Duration::from_millis(self.config.window_ms) => false,
+            Some(_) => {
+                self.window_started = Some(now);
+                true
             }
-            Some(_) => self.window_started = Some(now),
         }
+    }
+
+    /// The end of a window: which shards split, by this window's usage.
+    pub fn judge(&mut self, now: Instant, usage: &HashMap<ShardId, ShardUsage>) -> Vec<(ShardId, String)> {
         self.hot.retain(|shard, _| usage.contains_key(shard));
         let mut split = Vec::new();
         for (shard, u) in usage {

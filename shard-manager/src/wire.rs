@@ -34,6 +34,21 @@ pub fn keyspace_state(k: &KeyspaceRecord) -> sm::KeyspaceState {
         home_runs: runs_to_proto(k.home.as_ref()),
         retired_shard_ids: k.retired.iter().map(|id| id.0).collect(),
         retiring_shard_ids: k.retiring.iter().map(|id| id.0).collect(),
+        pins: k.pins.iter().map(|(u, r)| (*u, r.clone())).collect(),
+    }
+}
+
+pub fn locality_decision(logged: &crate::manager::LoggedDecision) -> sm::LocalityDecision {
+    let d = &logged.decision;
+    sm::LocalityDecision {
+        at_ms: logged.at_ms,
+        keyspace: d.keyspace.clone(),
+        ushard: d.ushard.1,
+        action: d.action.name().to_string(),
+        from_region: d.from_region.clone(),
+        to_region: d.to_region.clone(),
+        reason: d.reason.clone(),
+        move_id: logged.move_id,
     }
 }
 

@@ -27,6 +27,8 @@ async fn must_start(dir: &Path) -> Running {
         dead_after_ms: 30_000,
         moves: Default::default(),
         splits: Default::default(),
+        rebalance: Default::default(),
+        locality: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(shard_manager::server::run(config, listener, async {
@@ -157,6 +159,7 @@ async fn keyspace_creation_spreads_replicas_and_primaries_and_survives_restart()
         .heartbeat(HeartbeatRequest {
             node_id: 99,
             replicas: vec![],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -189,6 +192,7 @@ async fn keyspace_creation_spreads_replicas_and_primaries_and_survives_restart()
         .heartbeat(HeartbeatRequest {
             node_id: 2,
             replicas: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -10,6 +10,7 @@
 mod admin;
 mod bench;
 mod bench_cmd;
+mod bench_locality;
 mod bench_move;
 mod connect;
 mod data;
@@ -53,7 +54,9 @@ pub struct Cli {
     #[arg(long, default_value_t = 10.0, global = true)]
     timeout: f64,
     /// This client's region: reads any replica may serve (bounded,
-    /// read-your-writes) go to replicas there first.
+    /// read-your-writes) go to replicas there first, and primaries count
+    /// this client's writes and strong reads by it, so that μshards of
+    /// akkio keyspaces move towards their traffic (docs/moves.md).
     #[arg(long, env = "SHOAL_NEAR_REGION", global = true)]
     near_region: Option<String>,
     #[command(subcommand)]
@@ -233,6 +236,12 @@ enum Commands {
         /// (default: the shard manager's own).
         #[arg(long)]
         move_kib_per_sec: Option<u64>,
+        /// Instead: on a fresh local two-region cluster, show a μshard
+        /// following its traffic to the other region, then count the moves
+        /// of μshards with even and alternating traffic over this many
+        /// minutes (docs/moves.md, "Locality").
+        #[arg(long)]
+        locality_minutes: Option<u64>,
         /// Repair grace period for --repair-kills, in seconds.
         #[arg(long, default_value_t = 5)]
         grace_seconds: u64,
@@ -290,6 +299,16 @@ enum UshardCommand {
     },
     /// Abort move MOVE while it copies (after activation it finishes).
     Abort { id: u64 },
+    /// Pin USHARD of KEYSPACE (akkio) to REGION: it moves to a shard whose
+    /// primary is there and locality never moves it away.
+    Pin {
+        keyspace: String,
+        ushard: u32,
+        #[arg(value_parser = parse::non_empty)]
+        region: String,
+    },
+    /// Remove the pin of USHARD of KEYSPACE.
+    Unpin { keyspace: String, ushard: u32 },
 }
 
 #[derive(Subcommand)]
@@ -520,6 +539,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 no_wait,
             } => ushard::start_move(&cli, keyspace, *u, *shard, *no_wait).await,
             UshardCommand::Abort { id } => ushard::abort(&cli, *id).await,
+            UshardCommand::Pin {
+                keyspace,
+                ushard: u,
+                region,
+            } => ushard::pin(&cli, keyspace, *u, region).await,
+            UshardCommand::Unpin { keyspace, ushard: u } => ushard::pin(&cli, keyspace, *u, "").await,
         },
         Commands::Keyspace {
             command:
@@ -555,6 +580,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             move_rounds,
             move_mb,
             move_kib_per_sec,
+            locality_minutes,
             grace_seconds,
             op,
             concurrency,
@@ -564,6 +590,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             if let Some(kills) = fast_ack_kills {
                 return bench_cmd::fast_ack_loss((*kills).max(1)).await;
+            }
+            if let Some(minutes) = locality_minutes {
+                return bench_locality::locality(*minutes).await;
             }
             if let Some(rounds) = move_rounds {
                 return bench_move::moves((*rounds).max(1), *move_mb, move_kib_per_sec.map(|k| k.max(1) * 1024)).await;
@@ -623,6 +652,7 @@ mod tests {
             &["shoal", "put", "k", "v", "--ttl", "0s"],
             &["shoal", "put", "k", "v", "--ttl", "307445734561825861m"],
             &["shoal", "cas", "k", "v"],
+            &["shoal", "ushard", "pin", "default", "3", ""],
         ] {
             let error = Cli::try_parse_from(args)
                 .err()

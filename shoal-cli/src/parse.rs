@@ -22,6 +22,15 @@ pub fn consistency(text: &str) -> Result<ReadConsistency, String> {
 }
 
 /// Parses a whole number with its unit: `250ms`, `2s`, `1m`, `1h`.
+/// A value that must not be empty (a region name, say).
+pub fn non_empty(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(text.to_string())
+    }
+}
+
 pub fn duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("bad duration {text:?}: a whole number with a unit, e.g. 250ms, 2s, 1m or 1h");
     let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;

@@ -3,7 +3,7 @@
 
 use crate::connect::shard_manager;
 use crate::{client_config, Cli};
-use shoal_proto::sm::{GetShardMapRequest, MoveRequest, MoveState, MoveUshardRequest, ShardMap};
+use shoal_proto::sm::{GetShardMapRequest, MoveRequest, MoveState, MoveUshardRequest, PinUshardRequest, ShardMap};
 use std::io::Write;
 use std::time::Duration;
 
@@ -96,7 +96,66 @@ pub fn print_map(map: &ShardMap) {
             }
             println!("  shard {shard:<5} {:>4} ushards: {}", owned.len(), ranges(&owned));
         }
+        if !ks.pins.is_empty() {
+            let mut pins: Vec<(&u32, &String)> = ks.pins.iter().collect();
+            pins.sort();
+            let pins: Vec<String> = pins.iter().map(|(u, r)| format!("{u}→{r}")).collect();
+            println!("  pinned: {}", pins.join(", "));
+        }
     }
+    print_moves(map);
+    print_locality(map);
+}
+
+/// The latest locality decisions, newest last (at most this many).
+const DECISIONS_SHOWN: usize = 10;
+
+fn print_locality(map: &ShardMap) {
+    if map.locality.is_empty() {
+        return;
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    println!(
+        "locality decisions (latest {} of {}):",
+        DECISIONS_SHOWN.min(map.locality.len()),
+        map.locality.len()
+    );
+    println!(
+        "{:>7} {:<12} {:<7} {:<6} {:<18} {:<6} reason",
+        "ago_s", "keyspace", "ushard", "action", "from -> to", "move"
+    );
+    let skip = map.locality.len().saturating_sub(DECISIONS_SHOWN);
+    for d in map.locality.iter().skip(skip) {
+        let regions = format!("{} -> {}", or_dash(&d.from_region), or_dash(&d.to_region));
+        let move_id = if d.move_id == 0 {
+            "-".to_string()
+        } else {
+            d.move_id.to_string()
+        };
+        println!(
+            "{:>7.1} {:<12} {:<7} {:<6} {:<18} {:<6} {}",
+            now_ms.saturating_sub(d.at_ms) as f64 / 1e3,
+            d.keyspace,
+            d.ushard,
+            d.action,
+            regions,
+            move_id,
+            d.reason
+        );
+    }
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
+fn print_moves(map: &ShardMap) {
     if map.moves.is_empty() {
         return;
     }
@@ -119,6 +178,40 @@ pub fn print_map(map: &ShardMap) {
             m.error
         );
     }
+}
+
+/// `shoal ushard pin KEYSPACE USHARD REGION` (an empty region unpins).
+pub async fn pin(cli: &Cli, keyspace: &str, ushard: u32, region: &str) -> anyhow::Result<()> {
+    let pins = shard_manager(cli)
+        .await?
+        .pin_ushard(PinUshardRequest {
+            keyspace: keyspace.to_string(),
+            ushard,
+            region: region.to_string(),
+        })
+        .await
+        .map_err(refusal)?
+        .into_inner()
+        .pins;
+    if region.is_empty() {
+        println!("ushard {ushard} of {keyspace} unpinned; locality may move it again");
+    } else {
+        println!(
+            "ushard {ushard} of {keyspace} pinned to {region}: locality keeps it in a shard whose primary is there, moving it at the end of the next window if it is elsewhere"
+        );
+    }
+    let mut pins: Vec<_> = pins.into_iter().collect();
+    pins.sort();
+    let shown: Vec<String> = pins.iter().map(|(u, r)| format!("{u}→{r}")).collect();
+    println!(
+        "pins of {keyspace}: {}",
+        if shown.is_empty() {
+            "none".to_string()
+        } else {
+            shown.join(", ")
+        }
+    );
+    Ok(())
 }
 
 pub async fn list(cli: &Cli) -> anyhow::Result<()> {
@@ -174,11 +267,7 @@ pub async fn start_move(cli: &Cli, keyspace: &str, ushard: u32, to: u64, no_wait
 
 /// A refusal with its stable code, as the shard manager gave them.
 pub(crate) fn refusal(status: tonic::Status) -> anyhow::Error {
-    match status
-        .metadata()
-        .get(shoal_proto::ERROR_CODE_METADATA)
-        .and_then(|v| v.to_str().ok())
-    {
+    match shoal_proto::status_meta::error_code(&status) {
         Some(code) => anyhow::anyhow!("{code}: {}", status.message()),
         None => anyhow::anyhow!("{}", status.message()),
     }

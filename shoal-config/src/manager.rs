@@ -25,6 +25,120 @@ pub struct ManagerConfig {
     /// When shards of compact keyspaces split by themselves.
     #[serde(default)]
     pub splits: SplitTriggers,
+    /// How evenly replicas, primaries and disk bytes are spread over nodes.
+    #[serde(default)]
+    pub rebalance: Rebalance,
+    /// When μshards of akkio keyspaces follow their traffic's region.
+    #[serde(default)]
+    pub locality: Locality,
+}
+
+/// Akkio-style locality (docs/moves.md, "Locality"): at the end of each
+/// window, a μshard of an akkio keyspace whose writes and strong reads
+/// came from one region at least `margin` times as often as from the
+/// region of its primary, for `windows` windows in a row, moves to a
+/// shard whose primary is in that region; then it stays put for
+/// `cooldown_ms`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Locality {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// One window, in milliseconds.
+    #[serde(default = "default_window_ms")]
+    pub window_ms: u64,
+    /// How many times the current region's count the leading region's
+    /// must be (more than 1: equal traffic never moves anything).
+    #[serde(default = "default_margin")]
+    pub margin: f64,
+    /// Windows in a row the same region must lead by the margin.
+    #[serde(default = "default_load_windows")]
+    pub windows: u32,
+    /// Fewer operations than this in a window say nothing.
+    #[serde(default = "default_min_ops")]
+    pub min_ops: u64,
+    /// After a move, how long the μshard is left alone.
+    #[serde(default = "default_locality_cooldown_ms")]
+    pub cooldown_ms: u64,
+}
+
+impl Default for Locality {
+    fn default() -> Self {
+        Locality {
+            enabled: true,
+            window_ms: default_window_ms(),
+            margin: default_margin(),
+            windows: default_load_windows(),
+            min_ops: default_min_ops(),
+            cooldown_ms: default_locality_cooldown_ms(),
+        }
+    }
+}
+
+fn default_margin() -> f64 {
+    1.5
+}
+
+fn default_min_ops() -> u64 {
+    100
+}
+
+fn default_locality_cooldown_ms() -> u64 {
+    600_000
+}
+
+/// Rebalancing (docs/moves.md): while replica count, primary count or disk
+/// bytes per usable node differ by more than these, replicas and primaries
+/// move, within the move budget (`moves.max_concurrent` changes at once,
+/// started no faster than `moves.bytes_per_sec` allows for their bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rebalance {
+    /// Off: only repair and drain move replicas.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Most and fewest replicas per node may differ by this much.
+    #[serde(default = "default_count_tolerance")]
+    pub replica_tolerance: u32,
+    /// Most and fewest primaries per node may differ by this much.
+    #[serde(default = "default_count_tolerance")]
+    pub primary_tolerance: u32,
+    /// Most and fewest disk bytes per node may differ by this percentage of
+    /// the mean ...
+    #[serde(default = "default_disk_tolerance_pct")]
+    pub disk_tolerance_pct: u32,
+    /// ... or by this many bytes, whichever is larger (small clusters are
+    /// not worth moving for).
+    #[serde(default = "default_disk_min_bytes")]
+    pub disk_min_bytes: u64,
+}
+
+impl Default for Rebalance {
+    fn default() -> Self {
+        Rebalance {
+            enabled: true,
+            replica_tolerance: default_count_tolerance(),
+            primary_tolerance: default_count_tolerance(),
+            disk_tolerance_pct: default_disk_tolerance_pct(),
+            disk_min_bytes: default_disk_min_bytes(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_count_tolerance() -> u32 {
+    1
+}
+
+fn default_disk_tolerance_pct() -> u32 {
+    10
+}
+
+fn default_disk_min_bytes() -> u64 {
+    256 << 20
 }
 
 /// Automatic splits of compact keyspaces' shards (docs/moves.md): a shard
@@ -155,6 +269,16 @@ impl ManagerConfig {
         }
         if self.splits.window_ms == 0 {
             bail!("splits.window_ms: must be at least 1");
+        }
+        if self.rebalance.replica_tolerance == 0 || self.rebalance.primary_tolerance == 0 {
+            bail!("rebalance.replica_tolerance and rebalance.primary_tolerance: must be at least 1 (0 can never hold when counts do not divide evenly)");
+        }
+        let margin = self.locality.margin;
+        if margin.is_nan() || margin <= 1.0 {
+            bail!("locality.margin: must be more than 1 (at 1, even traffic would move μshards back and forth)");
+        }
+        if self.locality.windows == 0 || self.locality.window_ms == 0 {
+            bail!("locality.windows and locality.window_ms: must be at least 1");
         }
         let ops = self.splits.max_shard_ops_per_sec;
         if ops.is_nan() || ops < 0.0 {

@@ -10,6 +10,7 @@
 
 use std::fmt;
 
+pub mod heat;
 mod ushard_map;
 pub use ushard_map::{Mapping, UshardMap, UshardRun};
 

@@ -138,6 +138,7 @@ impl ShoalClient {
             keyspace: self.config.keyspace.clone(),
             shard_id: shard.0,
             epoch: routes.epoch(shard).0,
+            client_region: self.config.region.clone().unwrap_or_default(),
         })
     }
 

@@ -367,7 +367,7 @@ pub fn apply_step(
             let may_abandon = may_restart_incoming(state.as_ref(), ours);
             match &state {
                 Some(UshardState::Abandoned { .. }) if ours => Ok(Outcome::Applied),
-                Some(UshardState::Owned { .. }) if ours => refuse("activated already: the move rolls forward"),
+                Some(UshardState::Owned { .. }) if ours => refuse(shoal_proto::REFUSED_ROLLS_FORWARD),
                 _ if may_abandon => {
                     restart_incoming(view, shard, keyspace, ushard, UshardState::Abandoned { move_id, from })
                 }

@@ -15,7 +15,7 @@ use crate::shard::replica::{ReadMode, ShardReplica};
 use crate::shard::scan::{scan_shard, Cursor, ScanSpec};
 use shoal_proto::kv::kv_server::Kv;
 use shoal_proto::kv::*;
-use shoal_types::ShardId;
+use shoal_types::{Mapping, ShardId, UshardId};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -40,6 +40,27 @@ impl KvService {
             resolved.moves = replica.move_states();
         }
         Ok(resolved)
+    }
+
+    /// Counts operations the primary served on `ushards` of an akkio
+    /// keyspace by the client's region (locality; see [`crate::shard::heat`]).
+    fn count_heat(
+        &self,
+        target: &Resolved<'_>,
+        header: Option<&RequestHeader>,
+        ushards: impl IntoIterator<Item = UshardId>,
+    ) {
+        let region = header.map(|h| h.client_region.as_str()).unwrap_or("");
+        if target.keyspace.mapping != Mapping::Akkio || region.is_empty() {
+            return;
+        }
+        let mut seen: Vec<UshardId> = Vec::new();
+        for ushard in ushards {
+            if !seen.contains(&ushard) {
+                seen.push(ushard);
+                self.host.heat.record(target.keyspace.id, ushard, region);
+            }
+        }
     }
 
     /// Names the answering shard, node and the shard's epoch (0 without a
@@ -68,6 +89,7 @@ impl KvService {
         let now_ms = crate::clock::wall_ms();
         let ops = build(&target, now_ms)?;
         let (fast_ack, request) = check_write_options(options, &ops)?;
+        let command_ushards: Vec<UshardId> = ops.iter().map(MutateOp::ushard).collect();
         // A fast-ack write to a μshard being moved could be acknowledged
         // and then refused behind a freeze already in the log: it waits
         // for its outcome like a quorum write instead (docs/consistency.md).
@@ -94,6 +116,7 @@ impl KvService {
         };
         replica.count_served();
         moving_outcome_error(&target, &result.outcome)?;
+        self.count_heat(&target, header, command_ushards);
         // Fault injection for exactly-once retries: the write is applied,
         // its answer is lost on the way back (docs/failpoints.md).
         if crate::failpoints::is_on("lose-write-answer") {
@@ -233,6 +256,9 @@ impl Kv for KvService {
                 let replica = self.read_replica(shard, mode).await?;
                 crate::failpoints::delay("read-before").await;
                 let read = replica.read(mode, |view| view.get(keyspace.id, ushard, key)).await?;
+                if mode == ReadMode::Strong {
+                    self.count_heat(&target, req.header.as_ref(), [ushard]);
+                }
                 Ok(GetResponse {
                     header: self.response_header(&layout, shard),
                     value: read.value.map(to_value),
@@ -273,6 +299,9 @@ impl Kv for KvService {
                     })
                     .await?;
                 let applied_version = found.applied;
+                if mode == ReadMode::Strong {
+                    self.count_heat(&target, req.header.as_ref(), keys.iter().map(|(u, _)| *u));
+                }
                 let values = found
                     .value
                     .into_iter()
@@ -395,6 +424,10 @@ impl Kv for KvService {
                 let read = replica
                     .read(mode, |view| scan_shard(view, keyspace.id, &ushards, &spec))
                     .await?;
+                // A scan of one μshard is about it; one of the whole shard is not.
+                if mode == ReadMode::Strong && req.ushard.is_some() {
+                    self.count_heat(&target, req.header.as_ref(), ushards.iter().map(|u| UshardId(*u)));
+                }
                 let page = read.value;
                 let resume_after = match (page.more, page.items.last()) {
                     (true, Some(last)) => Cursor {

@@ -210,6 +210,16 @@ async fn beat(
     let request = HeartbeatRequest {
         node_id: host.node_id.0,
         replicas: reports(host, meter),
+        heat: host
+            .heat
+            .take()
+            .into_iter()
+            .map(|c| shoal_proto::sm::UshardHeat {
+                keyspace_id: c.keyspace.0,
+                ushard: c.ushard.0,
+                ops_by_region: c.ops_by_region.into_iter().collect(),
+            })
+            .collect(),
     };
     let reply = client.heartbeat(request).await.context("heartbeat")?.into_inner();
     host.pass_shard_manager_link(false).await?;

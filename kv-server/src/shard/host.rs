@@ -47,6 +47,8 @@ pub struct NodeHost {
     horizons: Arc<ExpiryHorizons>,
     /// Until then this node grants no votes (see [`NodeHost::may_vote`]).
     votes_from: std::time::Instant,
+    /// Writes and strong reads per μshard and client region (locality).
+    pub heat: crate::shard::heat::HeatCounters,
 }
 
 impl NodeHost {
@@ -77,6 +79,7 @@ impl NodeHost {
             sync_pending: std::sync::atomic::AtomicBool::new(true),
             horizons,
             votes_from: std::time::Instant::now() + Duration::from_millis(config.raft.election_timeout_max_ms),
+            heat: Default::default(),
         }))
     }
 

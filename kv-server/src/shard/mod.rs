@@ -3,6 +3,7 @@
 pub mod digest;
 pub mod export;
 pub mod freshness;
+pub mod heat;
 pub mod host;
 pub mod membership;
 pub mod mover;

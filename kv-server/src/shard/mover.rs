@@ -14,6 +14,7 @@ use crate::layout::ClusterLayout;
 use crate::shard::host::NodeHost;
 use shoal_proto::mover::mover_client::MoverClient;
 use shoal_proto::mover::{self as wire, MoveTarget};
+use shoal_proto::status_meta;
 use shoal_types::{KeyspaceId, NodeId, ShardId, UshardId, Version};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -350,20 +351,10 @@ impl SourceLeader {
                         return Ok(response.into_inner());
                     }
                     Err(status) => {
-                        let code = status
-                            .metadata()
-                            .get(shoal_proto::ERROR_CODE_METADATA)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("");
-                        if code == "MOVE_CONFLICT" {
+                        if status_meta::error_code(&status) == Some("MOVE_CONFLICT") {
                             return Err(KvError::MoveConflict(status.message().to_string()));
                         }
-                        let hint = status
-                            .metadata()
-                            .get(shoal_proto::LEADER_HINT_METADATA)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.parse().ok())
-                            .map(NodeId);
+                        let hint = status_meta::leader_hint(&status).map(NodeId);
                         *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = hint;
                         last = format!("node {node}: {}", status.message());
                     }

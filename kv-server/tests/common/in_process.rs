@@ -384,6 +384,8 @@ async fn start_shard_manager(spec: &InProcessSpec, data_dir: PathBuf) -> (ShardM
             ..Default::default()
         },
         splits: Default::default(),
+        rebalance: Default::default(),
+        locality: Default::default(),
     };
     config.validate().expect("shard-manager config");
     let running = Running::spawn(move |shutdown| shard_manager::server::run(config, listener, shutdown));

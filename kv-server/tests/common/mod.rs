@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod in_process;
+pub mod load;
 pub mod schedules;
 
 use kv_client::{ClientConfig, ShoalClient};
@@ -107,12 +108,18 @@ pub async fn must_connect_to(endpoints: Vec<String>) -> ShoalClient {
 /// shards placed.
 pub async fn must_start_two_region_cluster(dead_after: Duration) -> TestCluster {
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = test_spec(&dir, 5, 4);
+    let spec = two_region_spec(&dir, dead_after);
+    must_start_spec(spec, dir).await
+}
+
+/// The spec [`must_start_two_region_cluster`] starts.
+pub fn two_region_spec(dir: &TempDir, dead_after: Duration) -> LocalClusterSpec {
+    let mut spec = test_spec(dir, 5, 4);
     spec.shard_manager = true;
     spec.shard_manager_bin = shard_manager_bin();
     spec.regions = ["east", "east", "east", "west", "west"].map(String::from).to_vec();
     spec.dead_after = dead_after;
-    must_start_spec(spec, dir).await
+    spec
 }
 
 /// Polls the shard map until `done` holds, or panics after `timeout`.

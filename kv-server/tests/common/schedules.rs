@@ -23,6 +23,7 @@ pub fn header(shard: u64) -> Option<RequestHeader> {
         keyspace: "default".into(),
         shard_id: shard,
         epoch: 0,
+        ..Default::default()
     })
 }
 

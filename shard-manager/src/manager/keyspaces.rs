@@ -136,6 +136,7 @@ impl Manager {
             learner_regions: spec.learner_regions,
             retiring: Vec::new(),
             retired: Vec::new(),
+            pins: Default::default(),
         };
         counters.next_keyspace_id = counters.next_keyspace_id.next();
         counters.map_version += 1;

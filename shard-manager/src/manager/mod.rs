@@ -4,16 +4,20 @@
 //! visible, so a restart never loses what a caller was told.
 //!
 //! One file per kind of operation: `nodes`, `keyspaces`, `primaries`,
-//! `membership`, `moves`; this one holds the shared state and how it is
+//! `membership`, `balancing`, `moves`, `resharding`, `locality`; this one holds the shared state and how it is
 //! committed.
 
+mod balancing;
 mod keyspaces;
+mod locality;
 mod membership;
 mod moves;
 mod nodes;
 mod primaries;
 mod resharding;
 
+pub use balancing::BalancePacing;
+pub use locality::{LoggedDecision, DECISION_LOG_LEN};
 pub use moves::{owner_of, MoveCause, MoveRefusal};
 
 use crate::clock::Clock;
@@ -138,6 +142,11 @@ pub struct Manager {
     /// Every elapsed-time judgment reads this clock (a fault test can make
     /// it jump).
     clock: Clock,
+    /// Heat counted by the nodes in the current locality window (not
+    /// durable).
+    heat: Mutex<crate::locality::HeatWindow>,
+    /// The latest locality decisions (not durable).
+    locality_log: Mutex<std::collections::VecDeque<LoggedDecision>>,
 }
 
 impl Manager {
@@ -150,6 +159,8 @@ impl Manager {
             heartbeats: Mutex::new(HashMap::new()),
             started: Instant::now(),
             clock: Clock::default(),
+            heat: Default::default(),
+            locality_log: Default::default(),
         }
     }
 

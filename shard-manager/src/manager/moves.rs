@@ -51,6 +51,8 @@ pub enum MoveRefusal {
     ShardBusy { shard: ShardId, move_id: u64 },
     #[error("shard {0} is being merged away: it takes no μshard in and cannot split or merge")]
     ShardRetiring(ShardId),
+    #[error("no node is in region {region:?}; regions with nodes: {known:?}")]
+    UnknownRegion { region: String, known: Vec<String> },
 }
 
 impl MoveRefusal {
@@ -70,6 +72,7 @@ impl MoveRefusal {
             MoveRefusal::SameShard(_) => "SAME_SHARD",
             MoveRefusal::ShardBusy { .. } => "SHARD_BUSY",
             MoveRefusal::ShardRetiring(_) => "SHARD_RETIRING",
+            MoveRefusal::UnknownRegion { .. } => "UNKNOWN_REGION",
         }
     }
 }
@@ -136,17 +139,7 @@ impl Manager {
         cause: MoveCause,
         detail: &str,
     ) -> Result<MoveRecord, MoveRefusal> {
-        let ks = state
-            .keyspaces
-            .get(keyspace)
-            .ok_or_else(|| MoveRefusal::UnknownKeyspace(keyspace.to_string()))?;
-        if ushard >= ks.ushard_count {
-            return Err(MoveRefusal::UshardOutOfRange {
-                keyspace: keyspace.to_string(),
-                ushard,
-                count: ks.ushard_count,
-            });
-        }
+        let ks = keyspace_with_ushard(state, keyspace, ushard)?;
         let target = state.shards.get(&to).ok_or(MoveRefusal::UnknownShard(to))?;
         if target.keyspace != keyspace {
             return Err(MoveRefusal::OtherKeyspace {
@@ -304,6 +297,26 @@ impl Manager {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
     }
+}
+
+/// The keyspace named, if it has μshard `ushard`.
+pub(super) fn keyspace_with_ushard<'s>(
+    state: &'s DurableState,
+    keyspace: &str,
+    ushard: u32,
+) -> Result<&'s crate::model::KeyspaceRecord, MoveRefusal> {
+    let ks = state
+        .keyspaces
+        .get(keyspace)
+        .ok_or_else(|| MoveRefusal::UnknownKeyspace(keyspace.to_string()))?;
+    if ushard >= ks.ushard_count {
+        return Err(MoveRefusal::UshardOutOfRange {
+            keyspace: keyspace.to_string(),
+            ushard,
+            count: ks.ushard_count,
+        });
+    }
+    Ok(ks)
 }
 
 /// The shard owning `ushard` by the keyspace's map (or the static rule for
