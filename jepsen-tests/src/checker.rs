@@ -31,6 +31,97 @@ impl Verdict {
     }
 }
 
+impl Verdict {
+    /// Both verdicts: invalid if either is (with both's reasons), else
+    /// unknown if either is, else valid.
+    pub fn and(self, other: Verdict) -> Verdict {
+        match (self, other) {
+            (Verdict::Invalid(mut a), Verdict::Invalid(b)) => {
+                a.extend(b);
+                Verdict::Invalid(a)
+            }
+            (v @ Verdict::Invalid(_), _) | (_, v @ Verdict::Invalid(_)) => v,
+            (v @ Verdict::Unknown(_), _) | (_, v @ Verdict::Unknown(_)) => v,
+            (Verdict::Valid, Verdict::Valid) => Verdict::Valid,
+        }
+    }
+}
+
+/// Checks the versions answers carried, per key (docs/consistency.md, the
+/// version rule): **a value has one version** (a read shows the version
+/// its write was acknowledged with, also after the μshard moved), and
+/// **versions never decrease in real time**: an operation that began after
+/// another ended shows a version at least as high, and a write a strictly
+/// higher one. `reads` says whether reads count (bounded reads may be
+/// stale, so the bounded workload checks only its writes).
+pub fn check_versions(ops: &[Op], reads: bool) -> Verdict {
+    struct Seen<'a> {
+        op: &'a Op,
+        version: u64,
+        is_write: bool,
+    }
+    let mut by_key: BTreeMap<&str, Vec<Seen>> = BTreeMap::new();
+    for op in ops.iter().filter(|o| o.outcome == Outcome::Ok) {
+        let Some(version) = op.version else { continue };
+        let is_write = !matches!(op.kind, OpKind::Read { .. } | OpKind::ReadPair { .. });
+        if is_write || reads {
+            by_key.entry(&op.key).or_default().push(Seen { op, version, is_write });
+        }
+    }
+    let mut problems = Vec::new();
+    for (key, seen) in &by_key {
+        // One version per value.
+        let mut version_of: BTreeMap<u64, (u64, &Op)> = BTreeMap::new();
+        for s in seen {
+            let value = match s.op.kind {
+                OpKind::Read { value: Some(v) } if v != 0 => v,
+                OpKind::Write { value } => value,
+                OpKind::Cas { new, .. } | OpKind::IfAbsent { new, .. } => new,
+                _ => continue,
+            };
+            match version_of.get(&value) {
+                Some((v, other)) if *v != s.version => problems.push(format!(
+                    "key {key}: value {value} has version {v} (at {:.3} s) and version {} (at {:.3} s)",
+                    other.complete_ns as f64 / 1e9,
+                    s.version,
+                    s.op.complete_ns as f64 / 1e9
+                )),
+                Some(_) => {}
+                None => {
+                    version_of.insert(value, (s.version, s.op));
+                }
+            }
+        }
+        // Never lower than what ended before it began.
+        let mut by_end: Vec<&Seen> = seen.iter().collect();
+        by_end.sort_by_key(|s| s.op.complete_ns);
+        let mut by_start: Vec<&Seen> = seen.iter().collect();
+        by_start.sort_by_key(|s| s.op.invoke_ns);
+        let mut ended = 0;
+        let mut highest: Option<&Seen> = None;
+        for s in by_start {
+            while ended < by_end.len() && by_end[ended].op.complete_ns < s.op.invoke_ns {
+                if highest.is_none_or(|h| by_end[ended].version > h.version) {
+                    highest = Some(by_end[ended]);
+                }
+                ended += 1;
+            }
+            let Some(h) = highest else { continue };
+            let went_down = s.version < h.version || (s.is_write && s.version == h.version);
+            if went_down {
+                problems.push(format!(
+                    "key {key}: version went down: {} at {:.3} s after {} ended at {:.3} s",
+                    s.version,
+                    s.op.invoke_ns as f64 / 1e9,
+                    h.version,
+                    h.op.complete_ns as f64 / 1e9
+                ));
+            }
+        }
+    }
+    verdict_of(problems, "version problems")
+}
+
 /// A register of u64 values; 0 means "no value yet".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RegisterOp {
@@ -527,7 +618,66 @@ mod tests {
             invoke_ns: invoke,
             complete_ns: complete,
             error: None,
+            version: None,
         }
+    }
+
+    fn versioned(mut op: Op, version: u64) -> Op {
+        op.version = Some(version);
+        op
+    }
+
+    #[test]
+    fn versions_that_rise_and_overlap_are_valid() {
+        let ops = vec![
+            versioned(write(1, Outcome::Ok, 0, 10), 100),
+            versioned(read(1, 11, 20), 100),
+            // Overlapping the next write, a read may see either version.
+            versioned(write(2, Outcome::Ok, 21, 40), 205),
+            versioned(read(1, 22, 30), 100),
+            versioned(read(2, 41, 50), 205),
+            // A read of an absent key carries no version.
+            op(1, OpKind::Read { value: Some(0) }, Outcome::Ok, 51, 60),
+        ];
+        assert_eq!(check_versions(&ops, true), Verdict::Valid);
+    }
+
+    #[test]
+    fn a_version_that_goes_down_or_changes_is_invalid() {
+        // After a move whose destination kept a low version base: the next
+        // write gets a version below one already seen.
+        let down = vec![
+            versioned(write(1, Outcome::Ok, 0, 10), 900),
+            versioned(read(1, 11, 20), 900),
+            versioned(write(2, Outcome::Ok, 21, 30), 350),
+        ];
+        let Verdict::Invalid(why) = check_versions(&down, true) else {
+            panic!("a version going down passed");
+        };
+        assert!(why[0].contains("version went down: 350"), "{why:?}");
+        // A write equal to what ended before it is no rise either.
+        let equal = vec![
+            versioned(write(1, Outcome::Ok, 0, 10), 7),
+            versioned(write(2, Outcome::Ok, 11, 20), 7),
+        ];
+        assert!(matches!(check_versions(&equal, true), Verdict::Invalid(_)));
+        // A moved record must keep its version.
+        let changed = vec![
+            versioned(write(1, Outcome::Ok, 0, 10), 40),
+            versioned(read(1, 11, 20), 41),
+        ];
+        let Verdict::Invalid(why) = check_versions(&changed, true) else {
+            panic!("a changed version passed");
+        };
+        assert!(why[0].contains("value 1 has version 40"), "{why:?}");
+        // Reads left out (bounded): a stale read is no problem.
+        let stale = vec![
+            versioned(write(1, Outcome::Ok, 0, 10), 40),
+            versioned(write(2, Outcome::Ok, 11, 20), 50),
+            versioned(read(1, 21, 30), 40),
+        ];
+        assert_eq!(check_versions(&stale, false), Verdict::Valid);
+        assert!(matches!(check_versions(&stale, true), Verdict::Invalid(_)));
     }
 
     fn write(v: u64, outcome: Outcome, invoke: u64, complete: u64) -> Op {

@@ -77,6 +77,10 @@ pub struct Op {
     /// The error, when there was one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+    /// The version the answer carried: a read's value's, an acknowledged
+    /// write's (none for a fast-ack write or an absent key).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub version: Option<u64>,
 }
 
 /// One nemesis action.

@@ -43,7 +43,7 @@
 use crate::history::{Op, OpKind, Outcome, Recorder};
 use kv_client::{
     ClientError, Condition, Key, Mutation, PutOptions, ReadConsistency, ScanOptions, Session, ShoalClient, Versioned,
-    WriteResult,
+    WriteAck, WriteResult,
 };
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -105,26 +105,62 @@ impl Workload {
 
 /// What one operation did: the key, the operation, how it ended, and the
 /// error if there was one.
-type Step = (String, OpKind, Outcome, Option<String>);
+/// Key, what was done, how it ended, the error, and the version the
+/// answer carried (a read's value's, a write's ack's), when it had one.
+type Step = (String, OpKind, Outcome, Option<String>, Option<u64>);
+
+/// The version an acknowledged write's answer carries (a fast-ack write
+/// answers version 0: none).
+trait AckVersion {
+    fn ack_version(&self) -> Option<u64>;
+}
+
+impl AckVersion for WriteAck {
+    fn ack_version(&self) -> Option<u64> {
+        (self.version > 0).then_some(self.version)
+    }
+}
+
+impl AckVersion for WriteResult {
+    fn ack_version(&self) -> Option<u64> {
+        match self {
+            WriteResult::Applied(ack) => ack.ack_version(),
+            WriteResult::ConditionFailed { .. } => None,
+        }
+    }
+}
+
+impl AckVersion for (i64, WriteAck) {
+    fn ack_version(&self) -> Option<u64> {
+        self.1.ack_version()
+    }
+}
 
 /// A write step: indeterminate errors are `Info`, never failures.
-fn write_step<T>(key: String, kind: OpKind, result: Result<T, ClientError>) -> Step {
-    let (outcome, error) = match result {
-        Ok(_) => (Outcome::Ok, None),
-        Err(e) if e.is_indeterminate() => (Outcome::Info, Some(e.to_string())),
-        Err(e) => (Outcome::Fail, Some(e.to_string())),
+fn write_step<T: AckVersion>(key: String, kind: OpKind, result: Result<T, ClientError>) -> Step {
+    let (outcome, error, version) = match result {
+        Ok(ack) => (Outcome::Ok, None, ack.ack_version()),
+        Err(e) if e.is_indeterminate() => (Outcome::Info, Some(e.to_string()), None),
+        Err(e) => (Outcome::Fail, Some(e.to_string()), None),
     };
-    (key, kind, outcome, error)
+    (key, kind, outcome, error, version)
 }
 
 /// A read step: a failed read has no effect and tells nothing, so it is `Info`.
 fn read_step(key: String, result: Result<Option<Versioned>, ClientError>) -> Step {
     match result {
         Ok(v) => {
+            let version = v.as_ref().map(|v| v.version);
             let value = Some(v.map(|v| parse_value(&v.value)).unwrap_or(0));
-            (key, OpKind::Read { value }, Outcome::Ok, None)
+            (key, OpKind::Read { value }, Outcome::Ok, None, version)
         }
-        Err(e) => (key, OpKind::Read { value: None }, Outcome::Info, Some(e.to_string())),
+        Err(e) => (
+            key,
+            OpKind::Read { value: None },
+            Outcome::Info,
+            Some(e.to_string()),
+            None,
+        ),
     }
 }
 
@@ -194,7 +230,7 @@ impl Process {
                 let kind = OpKind::Cas { expected, new: n };
                 match result {
                     // A refused condition is an answer: `Fail` with no error.
-                    Ok(WriteResult::ConditionFailed { .. }) => (key, kind, Outcome::Fail, None),
+                    Ok(WriteResult::ConditionFailed { .. }) => (key, kind, Outcome::Fail, None, None),
                     other => write_step(key, kind, other),
                 }
             }
@@ -272,13 +308,13 @@ impl Process {
                 match client.put_with(key.clone(), n.to_string(), &options).await {
                     Ok(WriteResult::ConditionFailed { current }) => {
                         let found = Some(current.map(|v| parse_value(&v.value)).unwrap_or(0));
-                        (key, OpKind::IfAbsent { new: n, found }, Outcome::Fail, None)
+                        (key, OpKind::IfAbsent { new: n, found }, Outcome::Fail, None, None)
                     }
                     other => write_step(key, OpKind::IfAbsent { new: n, found: None }, other),
                 }
             }
             5 => match client.delete_with(key.clone(), Some(Condition::Present)).await {
-                Ok(WriteResult::ConditionFailed { .. }) => (key, OpKind::DeleteIfPresent, Outcome::Fail, None),
+                Ok(WriteResult::ConditionFailed { .. }) => (key, OpKind::DeleteIfPresent, Outcome::Fail, None, None),
                 other => write_step(key, OpKind::DeleteIfPresent, other),
             },
             _ => read_step(key.clone(), client.get(key).await),
@@ -317,9 +353,9 @@ impl Process {
                         b: of(1),
                         by_scan: false,
                     };
-                    (name, kind, Outcome::Ok, None)
+                    (name, kind, Outcome::Ok, None, None)
                 }
-                Err(e) => (name, pair_unknown(false), Outcome::Info, Some(e.to_string())),
+                Err(e) => (name, pair_unknown(false), Outcome::Info, Some(e.to_string()), None),
             },
             _ => {
                 let options = ScanOptions {
@@ -343,9 +379,9 @@ impl Process {
                             b: of("b"),
                             by_scan: true,
                         };
-                        (name, kind, Outcome::Ok, None)
+                        (name, kind, Outcome::Ok, None, None)
                     }
-                    Err(e) => (name, pair_unknown(true), Outcome::Info, Some(e.to_string())),
+                    Err(e) => (name, pair_unknown(true), Outcome::Info, Some(e.to_string()), None),
                 }
             }
         }
@@ -378,7 +414,7 @@ pub async fn client_loop(ctx: ClientContext, process: usize) {
     while !me.ctx.stop.load(Ordering::Relaxed) {
         let n = me.ctx.counter.fetch_add(1, Ordering::Relaxed) + 1;
         let invoke_ns = me.ctx.recorder.now();
-        let (key, kind, outcome, error) = match me.ctx.workload {
+        let (key, kind, outcome, error, version) = match me.ctx.workload {
             Workload::Register => me.register(n).await,
             Workload::CasRegister => me.cas_register(n).await,
             Workload::Bounded | Workload::Ryw => me.own_key().await,
@@ -394,6 +430,7 @@ pub async fn client_loop(ctx: ClientContext, process: usize) {
             invoke_ns,
             complete_ns: me.ctx.recorder.now(),
             error,
+            version,
         });
     }
 }

@@ -193,3 +193,9 @@ async fn a_move_that_activates_before_catching_up_is_reported_losing_writes() {
     let report = must_run(config(Workload::Set, &[Nemesis::MoveUshard], 30, 33, true)).await;
     must_be_invalid(&report, "lost", "activation before catch-up");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_keeps_its_version_base_is_reported_with_versions_going_down() {
+    let report = must_run(config(Workload::Bounded, &[Nemesis::MoveUshard], 30, 34, true)).await;
+    must_be_invalid(&report, "version went down", "a version base kept across a move");
+}

@@ -67,6 +67,11 @@ impl Applier<'_, '_> {
             } => {
                 let (shard, mut base) = (self.shard, self.version_base);
                 let mut raise_base = |view: &mut StagedView<'_>, above: Version| {
+                    // A deliberate bug (docs/failpoints.md): take μshards in
+                    // at this shard's versions, so theirs can go down.
+                    if crate::failpoints::is_on("move-version-base-kept") {
+                        return;
+                    }
                     // index + base > above, with index ≥ 1 for every log entry.
                     let needed = (above.0 + 1).saturating_sub(index);
                     if needed > base {
