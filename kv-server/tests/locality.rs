@@ -138,7 +138,7 @@ async fn a_ushard_follows_its_traffic_to_the_other_region_never_flaps_and_obeys_
         .move_primary(west_shard, voter_in(west_shard, "west"))
         .await
         .unwrap();
-    let map = must_wait_for_map(&tc.cluster, Duration::from_secs(30), "primaries in both regions", |m| {
+    must_wait_for_map(&tc.cluster, Duration::from_secs(30), "primaries in both regions", |m| {
         region_of(primary_of(m, east_shard)) == "east" && region_of(primary_of(m, west_shard)) == "west"
     })
     .await;

@@ -633,7 +633,10 @@ async fn a_shard_of_a_compact_keyspace_that_stays_busy_splits_by_itself_once() {
         if settled && split_done_at.is_none() {
             let reasons: Vec<&str> = map.moves.iter().map(|m| m.reason.as_str()).collect();
             assert!(reasons.iter().all(|r| r.contains("ops/s over 30")), "{reasons:?}");
-            assert_eq!(reasons.len(), 4, "half of 8 μshards moved");
+            // The primary counted every write per μshard: the cut is by
+            // load, one contiguous upper range, never all or none.
+            assert!(reasons.iter().all(|r| r.contains("by load")), "{reasons:?}");
+            assert!((1..8).contains(&reasons.len()), "{reasons:?}");
             split_done_at = Some(tokio::time::Instant::now());
         }
         if split_done_at.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {

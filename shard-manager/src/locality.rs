@@ -183,7 +183,7 @@ impl LocalityJudge {
                 continue;
             }
             let counts = heat.get(&key).map(Vec::as_slice).unwrap_or_default();
-            let total: u64 = counts.iter().map(|(_, n)| n).sum();
+            let total: u64 = counts.iter().filter(|(r, _)| !r.is_empty()).map(|(_, n)| n).sum();
             let Some((leader, lead)) = leading_region(counts) else {
                 self.streaks.remove(&key);
                 continue;
@@ -268,10 +268,12 @@ fn hold_kind(reason: &str) -> &str {
         .unwrap_or(reason)
 }
 
-/// The region with the most operations, if exactly one has the most.
+/// The region with the most operations, if exactly one has the most
+/// (clients that name no region count for none).
 fn leading_region(counts: &[(String, u64)]) -> Option<(&str, u64)> {
-    let max = counts.iter().map(|(_, n)| *n).max()?;
-    let mut at_max = counts.iter().filter(|(_, n)| *n == max);
+    let named = || counts.iter().filter(|(r, _)| !r.is_empty());
+    let max = named().map(|(_, n)| *n).max()?;
+    let mut at_max = named().filter(|(_, n)| *n == max);
     let (region, n) = at_max.next()?;
     at_max.next().is_none().then_some((region.as_str(), *n))
 }
@@ -355,6 +357,12 @@ mod tests {
             run(&mut judge, start, &[(0, 9); 20], &mut region).is_empty(),
             "under min_ops"
         );
+        // Clients that name no region say nothing about where to go.
+        let unnamed = HashMap::from([(U, vec![(String::new(), 1000), ("west".to_string(), 5)])]);
+        for i in 0..5 {
+            let now = start + Duration::from_millis(1000 * i);
+            assert!(judge.judge(now, &unnamed, vec![(U, at(&region))]).is_empty());
+        }
         assert_eq!(region, "east");
     }
 

@@ -101,6 +101,7 @@ async fn split_loop(manager: Arc<Manager>, mut trigger: SplitTrigger) {
         if !trigger.window_over(now) {
             continue;
         }
+        manager.roll_ushard_load();
         for (shard, why) in trigger.judge(now, &manager.splittable_usage()) {
             match manager.split_shard(shard, &why) {
                 Ok((new_shard, _)) => {

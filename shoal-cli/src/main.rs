@@ -315,8 +315,10 @@ enum UshardCommand {
 enum ShardCommand {
     /// Make NODE the primary of SHARD (epoch + 1); leadership follows.
     MovePrimary { shard: u64, node: u64 },
-    /// Split SHARD: a new shard (placed like any other) takes the upper
-    /// half of its μshards, one live move each; shows them to the end.
+    /// Split SHARD: a new shard (placed like any other) takes an upper
+    /// range of its μshards carrying about half its recent load (half of
+    /// them when no load was counted), one live move each; shows them to
+    /// the end.
     Split {
         shard: u64,
         /// Return once the moves are recorded.

@@ -15,7 +15,7 @@ use crate::shard::replica::{ReadMode, ShardReplica};
 use crate::shard::scan::{scan_shard, Cursor, ScanSpec};
 use shoal_proto::kv::kv_server::Kv;
 use shoal_proto::kv::*;
-use shoal_types::{Mapping, ShardId, UshardId};
+use shoal_types::{ShardId, UshardId};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -42,8 +42,10 @@ impl KvService {
         Ok(resolved)
     }
 
-    /// Counts operations the primary served on `ushards` of an akkio
-    /// keyspace by the client's region (locality; see [`crate::shard::heat`]).
+    /// Counts operations the primary served on `ushards` by the client's
+    /// region ("" when it names none): locality reads the regions of akkio
+    /// keyspaces' μshards, splits the load of every μshard (see
+    /// [`crate::shard::heat`]).
     fn count_heat(
         &self,
         target: &Resolved<'_>,
@@ -51,9 +53,6 @@ impl KvService {
         ushards: impl IntoIterator<Item = UshardId>,
     ) {
         let region = header.map(|h| h.client_region.as_str()).unwrap_or("");
-        if target.keyspace.mapping != Mapping::Akkio || region.is_empty() {
-            return;
-        }
         let mut seen: Vec<UshardId> = Vec::new();
         for ushard in ushards {
             if !seen.contains(&ushard) {

@@ -1,12 +1,13 @@
-//! Heat counters for locality (docs/moves.md, "Locality"): how many writes
-//! and strong reads this node served as primary, per μshard of an akkio
-//! keyspace and per client region, since the previous heartbeat took them.
+//! Heat counters (docs/moves.md, "Locality"): how many writes and strong
+//! reads this node served as primary, per μshard and per client region
+//! ("" for clients that name none), since the previous heartbeat took
+//! them. The shard manager moves μshards of akkio keyspaces by their
+//! regions, and splits shards by their μshards' totals.
 //!
 //! Bounded: a μshard keeps at most [`MAX_REGIONS`] regions (more are
-//! dropped: locality needs the leaders, not a census), a region name at
-//! most [`MAX_REGION_BYTES`] bytes, and requests that name no region are
-//! not counted. Only μshards that saw traffic since the last heartbeat
-//! have an entry.
+//! dropped: locality needs the leaders, not a census) and a region name at
+//! most [`MAX_REGION_BYTES`] bytes. Only μshards that saw traffic since the
+//! last heartbeat have an entry.
 
 use shoal_types::heat::RegionCounts;
 use shoal_types::{KeyspaceId, UshardId};
@@ -36,7 +37,7 @@ pub struct HeatCounters {
 impl HeatCounters {
     /// Counts one operation on `ushard` from a client in `region`.
     pub fn record(&self, keyspace: KeyspaceId, ushard: UshardId, region: &str) {
-        if region.is_empty() || region.len() > MAX_REGION_BYTES {
+        if region.len() > MAX_REGION_BYTES {
             return;
         }
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
@@ -81,7 +82,6 @@ mod tests {
             heat.record(k, u, "east");
         }
         heat.record(k, u, "west");
-        heat.record(k, u, "");
         heat.record(k, u, &"x".repeat(MAX_REGION_BYTES + 1));
         for i in 0..20 {
             heat.record(k, UshardId(8), &format!("r{i}"));

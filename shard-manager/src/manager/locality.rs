@@ -24,9 +24,25 @@ impl Manager {
     /// Adds one heartbeat's counts to the current window.
     pub fn record_heat(&self, heat: impl IntoIterator<Item = (UshardKey, String, u64)>) {
         let mut window = self.heat.lock().unwrap_or_else(|p| p.into_inner());
+        let mut load = self.ushard_load.lock().unwrap_or_else(|p| p.into_inner());
         for (key, region, ops) in heat {
+            *load.current.entry(key).or_default() += ops;
             window.add(key, &region, ops);
         }
+    }
+
+    /// Ends a split window: its per-μshard operations become the ones
+    /// splits cut by, and the next window starts empty.
+    pub fn roll_ushard_load(&self) {
+        let mut load = self.ushard_load.lock().unwrap_or_else(|p| p.into_inner());
+        load.last = std::mem::take(&mut load.current);
+    }
+
+    /// Operations on `ushard` of keyspace `keyspace` in the last whole
+    /// split window (0 when none were counted).
+    pub(super) fn last_ushard_load(&self, key: UshardKey) -> u64 {
+        let load = self.ushard_load.lock().unwrap_or_else(|p| p.into_inner());
+        load.last.get(&key).copied().unwrap_or(0)
     }
 
     /// The window's counts; the next window starts empty.

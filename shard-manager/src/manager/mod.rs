@@ -147,6 +147,16 @@ pub struct Manager {
     heat: Mutex<crate::locality::HeatWindow>,
     /// The latest locality decisions (not durable).
     locality_log: Mutex<std::collections::VecDeque<LoggedDecision>>,
+    /// Operations per μshard: this split window's, and the last whole
+    /// one's (splits cut a shard's μshards by it; not durable).
+    ushard_load: Mutex<UshardLoad>,
+}
+
+/// Operations per μshard, whatever the client's region.
+#[derive(Debug, Default)]
+struct UshardLoad {
+    current: HashMap<crate::locality::UshardKey, u64>,
+    last: HashMap<crate::locality::UshardKey, u64>,
 }
 
 impl Manager {
@@ -161,6 +171,7 @@ impl Manager {
             clock: Clock::default(),
             heat: Default::default(),
             locality_log: Default::default(),
+            ushard_load: Default::default(),
         }
     }
 

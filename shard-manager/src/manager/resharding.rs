@@ -11,13 +11,40 @@
 use super::keyspaces::ShardPlacement;
 use super::moves::{MoveCause, MoveRefusal};
 use super::{Manager, SmResult};
-use crate::model::{KeyspaceRecord, Mapping, MoveRecord, ShardId, UshardMap};
+use crate::model::{KeyspaceRecord, Mapping, MoveRecord, ShardId, UshardId, UshardMap};
 use crate::split_trigger::ShardUsage;
 use crate::store::{Change, DurableState};
 use std::collections::HashMap;
 
 /// The keyspace's map (or the static rule for records from before maps
 /// were explicit).
+/// Where to cut a shard's μshards (ascending) for a split: the index of
+/// the first one that moves to the new shard, and how it was chosen. **By
+/// load** when the last split window counted any: the upper part that
+/// carries nearest half of it (at least one μshard on each side); else by
+/// count, the upper half. Either way the moved μshards are one contiguous
+/// range, as a compact keyspace needs.
+fn split_point(owned: &[UshardId], load: impl Fn(UshardId) -> u64) -> (usize, String) {
+    let loads: Vec<u64> = owned.iter().map(|u| load(*u)).collect();
+    let total: u64 = loads.iter().sum();
+    if total == 0 || owned.len() < 2 {
+        return (owned.len() / 2, "by count".into());
+    }
+    let mut best = (u64::MAX, owned.len() / 2, 0);
+    let mut upper = total;
+    for (cut, moved_before) in loads.iter().enumerate().take(owned.len()) {
+        if cut > 0 {
+            let off = upper.abs_diff(total / 2);
+            if off < best.0 {
+                best = (off, cut, upper);
+            }
+        }
+        upper -= moved_before;
+    }
+    let (_, cut, moved) = best;
+    (cut, format!("by load: {moved} of {total} ops in the last window move"))
+}
+
 fn map_of(keyspace: &KeyspaceRecord) -> Option<UshardMap> {
     keyspace
         .map
@@ -98,7 +125,9 @@ impl Manager {
             "" => format!("shard {shard} into new shard {new_id}"),
             why => format!("shard {shard} into new shard {new_id} ({why})"),
         };
-        let moves = owned[owned.len() / 2..]
+        let (cut, by) = split_point(&owned, |u| self.last_ushard_load((keyspace.id, u.0)));
+        let detail = format!("{detail}, {by}");
+        let moves = owned[cut..]
             .iter()
             .map(|u| {
                 self.new_move(
@@ -276,5 +305,35 @@ impl Manager {
         state.counters = counters;
         tracing::info!(?retired, "merged shards retired");
         Ok(retired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_point;
+    use crate::model::UshardId;
+
+    fn ushards(range: std::ops::Range<u32>) -> Vec<UshardId> {
+        range.map(UshardId).collect()
+    }
+
+    #[test]
+    fn a_split_cuts_by_load_when_it_was_counted_and_by_count_otherwise() {
+        let owned = ushards(0..8);
+        assert_eq!(split_point(&owned, |_| 0), (4, "by count".to_string()));
+        // One hot μshard (6) carries most of the load: the upper part from
+        // it on carries nearest half.
+        let (cut, by) = split_point(&owned, |u| if u.0 == 6 { 1000 } else { 10 });
+        assert_eq!(cut, 6, "{by}");
+        assert!(by.starts_with("by load: 1010 of 1070"), "{by}");
+        // The hottest first: everything but it moves, never nothing.
+        let (cut, _) = split_point(&owned, |u| if u.0 == 0 { 1000 } else { 1 });
+        assert_eq!(cut, 1);
+        // The hottest last: only it moves, never everything.
+        let (cut, _) = split_point(&owned, |u| if u.0 == 7 { 1000 } else { 1 });
+        assert_eq!(cut, 7);
+        // Even load: the middle.
+        assert_eq!(split_point(&owned, |_| 5).0, 4);
+        assert_eq!(split_point(&ushards(0..2), |u| u64::from(u.0) + 1).0, 1);
     }
 }
