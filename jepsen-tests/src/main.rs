@@ -32,8 +32,9 @@ struct Args {
     workload: String,
     /// Comma-separated, one fault at a time: kill, quick-restart,
     /// power-kill, pause, partition, one-way, sm-partition, sm-kill,
-    /// move-primary, drain, clock, node-clock-jump; "all" for every one of
-    /// them composed (up to three overlapping faults); or "none".
+    /// move-primary, drain, clock, node-clock-jump, move-ushard, split,
+    /// merge; "all" for every one of them composed (up to three
+    /// overlapping faults); or "none".
     #[arg(long, default_value = "kill,partition")]
     nemesis: String,
     /// Seconds of load and faults.
@@ -47,8 +48,9 @@ struct Args {
     /// Where history.jsonl and verdict.json go.
     #[arg(long, default_value = "jepsen-out")]
     out: PathBuf,
-    /// Turn on a deliberate bug (failpoint multi-get-torn for pairs,
-    /// read-clock-ahead for ttl, min-version-ignored for ryw,
+    /// Turn on a deliberate bug (under μshard moves: move-version-base-kept
+    /// for bounded, move-activate-early otherwise; else multi-get-torn for
+    /// pairs, read-clock-ahead for ttl, min-version-ignored for ryw,
     /// ack-before-commit otherwise): the verdict must then be invalid.
     #[arg(long)]
     bug: bool,

@@ -35,7 +35,11 @@ impl HeatWindow {
         let regions = self.counts.entry(key).or_default();
         match regions.iter_mut().find(|(r, _)| r == region) {
             Some((_, n)) => *n += ops,
-            None => regions.push((region.to_string(), ops)),
+            None => {
+                // As long as its regions: see kv-server's heat counters.
+                regions.reserve_exact(1);
+                regions.push((region.to_string(), ops));
+            }
         }
     }
 
@@ -420,7 +424,7 @@ mod tests {
     /// with traffic from two regions (the judge's streaks hold at most one
     /// entry per μshard that leads elsewhere, far fewer in practice).
     #[test]
-    fn a_window_of_ten_thousand_ushards_in_two_regions_takes_about_a_megabyte() {
+    fn a_window_of_ten_thousand_ushards_in_two_regions_takes_under_a_megabyte_and_a_half() {
         let mut window = HeatWindow::default();
         for u in 0..10_000 {
             window.add((KeyspaceId(1), u), "us-east-1", 40);
@@ -431,7 +435,7 @@ mod tests {
             "shard-manager heat window, 10,000 μshards x 2 regions: {bytes} bytes ({} per μshard)",
             bytes / 10_000
         );
-        assert!(bytes < 2 << 20, "{bytes} bytes");
+        assert!(bytes < 3 << 19, "{bytes} bytes");
     }
 
     #[test]

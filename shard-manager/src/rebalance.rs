@@ -58,6 +58,22 @@ pub enum BalanceStep {
     },
 }
 
+/// The nodes that will host `shard` once its membership change (if any)
+/// is done: the one being added counts, the one being removed does not.
+/// **Loads are counted by these**, so a replica on its way is not moved
+/// twice (once off a donor that still looks full, once onto a receiver
+/// that does not look full yet).
+pub fn settled_hosts(shard: &ShardRecord) -> Vec<NodeId> {
+    let mut hosts: Vec<NodeId> = shard.voters.iter().chain(&shard.learners).copied().collect();
+    if let Some(change) = &shard.change {
+        hosts.retain(|n| *n != change.removing);
+        if !hosts.contains(&change.adding) {
+            hosts.push(change.adding);
+        }
+    }
+    hosts
+}
+
 fn spread(nodes: &[NodeLoad], measure: impl Fn(&NodeLoad) -> u64) -> u64 {
     let max = nodes.iter().map(&measure).max().unwrap_or(0);
     let min = nodes.iter().map(&measure).min().unwrap_or(0);
@@ -388,6 +404,22 @@ mod tests {
             let distinct: std::collections::BTreeSet<_> = r.voters.iter().collect();
             assert_eq!(distinct.len(), 3, "never two replicas on one node: {r:?}");
         }
+    }
+
+    #[test]
+    fn a_replica_on_its_way_counts_where_it_is_going() {
+        let mut s = shard(1, &[1, 2, 3], 1);
+        s.change = Some(ReplicaChange {
+            adding: NodeId(4),
+            removing: NodeId(3),
+            voter: true,
+            phase: ChangePhase::CatchingUp,
+        });
+        assert_eq!(settled_hosts(&s), vec![NodeId(1), NodeId(2), NodeId(4)]);
+        // Promoting: the record already names 4 in 3's place.
+        s.voters = vec![NodeId(1), NodeId(2), NodeId(4)];
+        s.change.as_mut().unwrap().phase = ChangePhase::Promoting;
+        assert_eq!(settled_hosts(&s), vec![NodeId(1), NodeId(2), NodeId(4)]);
     }
 
     #[test]

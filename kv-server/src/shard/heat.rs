@@ -45,6 +45,9 @@ impl HeatCounters {
         if let Some((_, n)) = regions.iter_mut().find(|(r, _)| r == region) {
             *n += 1;
         } else if regions.len() < MAX_REGIONS {
+            // Lists stay as long as their regions (a Vec would round a
+            // first push up to four): 10,000 μshards add up.
+            regions.reserve_exact(1);
             regions.push((region.to_string(), 1));
         }
     }
@@ -99,7 +102,7 @@ mod tests {
     /// The figure docs/moves.md quotes: 10,000 μshards, each with traffic
     /// from two regions, between two heartbeats.
     #[test]
-    fn ten_thousand_ushards_in_two_regions_take_about_a_megabyte() {
+    fn ten_thousand_ushards_in_two_regions_take_under_a_megabyte_and_a_half() {
         let heat = HeatCounters::default();
         for u in 0..10_000 {
             heat.record(KeyspaceId(1), UshardId(u), "us-east-1");
@@ -110,7 +113,7 @@ mod tests {
             "node heat counters, 10,000 μshards x 2 regions: {bytes} bytes ({} per μshard)",
             bytes / 10_000
         );
-        assert!(bytes < 2 << 20, "{bytes} bytes");
+        assert!(bytes < 3 << 19, "{bytes} bytes");
         heat.take();
         assert_eq!(heat.approx_heap_bytes(), 0, "taken counters free their memory");
     }

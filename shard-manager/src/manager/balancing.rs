@@ -96,20 +96,23 @@ impl Manager {
                 preferred_region: &keyspace.preferred_region,
             });
         }
+        let hosts: Vec<(ShardId, Vec<NodeId>)> = state
+            .shards
+            .values()
+            .map(|s| (s.id, rebalance::settled_hosts(s)))
+            .collect();
         let nodes: Vec<NodeLoad> = self
             .candidates(&state)
             .into_iter()
-            .map(|c| NodeLoad {
-                bytes: state
-                    .shards
-                    .values()
-                    .filter(|s| s.is_hosted_on(c.id))
-                    .map(|s| shard_bytes.get(&s.id).copied().unwrap_or(0))
-                    .sum(),
-                id: c.id,
-                region: c.region,
-                replicas: c.replicas,
-                primaries: c.primaries,
+            .map(|c| {
+                let hosted = || hosts.iter().filter(|(_, h)| h.contains(&c.id));
+                NodeLoad {
+                    bytes: hosted().map(|(s, _)| shard_bytes.get(s).copied().unwrap_or(0)).sum(),
+                    replicas: hosted().count(),
+                    id: c.id,
+                    region: c.region,
+                    primaries: c.primaries,
+                }
             })
             .collect();
 
