@@ -6,7 +6,8 @@
 //!   (`Mover/Run`: copy, catch up, freeze and release the source, activate;
 //!   each step is idempotent, so a new run resumes a broken one); then the
 //!   map flips (`Manager::move_activated`). At most `max_concurrent` moves
-//!   copy at once, each with an equal share of the byte budget.
+//!   and replica changes run at once, each move with an equal share of the
+//!   byte budget.
 //! - `Activated`: after the grace period the source drops its copy.
 //! - `Aborting`: the destination abandons first (if it had activated, the
 //!   move rolls forward instead), then the source serves again.
@@ -74,9 +75,13 @@ impl MoveDriver {
             tracing::warn!(error = %e, "retiring merged shards failed; retried next tick");
         }
         let moves = manager.active_moves();
-        let copying = moves.iter().filter(|m| m.phase == MovePhase::Copying).count().max(1) as u64;
-        let share = budget.bytes_per_sec / copying.min(u64::from(budget.max_concurrent));
-        let mut copy_slots = budget.max_concurrent as usize;
+        // Replica changes (repair, drain, rebalancing) share the budget:
+        // each holds a slot, and the byte rate is split over all of them.
+        let changing = manager.membership_changes_in_flight();
+        let copying = moves.iter().filter(|m| m.phase == MovePhase::Copying).count() as u64;
+        let sharing = (copying + changing as u64).clamp(1, u64::from(budget.max_concurrent));
+        let share = budget.bytes_per_sec / sharing;
+        let mut copy_slots = (budget.max_concurrent as usize).saturating_sub(changing);
         for record in moves {
             if record.phase == MovePhase::Copying {
                 // Oldest first: a move waits until one of the slots frees.

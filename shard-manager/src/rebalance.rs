@@ -11,8 +11,8 @@
 //! **Every step strictly narrows the gap between the two nodes it touches
 //! and never widens another measure past its tolerance**, so balancing
 //! converges and cannot flap: replica counts first (the cheapest shard
-//! moves), then disk bytes (the shard closest to half the gap), then
-//! primaries.
+//! moves), then disk bytes (the shard closest to half the gap, only where
+//! counts stay in bounds), then primaries.
 
 use crate::model::{ChangePhase, NodeId, ReplicaChange, ShardId, ShardRecord};
 use shoal_config::manager::Rebalance;
@@ -184,7 +184,8 @@ pub fn next_replica_move(nodes: &[NodeLoad], shards: &[SettledShard], policy: &R
     if nodes.len() < 2 {
         return None;
     }
-    if spread(nodes, |n| n.replicas as u64) > u64::from(policy.replica_tolerance) {
+    let count_spread = spread(nodes, |n| n.replicas as u64);
+    if count_spread > u64::from(policy.replica_tolerance) {
         for (donor, receiver) in pairs(nodes, |n| n.replicas as u64) {
             // Moving one replica narrows the pair's gap only if it is 2+.
             if donor.replicas < receiver.replicas + 2 {
@@ -202,42 +203,35 @@ pub fn next_replica_move(nodes: &[NodeLoad], shards: &[SettledShard], policy: &R
                 return Some(replica_step(shard, donor.id, receiver.id, why));
             }
         }
-        return None;
+        // Nothing can narrow the counts (regions, primaries): disk bytes
+        // may still move, as long as counts get no wider.
     }
     let tolerance = bytes_tolerance(nodes, policy);
     if spread(nodes, |n| n.bytes) <= tolerance {
         return None;
     }
+    let count_bound = count_spread.max(u64::from(policy.replica_tolerance));
     for (donor, receiver) in pairs(nodes, |n| n.bytes) {
         let gap = donor.bytes - receiver.bytes;
         if gap <= tolerance {
             continue;
         }
-        // A move that would push replica counts out of tolerance is half
-        // of a swap: the count rule then sends the receiver's cheapest
-        // shard back, so what narrows the gap is the difference.
-        let partner_bytes = |moved: &SettledShard| -> Option<u64> {
-            let after = after_move(nodes, donor.id, receiver.id, moved.bytes);
-            if spread(&after, |n| n.replicas as u64) <= u64::from(policy.replica_tolerance) {
-                return Some(0);
-            }
-            shards
-                .iter()
-                .filter(|s| s.record.id != moved.record.id && movable(s, receiver, donor, nodes))
-                .map(|s| s.bytes)
-                .min()
-        };
-        // The net move nearest half the gap narrows it most; one of the
-        // whole gap or more would only turn it around.
+        // Only a move that keeps replica counts within bounds: then the
+        // count rule never answers it, and each disk move strictly lowers
+        // the sum of squared bytes per node, so disk moves cannot cycle.
+        // (With counts all equal no single move qualifies: swaps are not
+        // built.)
+        let after = after_move(nodes, donor.id, receiver.id, 0);
+        if spread(&after, |n| n.replicas as u64) > count_bound {
+            continue;
+        }
+        // A shard under the gap narrows it; the one nearest half of it
+        // narrows it most.
         let best = shards
             .iter()
-            .filter(|s| movable(s, donor, receiver, nodes))
-            .filter_map(|s| {
-                let net = s.bytes.checked_sub(partner_bytes(s)?)?;
-                (net > 0 && net < gap).then_some((s, net))
-            })
-            .min_by_key(|(s, net)| ((*net as i128 - (gap / 2) as i128).unsigned_abs(), s.record.id));
-        if let Some((shard, _)) = best {
+            .filter(|s| s.bytes > 0 && s.bytes < gap && movable(s, donor, receiver, nodes))
+            .min_by_key(|s| ((s.bytes as i128 - (gap / 2) as i128).unsigned_abs(), s.record.id));
+        if let Some(shard) = best {
             let why = format!(
                 "disk: node {} holds {} MiB, node {} holds {} MiB (tolerance {} MiB)",
                 donor.id,
@@ -434,14 +428,15 @@ mod tests {
 
     #[test]
     fn disk_bytes_balance_by_moving_the_shard_nearest_half_the_gap() {
-        // Four nodes, replica counts already equal; shard 1 is huge.
+        // Counts 3, 3, 2, 2 (within one); nodes 1 and 2 hold the big shards.
         let mut records = vec![
             shard(1, &[1, 2], 1),
-            shard(2, &[3, 4], 3),
-            shard(3, &[1, 2], 2),
-            shard(4, &[3, 4], 4),
+            shard(2, &[1, 2], 2),
+            shard(3, &[1, 3], 3),
+            shard(4, &[2, 4], 4),
+            shard(5, &[3, 4], 3),
         ];
-        let bytes = [400 << 20, 10 << 20, 300 << 20, 20 << 20];
+        let bytes = [300 << 20, 200 << 20, 10 << 20, 10 << 20, 20 << 20];
         let nodes = [(1, "a"), (2, "a"), (3, "a"), (4, "a")];
         let shards: Vec<SettledShard> = records.iter().zip(&bytes).map(|(r, b)| settled(r, *b)).collect();
         let view = loads(&nodes, &shards);
@@ -449,19 +444,32 @@ mod tests {
             panic!("expected a replica move");
         };
         assert!(why.starts_with("disk:"), "{why}");
-        // Nodes 1 and 2 hold 700 MiB, 3 and 4 hold 30, replica counts are
-        // equal: node 2 (the heaviest, highest id) gives shard 1 (400 MiB;
-        // it does not lead it) to node 3, which then sends back its
-        // cheapest shard it does not lead (shard 4, 20 MiB): a swap.
+        // Node 2 (510 MiB, the highest id of the heaviest) gives shard 1
+        // (300 MiB, led by node 1), nearest half of the 480 MiB gap, to
+        // node 3 (30 MiB): counts become 3, 2, 3, 2.
         assert_eq!(
             (shard, change.removing, change.adding),
             (ShardId(1), NodeId(2), NodeId(3))
         );
+        let before = spread(&view, |n| n.bytes);
         let (steps, view) = run(&mut records, &bytes, &nodes, &policy());
         assert!(spread(&view, |n| n.replicas as u64) <= 1, "{view:?}");
-        // The best any placement can do is 410/410/320/320 MiB (every node
-        // holds one of the big shards and one of the small ones).
-        assert!(spread(&view, |n| n.bytes) <= 110 << 20, "{steps} steps: {view:?}");
+        assert!(spread(&view, |n| n.bytes) < before / 2, "{steps} steps: {view:?}");
+    }
+
+    #[test]
+    fn with_counts_all_equal_disk_waits_rather_than_swap() {
+        // Every node holds two replicas: any single move unbalances counts.
+        let records = [
+            shard(1, &[1, 2], 1),
+            shard(2, &[3, 4], 3),
+            shard(3, &[1, 2], 2),
+            shard(4, &[3, 4], 4),
+        ];
+        let bytes = [400 << 20, 10 << 20, 300 << 20, 20 << 20];
+        let shards: Vec<SettledShard> = records.iter().zip(&bytes).map(|(r, b)| settled(r, *b)).collect();
+        let view = loads(&[(1, "a"), (2, "a"), (3, "a"), (4, "a")], &shards);
+        assert_eq!(next_replica_move(&view, &shards, &policy()), None);
     }
 
     #[test]

@@ -53,13 +53,11 @@ impl KvService {
         ushards: impl IntoIterator<Item = UshardId>,
     ) {
         let region = header.map(|h| h.client_region.as_str()).unwrap_or("");
-        let mut seen: Vec<UshardId> = Vec::new();
-        for ushard in ushards {
-            if !seen.contains(&ushard) {
-                seen.push(ushard);
-                self.host.heat.record(target.keyspace.id, ushard, region);
-            }
-        }
+        let mut ushards: Vec<UshardId> = ushards.into_iter().collect();
+        // A batch names a μshard once per op: count it once per request.
+        ushards.sort_unstable();
+        ushards.dedup();
+        self.host.heat.record_each(target.keyspace.id, &ushards, region);
     }
 
     /// Names the answering shard, node and the shard's epoch (0 without a

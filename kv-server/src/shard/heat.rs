@@ -37,10 +37,27 @@ pub struct HeatCounters {
 impl HeatCounters {
     /// Counts one operation on `ushard` from a client in `region`.
     pub fn record(&self, keyspace: KeyspaceId, ushard: UshardId, region: &str) {
+        self.record_each(keyspace, &[ushard], region);
+    }
+
+    /// Counts one operation on each of `ushards` (distinct) from a client
+    /// in `region`, under one lock.
+    pub fn record_each(&self, keyspace: KeyspaceId, ushards: &[UshardId], region: &str) {
         if region.len() > MAX_REGION_BYTES {
             return;
         }
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        for ushard in ushards {
+            Self::bump(&mut counts, keyspace, *ushard, region);
+        }
+    }
+
+    fn bump(
+        counts: &mut HashMap<(KeyspaceId, UshardId), RegionCounts>,
+        keyspace: KeyspaceId,
+        ushard: UshardId,
+        region: &str,
+    ) {
         let regions = counts.entry((keyspace, ushard)).or_default();
         if let Some((_, n)) = regions.iter_mut().find(|(r, _)| r == region) {
             *n += 1;

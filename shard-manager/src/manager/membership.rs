@@ -87,6 +87,11 @@ impl Manager {
         Ok(steps)
     }
 
+    /// Shards with a replica change under way (they share the move budget).
+    pub fn membership_changes_in_flight(&self) -> usize {
+        self.lock_state().shards.values().filter(|s| s.change.is_some()).count()
+    }
+
     /// How many log entries each shard's furthest-behind replica trails its
     /// leader by, from the leaders' last reports.
     pub fn shard_lags(&self) -> HashMap<ShardId, u64> {

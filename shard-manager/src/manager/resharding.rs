@@ -16,8 +16,6 @@ use crate::split_trigger::ShardUsage;
 use crate::store::{Change, DurableState};
 use std::collections::HashMap;
 
-/// The keyspace's map (or the static rule for records from before maps
-/// were explicit).
 /// Where to cut a shard's μshards (ascending) for a split: the index of
 /// the first one that moves to the new shard, and how it was chosen. **By
 /// load** when the last split window counted any: the upper part that
@@ -45,6 +43,8 @@ fn split_point(owned: &[UshardId], load: impl Fn(UshardId) -> u64) -> (usize, St
     (cut, format!("by load: {moved} of {total} ops in the last window move"))
 }
 
+/// The keyspace's map (or the static rule for records from before maps
+/// were explicit).
 fn map_of(keyspace: &KeyspaceRecord) -> Option<UshardMap> {
     keyspace
         .map
