@@ -358,8 +358,13 @@ impl Process {
                 Err(e) => (name, pair_unknown(false), Outcome::Info, Some(e.to_string()), None),
             },
             _ => {
+                // The pair's own μshard: a scan across the whole keyspace
+                // can miss a μshard moving between shards (each shard
+                // judging it not its own at the moment it is asked; found
+                // by this workload, seed 20; docs/moves.md "Not built yet").
                 let options = ScanOptions {
                     prefix: format!("{name}/").into_bytes(),
+                    routing: Some(name.clone().into_bytes()),
                     ..ScanOptions::default()
                 };
                 match client.scan_all(&options, 10).await {
