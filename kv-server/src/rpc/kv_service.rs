@@ -449,6 +449,9 @@ impl Kv for KvService {
                     entries,
                     resume_after,
                     more: page.more,
+                    // Judged before the read; a μshard that left meanwhile
+                    // failed the read (its view's state refuses it).
+                    served_ushards: ushards,
                 })
             }
             .await,
