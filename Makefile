@@ -9,7 +9,7 @@ BIN := $(CARGO_TARGET_DIR)/debug
 # switching between `make run` and `make test`. Release images leave them out.
 FEATURES := --features kv-server/failpoints,shard-manager/failpoints
 
-.PHONY: help deps build run test lint verify doc bench fast-ack-loss failover repair move-cost image jepsen clean-data
+.PHONY: help deps build run test lint verify doc bench bench-txn fast-ack-loss failover repair move-cost image jepsen clean-data
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -41,6 +41,9 @@ verify: lint test doc ## Everything CI checks (read-only)
 
 bench: build ## Load generator against a fresh local 3-node cluster: quorum/fast-ack put, strong/bounded get at 1 and 64 clients
 	$(BIN)/shoal bench --local --seconds 10
+
+bench-txn: build ## Transactions on a fresh local 3-node cluster: commit (10 reads, 2 writes) vs put at 1 and 64 clients; bank abort rate at 1, 8, 64 clients
+	$(BIN)/shoal bench --txn --seconds 10
 
 fast-ack-loss: build ## Acknowledged writes lost to kill -9 of a primary: fast-ack vs quorum (5 kills)
 	$(BIN)/shoal bench --fast-ack-kills 5

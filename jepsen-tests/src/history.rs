@@ -61,7 +61,40 @@ pub enum OpKind {
     Increment {
         result: Option<u64>,
     },
+    /// A bank transfer (bank workload), one transaction: `amount` from
+    /// account `from` to account `to`.
+    Transfer {
+        from: u32,
+        to: u32,
+        amount: i64,
+    },
+    /// A read-only transaction reading every account (bank workload); the
+    /// balances in account order when it committed.
+    BankRead {
+        balances: Option<Vec<i64>>,
+    },
+    /// A transaction of the list-append workload: its micro-operations in
+    /// order, each read with the list it saw (when it committed).
+    Txn {
+        mops: Vec<Mop>,
+    },
 }
+
+/// One micro-operation of a list-append transaction, on key `key` of its
+/// group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "m")]
+pub enum Mop {
+    /// Appends the run-unique `value` to the key's list.
+    Append { key: u32, value: u64 },
+    /// Reads the key's list (None: the transaction did not commit).
+    Read { key: u32, list: Option<Vec<u64>> },
+}
+
+/// What one operation did, before its times are known: the key, what was
+/// done, how it ended, the error, and the version the answer carried (a
+/// read's value's, a write's ack's, a commit's), when it had one.
+pub type Step = (String, OpKind, Outcome, Option<String>, Option<u64>);
 
 /// One client operation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,6 +8,8 @@ use crate::checker::{
 use crate::history::{Counts, NemesisEvent, Op, OpKind, Outcome, Recorder};
 use crate::nemesis::{run_schedule, Nemesis};
 use crate::target::Target;
+use crate::txn_checker::{check_bank, check_list_append};
+use crate::txn_workload::{setup_bank, ACCOUNTS, INITIAL_BALANCE};
 use crate::workload::{client_loop, parse_value, set_key, ClientContext, Workload, BOUNDED_STALENESS};
 use kv_client::{ClientConfig, ScanOptions, ShoalClient};
 use serde::Serialize;
@@ -31,6 +33,7 @@ pub struct RunConfig {
     pub out_dir: PathBuf,
     /// Turns on a deliberate bug on every node, to prove the checker can
     /// say "invalid": failpoint `multi-get-torn` for the pairs workload,
+    /// `txn-skip-read-validation` for the transaction workloads,
     /// `ack-before-commit` for the others, `move-activate-early` under μshard
     /// moves (see [`bug_failpoint`]).
     pub bug: bool,
@@ -143,6 +146,7 @@ pub fn bug_failpoint(workload: Workload, nemeses: &[Nemesis]) -> (&'static str, 
     }
     match workload {
         Workload::Pairs => ("multi-get-torn", "return"),
+        Workload::Bank | Workload::ListAppend => ("txn-skip-read-validation", "return"),
         // Reads judge expiry half a second ahead of conditions.
         Workload::Ttl => ("read-clock-ahead", "return(500)"),
         Workload::Ryw => ("min-version-ignored", "return"),
@@ -202,6 +206,9 @@ pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Resul
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let prefix: Arc<str> = format!("run-{}-{unix}", config.seed).into();
+    if config.workload == Workload::Bank {
+        setup_bank(&client, &prefix).await?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicU64::new(0));
     let ctx = ClientContext {
@@ -256,6 +263,8 @@ pub async fn run<T: Target>(target: &mut T, config: &RunConfig) -> anyhow::Resul
         Workload::Ryw => check_fresh_reads(&ops, FreshnessRule::OwnWrites),
         Workload::Pairs => check_pairs(&ops, config.check_budget),
         Workload::Ttl => check_ttl(&ops),
+        Workload::Bank => check_bank(&ops, ACCOUNTS as usize, ACCOUNTS as i64 * INITIAL_BALANCE),
+        Workload::ListAppend => check_list_append(&ops),
     };
     // Every workload's answers carry versions; bounded reads may be stale.
     let verdict = verdict.and(check_versions(&ops, config.workload != Workload::Bounded));

@@ -35,12 +35,13 @@
 //!   by one atomic batch of the same unique value, read back by strong
 //!   multi-gets and strong scans; every read must see both keys alike, and
 //!   the pair, read as one register, must be linearizable.
+//! - **bank** and **list-append**: transactions, see [`crate::txn_workload`].
 //! - **ryw**: each process writes increasing values to its own key through
 //!   a [`kv_client::Session`] and reads it back through the session
 //!   (followers first); every read must see the process's last write, and
 //!   no read may see an older value than the process's previous read.
 
-use crate::history::{Op, OpKind, Outcome, Recorder};
+use crate::history::{Op, OpKind, Outcome, Recorder, Step};
 use kv_client::{
     ClientError, Condition, Key, Mutation, PutOptions, ReadConsistency, ScanOptions, Session, ShoalClient, Versioned,
     WriteAck, WriteResult,
@@ -68,10 +69,12 @@ pub enum Workload {
     Pairs,
     Ttl,
     FastAck,
+    Bank,
+    ListAppend,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 8] = [
+    pub const ALL: [Workload; 10] = [
         Workload::Register,
         Workload::Set,
         Workload::CasRegister,
@@ -80,6 +83,8 @@ impl Workload {
         Workload::Pairs,
         Workload::Ttl,
         Workload::FastAck,
+        Workload::Bank,
+        Workload::ListAppend,
     ];
 
     pub fn parse(name: &str) -> anyhow::Result<Workload> {
@@ -99,15 +104,11 @@ impl Workload {
             Workload::Pairs => "pairs",
             Workload::Ttl => "ttl",
             Workload::FastAck => "fast-ack",
+            Workload::Bank => "bank",
+            Workload::ListAppend => "list-append",
         }
     }
 }
-
-/// What one operation did: the key, the operation, how it ended, and the
-/// error if there was one.
-/// Key, what was done, how it ended, the error, and the version the
-/// answer carried (a read's value's, a write's ack's), when it had one.
-type Step = (String, OpKind, Outcome, Option<String>, Option<u64>);
 
 /// The version an acknowledged write's answer carries (a fast-ack write
 /// answers version 0: none).
@@ -424,6 +425,10 @@ pub async fn client_loop(ctx: ClientContext, process: usize) {
             Workload::Set | Workload::FastAck => me.set(n).await,
             Workload::Pairs => me.pairs(n).await,
             Workload::Ttl => me.ttl(n).await,
+            Workload::Bank => crate::txn_workload::bank(&me.ctx.client, &me.ctx.prefix, &mut me.rng).await,
+            Workload::ListAppend => {
+                crate::txn_workload::list_append(&me.ctx.client, &me.ctx.prefix, &mut me.rng, n).await
+            }
         };
         me.ctx.recorder.record(Op {
             process,

@@ -199,3 +199,35 @@ async fn a_destination_that_keeps_its_version_base_is_reported_with_versions_goi
     let report = must_run(config(Workload::Bounded, &[Nemesis::MoveUshard], 30, 34, true)).await;
     must_be_invalid(&report, "version went down", "a version base kept across a move");
 }
+
+/// Transfers never change the bank's total and no committed read sees half
+/// a transfer; list-append transactions show no Adya anomaly (Elle-style
+/// cycle search), while every nemesis overlaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_and_list_append_transactions_are_serializable_under_composed_faults() {
+    for (workload, seed) in [(Workload::Bank, 41), (Workload::ListAppend, 42)] {
+        let report = must_run(config(workload, &Nemesis::ALL, 30, seed, false)).await;
+        assert_eq!(report.verdict, Verdict::Valid, "{report}");
+        assert!(report.nemesis_events >= 4, "faults were injected: {report}");
+        assert!(report.counts.ok > 200, "{report}");
+    }
+}
+
+/// Commits that skip read validation let transfers lose money and
+/// transactions overwrite what they did not see: both checkers must say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_that_skip_read_validation_are_reported_invalid() {
+    let report = must_run(config(Workload::Bank, &[], 15, 43, true)).await;
+    must_be_invalid(&report, "total", "a bank without validation must lose money");
+    let report = must_run(config(Workload::ListAppend, &[], 15, 44, true)).await;
+    match &report.verdict {
+        Verdict::Invalid(why) => assert!(
+            why.iter()
+                .any(|w| ["G0", "G1c", "G-single", "G2", "lost", "incompatible-order"]
+                    .iter()
+                    .any(|kind| w.starts_with(kind))),
+            "{report}"
+        ),
+        other => panic!("list-append without validation: {other:?} {report}"),
+    }
+}

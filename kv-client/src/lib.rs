@@ -3,7 +3,8 @@
 //! `local-cluster`.
 //!
 //! # Layout
-//! - [`client`]: [`ShoalClient`]: reads, writes, the retry loop; scans in `client::scan`.
+//! - [`client`]: [`ShoalClient`]: reads, writes, the retry loop; scans in
+//!   `client::scan`; optimistic transactions in [`client::txn`].
 //! - [`types`]: what callers pass and get back: settings, keys, values, acks, scan options.
 //! - [`consistency`]: read consistency modes, write conditions and options.
 //! - [`session`]: [`Session`], read-your-writes with automatic tokens.
@@ -25,6 +26,7 @@ pub mod session;
 pub mod types;
 mod wire;
 
+pub use client::txn::{Committed, SnapshotReads, Transaction, TxnOptions};
 pub use client::{SharedClient, ShoalClient};
 pub use consistency::{Condition, PutOptions, ReadConsistency};
 pub use error::{ClientError, ClientResult};

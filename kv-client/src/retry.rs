@@ -70,6 +70,17 @@ pub(crate) fn may_have_applied(status: &tonic::Status) -> bool {
     matches!(error_code_of(status), None | Some(ErrorCode::LeadershipLost))
 }
 
+/// The code of an answer saying the request's μshard is no longer (or not
+/// yet) the shard's: moved, moving, or the replica gone.
+pub(crate) fn moved_away(status: &tonic::Status) -> Option<ErrorCode> {
+    error_code_of(status).filter(|code| {
+        matches!(
+            code,
+            ErrorCode::WrongShard | ErrorCode::Moving | ErrorCode::UnknownShard
+        )
+    })
+}
+
 pub(crate) fn classify(status: tonic::Status, kind: Kind) -> Next {
     match error_code_of(&status) {
         Some(ErrorCode::NotLeader) => match leader_hint_of(&status) {

@@ -114,5 +114,6 @@ headed!(
     shoal_proto::kv::PutRequest,
     shoal_proto::kv::DeleteRequest,
     shoal_proto::kv::IncrementRequest,
-    shoal_proto::kv::BatchRequest
+    shoal_proto::kv::BatchRequest,
+    shoal_proto::kv::CommitRequest
 );

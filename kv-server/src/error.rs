@@ -58,6 +58,18 @@ pub enum KvError {
     StaleReplica(String),
     #[error("not a counter: {0}")]
     NotACounter(String),
+    #[error("transaction snapshot at version {snapshot} is older than shard {shard}'s transaction window (floor {floor}): retry with fresh reads")]
+    TxnTooOld { shard: ShardId, snapshot: u64, floor: u64 },
+    #[error("shard {shard}'s primary changed since the transaction's snapshot (epoch {snapshot}, now {current}): retry with fresh reads")]
+    EpochChanged {
+        shard: ShardId,
+        snapshot: u64,
+        current: u64,
+    },
+    #[error("transaction too large: {0}")]
+    TxnTooLarge(String),
+    #[error("empty transaction: a commit must read or write something")]
+    EmptyTxn,
     #[error("request {seq} of client {client:#x} is older than the client's oldest unanswered request: not applied again; whether its first attempt applied is unknown")]
     RequestExpired { client: u64, seq: u64 },
 }

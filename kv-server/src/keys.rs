@@ -52,6 +52,13 @@ pub enum ReplicatedTag {
     /// that version changed in a μshard being moved out (the change log
     /// the destination tails).
     MoveLog = 5,
+    /// The transaction window's floor: the oldest snapshot version a
+    /// transaction may validate against (u64be; absent = 0). Raised through
+    /// the log, never lowered (docs/transactions.md).
+    TxnFloor = 6,
+    /// The highest epoch a transaction commit was proposed in (u64be;
+    /// absent = 0): a snapshot from an older epoch is refused.
+    TxnEpoch = 7,
 }
 
 /// Tags of per-shard Raft metadata in `raft_meta`.
@@ -177,6 +184,16 @@ pub fn decode_u64(bytes: &[u8]) -> u64 {
         .and_then(|b| b.try_into().ok())
         .map(u64::from_be_bytes)
         .unwrap_or(0)
+}
+
+/// Where a shard's transaction window floor is kept.
+pub fn txn_floor_key(shard: ShardId) -> Vec<u8> {
+    replicated_key(shard, ReplicatedTag::TxnFloor)
+}
+
+/// Where the highest epoch a shard's transactions were proposed in is kept.
+pub fn txn_epoch_key(shard: ShardId) -> Vec<u8> {
+    replicated_key(shard, ReplicatedTag::TxnEpoch)
 }
 
 /// Where a shard's version base is kept.
@@ -324,6 +341,13 @@ pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 ///
 /// Layout: `version:u64be` `expires_at_ms:u64be` (0 = never) `value`.
 /// A record whose expiry has passed is invisible (see [`ValueRecord::is_live_at`]).
+///
+/// **A delete leaves a tombstone**: a record that expired at the dawn of
+/// time ([`TOMBSTONE_EXPIRY_MS`]), invisible to every read like any expired
+/// record, but still carrying the delete's version, so a transaction that
+/// read the key absent learns someone wrote it since (docs/transactions.md).
+/// Compaction drops tombstones and expired records only once they are older
+/// than the shard's transaction window (see [`crate::ttl`]).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ValueRecord {
     pub version: Version,
@@ -333,7 +357,19 @@ pub struct ValueRecord {
 
 const VALUE_HEADER_LEN: usize = 16;
 
+/// The expiry a tombstone carries: expired for every clock.
+pub const TOMBSTONE_EXPIRY_MS: u64 = 1;
+
 impl ValueRecord {
+    /// What a delete at `version` leaves behind.
+    pub fn tombstone(version: Version) -> ValueRecord {
+        ValueRecord {
+            version,
+            expires_at_ms: TOMBSTONE_EXPIRY_MS,
+            value: Vec::new(),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(VALUE_HEADER_LEN + self.value.len());
         out.extend_from_slice(&self.version.0.to_be_bytes());
@@ -345,6 +381,11 @@ impl ValueRecord {
     /// Whether the record is still visible at `now_ms` (wall-clock ms).
     pub fn is_live_at(&self, now_ms: u64) -> bool {
         self.expires_at_ms == 0 || now_ms < self.expires_at_ms
+    }
+
+    /// The version field of an encoded record, without copying the value.
+    pub fn version_of(bytes: &[u8]) -> Option<u64> {
+        Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
     }
 
     /// The expiry field of an encoded record, without copying the value.

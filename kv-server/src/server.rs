@@ -173,8 +173,10 @@ pub async fn run_filtered(
 
 /// What a node does as leader of its shards, periodically: every
 /// `idle_client_sweep_ms` it proposes forgetting the exactly-once records of
-/// idle clients, and every `clock_tick_ms` it ticks the apply clock of
-/// shards nobody wrote to meanwhile (docs/consistency.md).
+/// idle clients, every `clock_tick_ms` it ticks the apply clock of shards
+/// nobody wrote to meanwhile (docs/consistency.md), and four times a
+/// transaction window it raises the transaction floors
+/// (docs/transactions.md).
 async fn leader_chores(
     host: Arc<NodeHost>,
     tuning: crate::config::RaftTuning,
@@ -187,12 +189,14 @@ async fn leader_chores(
     };
     let mut sweeps = every(tuning.idle_client_sweep_ms);
     let mut clock_ticks = every(tuning.clock_tick_ms);
+    let mut txn_floors = every(tuning.txn_window_ms / 4);
     // The only change the stop channel ever sees is "stop".
     while !*stop.borrow() {
         tokio::select! {
             _ = stop.changed() => return,
             _ = sweeps.tick() => host.forget_idle_clients(tuning.idle_client_expiry_ms).await,
             _ = clock_ticks.tick() => host.tick_idle_clocks(tuning.clock_tick_ms).await,
+            _ = txn_floors.tick() => host.advance_txn_floors(tuning.txn_window_ms).await,
         }
     }
 }

@@ -8,6 +8,13 @@
 //! replica advances alike and which never goes back: a record expired at
 //! the horizon is expired for every command the replica will ever apply.
 //!
+//! Deletes leave tombstones (expired records, see [`crate::keys::ValueRecord`])
+//! whose versions transactions validate against, so an expired record is
+//! only dropped once its version is also below the shard's *transaction
+//! floor* (replicated, raised through the log): every transaction still
+//! allowed to commit has a snapshot at or above the floor, and to it a
+//! record older than its snapshot and one that is gone look alike.
+//!
 //! RocksDB snapshots do not shield entries from compaction filters, so a
 //! point-in-time export (a Raft snapshot being built, a digest) *pins* the
 //! horizon at the clock of its view until it finishes: the export then
@@ -19,17 +26,34 @@ use shoal_types::ShardId;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-#[derive(Debug, Default)]
-struct Horizon {
-    clock_ms: u64,
-    /// (pin id, clock when pinned) of exports in progress.
-    pins: Vec<(u64, u64)>,
+/// What compaction may drop up to: records expired at `clock_ms` whose
+/// version is below `txn_floor`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Horizon {
+    pub clock_ms: u64,
+    pub txn_floor: u64,
 }
 
-/// The apply clock of every shard open on this node.
+impl Horizon {
+    fn min(self, other: Horizon) -> Horizon {
+        Horizon {
+            clock_ms: self.clock_ms.min(other.clock_ms),
+            txn_floor: self.txn_floor.min(other.txn_floor),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ShardHorizon {
+    current: Horizon,
+    /// (pin id, horizon when pinned) of exports in progress.
+    pins: Vec<(u64, Horizon)>,
+}
+
+/// The apply clock and transaction floor of every shard open on this node.
 #[derive(Debug, Default)]
 pub struct ExpiryHorizons {
-    by_shard: DashMap<ShardId, Horizon>,
+    by_shard: DashMap<ShardId, ShardHorizon>,
     next_pin: AtomicU64,
 }
 
@@ -54,15 +78,21 @@ impl ExpiryHorizons {
         Arc::new(ExpiryHorizons::default())
     }
 
-    /// Records the shard's apply clock (its state machine calls this after
-    /// every applied batch, open and snapshot install).
-    pub fn set(&self, shard: ShardId, clock_ms: u64) {
-        self.by_shard.entry(shard).or_default().clock_ms = clock_ms;
+    /// Records the shard's apply clock and transaction floor (its state
+    /// machine calls this after every applied batch, open and snapshot
+    /// install).
+    pub fn set(&self, shard: ShardId, horizon: Horizon) {
+        self.by_shard.entry(shard).or_default().current = horizon;
     }
 
     /// The shard's apply clock as last applied here.
     pub fn clock_of(&self, shard: ShardId) -> Option<u64> {
-        self.by_shard.get(&shard).map(|h| h.clock_ms)
+        self.by_shard.get(&shard).map(|h| h.current.clock_ms)
+    }
+
+    /// The shard's transaction floor as last applied here.
+    pub fn txn_floor_of(&self, shard: ShardId) -> Option<u64> {
+        self.by_shard.get(&shard).map(|h| h.current.txn_floor)
     }
 
     /// Pins the shard's horizon at its current clock until the pin drops.
@@ -71,8 +101,8 @@ impl ExpiryHorizons {
     pub fn pin(self: &Arc<Self>, shard: ShardId) -> HorizonPin {
         let id = self.next_pin.fetch_add(1, Ordering::Relaxed);
         let mut horizon = self.by_shard.entry(shard).or_default();
-        let clock = horizon.clock_ms;
-        horizon.pins.push((id, clock));
+        let current = horizon.current;
+        horizon.pins.push((id, current));
         HorizonPin {
             horizons: self.clone(),
             shard,
@@ -87,8 +117,9 @@ impl ExpiryHorizons {
     }
 
     /// Whether compaction may drop this entry of the `data` column family:
-    /// a user record whose expiry is at or before its shard's horizon.
-    /// Metadata, and shards with no known horizon, are always kept.
+    /// a user record whose expiry is at or before its shard's clock and
+    /// whose version is below its shard's transaction floor. Metadata, and
+    /// shards with no known horizon, are always kept.
     pub fn reclaimable(&self, key: &[u8], value: &[u8]) -> bool {
         let Some((shard, keyspace)) = keys::shard_and_keyspace_of(key) else {
             return false;
@@ -99,13 +130,15 @@ impl ExpiryHorizons {
         let Some(horizon) = self
             .by_shard
             .get(&shard)
-            .map(|h| h.pins.iter().map(|(_, clock)| *clock).fold(h.clock_ms, u64::min))
+            .map(|h| h.pins.iter().map(|(_, pinned)| *pinned).fold(h.current, Horizon::min))
         else {
             return false;
         };
-        match ValueRecord::expires_at_of(value) {
-            Some(expires) => expires != 0 && expires <= horizon,
-            None => false,
+        match (ValueRecord::expires_at_of(value), ValueRecord::version_of(value)) {
+            (Some(expires), Some(version)) => {
+                expires != 0 && expires <= horizon.clock_ms && version < horizon.txn_floor
+            }
+            _ => false,
         }
     }
 }
@@ -116,12 +149,20 @@ mod tests {
     use shoal_types::{KeyspaceId, UshardId, Version};
 
     fn record(expires_at_ms: u64) -> Vec<u8> {
+        record_at(1, expires_at_ms)
+    }
+
+    fn record_at(version: u64, expires_at_ms: u64) -> Vec<u8> {
         ValueRecord {
-            version: Version(1),
+            version: Version(version),
             expires_at_ms,
             value: b"v".to_vec(),
         }
         .encode()
+    }
+
+    fn at(clock_ms: u64, txn_floor: u64) -> Horizon {
+        Horizon { clock_ms, txn_floor }
     }
 
     #[test]
@@ -129,7 +170,7 @@ mod tests {
         let horizons = ExpiryHorizons::new();
         let key = keys::data_key(ShardId(3), KeyspaceId(1), UshardId(0), b"k");
         assert!(!horizons.reclaimable(&key, &record(10)), "no horizon known yet");
-        horizons.set(ShardId(3), 100);
+        horizons.set(ShardId(3), at(100, 2));
         assert!(horizons.reclaimable(&key, &record(100)));
         assert!(!horizons.reclaimable(&key, &record(101)));
         assert!(!horizons.reclaimable(&key, &record(0)), "0 never expires");
@@ -144,9 +185,9 @@ mod tests {
     fn a_pin_holds_the_horizon_until_it_drops() {
         let horizons = ExpiryHorizons::new();
         let key = keys::data_key(ShardId(3), KeyspaceId(1), UshardId(0), b"k");
-        horizons.set(ShardId(3), 100);
+        horizons.set(ShardId(3), at(100, 2));
         let pin = horizons.pin(ShardId(3));
-        horizons.set(ShardId(3), 500);
+        horizons.set(ShardId(3), at(500, 2));
         assert!(horizons.reclaimable(&key, &record(100)));
         assert!(
             !horizons.reclaimable(&key, &record(300)),
@@ -154,5 +195,28 @@ mod tests {
         );
         drop(pin);
         assert!(horizons.reclaimable(&key, &record(300)));
+    }
+
+    #[test]
+    fn tombstones_and_expired_records_stay_until_the_transaction_floor_passes_them() {
+        let horizons = ExpiryHorizons::new();
+        let key = keys::data_key(ShardId(3), KeyspaceId(1), UshardId(0), b"k");
+        let tombstone = |version| ValueRecord::tombstone(Version(version)).encode();
+        horizons.set(ShardId(3), at(1_000, 50));
+        assert!(horizons.reclaimable(&key, &tombstone(49)));
+        assert!(
+            !horizons.reclaimable(&key, &tombstone(50)),
+            "a snapshot at 50 must see it"
+        );
+        assert!(!horizons.reclaimable(&key, &record_at(60, 10)));
+        let pin = horizons.pin(ShardId(3));
+        horizons.set(ShardId(3), at(1_000, 100));
+        assert!(
+            !horizons.reclaimable(&key, &tombstone(60)),
+            "an export pinned at floor 50 may hold it"
+        );
+        drop(pin);
+        assert!(horizons.reclaimable(&key, &tombstone(60)));
+        assert!(horizons.reclaimable(&key, &record_at(60, 10)));
     }
 }

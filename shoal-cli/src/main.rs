@@ -12,11 +12,13 @@ mod bench;
 mod bench_cmd;
 mod bench_locality;
 mod bench_move;
+mod bench_txn;
 mod connect;
 mod data;
 mod parse;
 mod playground;
 mod resharding;
+mod txn;
 mod ushard;
 
 use crate::bench::BenchOp;
@@ -174,6 +176,25 @@ enum Commands {
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
+    /// Run one transaction, its commands read from standard input one a
+    /// line: get KEY, put KEY VALUE, del KEY, incr KEY N, scan PREFIX,
+    /// commit, abort. Prints each read as it goes and `COMMITTED
+    /// version=N`; a conflict exits 1 and applies nothing.
+    Txn {
+        /// Put every key under this routing key (one μshard); needed by `scan`.
+        #[arg(long)]
+        routing: Option<String>,
+        /// Read from the primary instead of any replica able to prove its
+        /// freshness: fewer conflicts, more load on the primary.
+        #[arg(long)]
+        strong: bool,
+        /// Refuse writes; `commit` still checks the reads were consistent.
+        #[arg(long)]
+        read_only: bool,
+        /// Entries one `scan` prints at most.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        scan_limit: u64,
+    },
     /// Show every node's replicas: role, term, leader, progress (asks the nodes).
     Status,
     /// Exit 0 when the node or shard manager at ADDR answers (health checks).
@@ -242,6 +263,12 @@ enum Commands {
         /// minutes (docs/moves.md, "Locality").
         #[arg(long)]
         locality_minutes: Option<u64>,
+        /// Instead: on a fresh local 3-node cluster, the commit latency of a
+        /// transaction that read 10 keys and writes 2 against a single put
+        /// (1 and 64 clients), and the abort rate of bank transfers on 10
+        /// accounts (1, 8 and 64 clients), --seconds each.
+        #[arg(long)]
+        txn: bool,
         /// Repair grace period for --repair-kills, in seconds.
         #[arg(long, default_value_t = 5)]
         grace_seconds: u64,
@@ -512,6 +539,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             reverse,
             limit,
         } => data::scan(&cli, prefix, start, end, *reverse, *limit).await,
+        Commands::Txn {
+            routing,
+            strong,
+            read_only,
+            scan_limit,
+        } => {
+            let options = txn::Options {
+                routing: routing.as_deref(),
+                strong: *strong,
+                read_only: *read_only,
+                scan_limit: *scan_limit as usize,
+            };
+            txn::run(&cli, options).await
+        }
         Commands::Status => admin::node_status(&cli).await,
         Commands::Health { addr } => admin::health(addr).await,
         Commands::Cluster {
@@ -583,6 +624,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             move_mb,
             move_kib_per_sec,
             locality_minutes,
+            txn,
             grace_seconds,
             op,
             concurrency,
@@ -592,6 +634,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             if let Some(kills) = fast_ack_kills {
                 return bench_cmd::fast_ack_loss((*kills).max(1)).await;
+            }
+            if *txn {
+                return bench_txn::run(Duration::from_secs((*seconds).max(1))).await;
             }
             if let Some(minutes) = locality_minutes {
                 return bench_locality::locality(*minutes).await;

@@ -104,6 +104,11 @@ pub struct Limits {
     pub max_scan_limit: u32,
     pub default_scan_bytes: u64,
     pub max_scan_bytes: u64,
+    /// Keys one transaction may read, scan ranges included, plus write
+    /// (docs/transactions.md).
+    pub max_txn_keys: usize,
+    /// Sum of the key and value bytes one transaction reads and writes.
+    pub max_txn_bytes: usize,
 }
 
 impl Default for Limits {
@@ -117,6 +122,8 @@ impl Default for Limits {
             max_scan_limit: 10_000,
             default_scan_bytes: 1024 * 1024,
             max_scan_bytes: 16 * 1024 * 1024,
+            max_txn_keys: 1000,
+            max_txn_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -143,6 +150,10 @@ pub struct RaftTuning {
     /// for this long, so follower reads see TTL keys expire at most this
     /// late (docs/consistency.md, "TTL").
     pub clock_tick_ms: u64,
+    /// How far back a transaction's snapshot may be: a shard leader raises
+    /// the shard's transaction floor to the version it had applied this
+    /// long ago, and older snapshots get TXN_TOO_OLD (docs/transactions.md).
+    pub txn_window_ms: u64,
 }
 
 impl Default for RaftTuning {
@@ -156,6 +167,7 @@ impl Default for RaftTuning {
             idle_client_expiry_ms: 3_600_000,
             idle_client_sweep_ms: 60_000,
             clock_tick_ms: 1_000,
+            txn_window_ms: 10_000,
         }
     }
 }

@@ -3,11 +3,12 @@
 //! reports a write whose answer never came as indeterminate.
 
 mod scan;
+pub mod txn;
 
 use crate::consistency::{Condition, PutOptions, ReadConsistency};
 use crate::error::{ClientError, ClientResult};
 use crate::request_ids::{RequestIds, RequestTicket};
-use crate::retry::{classify, may_have_applied, never_sent, read_kind, Kind, Next};
+use crate::retry::{classify, may_have_applied, moved_away, never_sent, read_kind, Kind, Next};
 use crate::routing::{endpoint, fetch_layout, Placement, RoutingTable};
 use crate::types::{ClientConfig, Key, Mutation, Versioned, WriteAck, WriteResult};
 use crate::wire::{ack, write_options, write_result, Answered, Headed};
@@ -26,6 +27,8 @@ use tonic::transport::Channel;
 #[derive(Clone, Debug)]
 pub(crate) struct ReadAnswer {
     pub shard: ShardId,
+    /// The shard's epoch at the replica that answered.
+    pub epoch: u64,
     pub applied_version: u64,
     pub value: Option<Versioned>,
 }
@@ -45,11 +48,19 @@ pub struct ShoalClient {
 pub(crate) struct Target {
     pub shard: ShardId,
     pub ushard: Option<u32>,
+    /// The request is about this shard's state (a transaction's snapshot
+    /// was taken there): a μshard that moved away fails it at once, with
+    /// the server's code, instead of being followed.
+    pub pinned: bool,
 }
 
 impl From<ShardId> for Target {
     fn from(shard: ShardId) -> Target {
-        Target { shard, ushard: None }
+        Target {
+            shard,
+            ushard: None,
+            pinned: false,
+        }
     }
 }
 
@@ -58,6 +69,7 @@ impl From<Placement> for Target {
         Target {
             shard: placement.shard,
             ushard: Some(placement.ushard),
+            pinned: false,
         }
     }
 }
@@ -256,7 +268,13 @@ impl ShoalClient {
                             if kind == Kind::RetriableWrite && !never_sent(&status) && may_have_applied(&status) {
                                 maybe_applied = true;
                             }
-                            classify(status, kind)
+                            match moved_away(&status) {
+                                Some(code) if route.pinned => Next::Fail(ClientError::Rejected {
+                                    code,
+                                    message: status.message().to_string(),
+                                }),
+                                _ => classify(status, kind),
+                            }
                         }
                         Err(_) if kind == Kind::Write => {
                             return Err(ClientError::Indeterminate(format!(
@@ -387,6 +405,7 @@ impl ShoalClient {
         Ok(ReadAnswer {
             // The shard that answered: a move may have changed it.
             shard: response.answering_shard().unwrap_or(placement.shard),
+            epoch: response.header.as_ref().map(|h| h.epoch).unwrap_or(0),
             applied_version: response.applied_version,
             value: response.value.map(Versioned::from),
         })

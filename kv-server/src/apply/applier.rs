@@ -10,10 +10,12 @@
 //! μshard's versions keep growing across moves (docs/consistency.md,
 //! "versions across moves"). Move steps themselves are [`moves`]'s.
 
-use crate::apply::command::{Command, CommandResult, Condition, MovedRecord, MutateOp, Outcome, WriteOp};
+use crate::apply::command::{Command, CommandResult, MovedRecord, MutateOp, Outcome, WriteOp};
 use crate::apply::exactly_once;
 use crate::apply::moves;
+use crate::apply::reads::{self, Expected};
 use crate::apply::staged::StagedView;
+use crate::apply::txn;
 use crate::engine::SharedEngine;
 use crate::keys::{self, ValueRecord, CF_DATA};
 use shoal_types::{KeyspaceId, ShardId, UshardId, Version};
@@ -46,6 +48,9 @@ pub struct Applier<'v, 'e> {
     /// Added to an entry's log index to give its version; raised by
     /// `IngestRecords`, never lowered.
     pub version_base: u64,
+    /// The transaction window's floor (see [`txn`]); raised by
+    /// `AdvanceTxnFloor`, never lowered.
+    pub txn_floor: Version,
 }
 
 impl Applier<'_, '_> {
@@ -125,7 +130,7 @@ impl Applier<'_, '_> {
                 // A write to a μshard that is moving or gone is refused
                 // whole, before its client's record is touched: a retry at
                 // the new owner must find it unanswered.
-                if let Some(refusal) = self.moving_refusal(keyspace, &ops)? {
+                if let Some(refusal) = self.moving_refusal(keyspace, ops.iter().map(MutateOp::ushard))? {
                     return Ok(CommandResult {
                         version,
                         outcome: refusal,
@@ -134,27 +139,91 @@ impl Applier<'_, '_> {
                 let Some(request) = request else {
                     return self.mutate(keyspace, ops, version);
                 };
-                let clock_ms = self.clock_ms;
-                let shard = self.shard;
-                let version_base = self.version_base;
-                exactly_once::answer_once(self.view, shard, clock_ms, &request, version, |view| {
-                    Applier {
-                        shard,
-                        view,
-                        clock_ms,
-                        version_base,
+                self.answer_once(&request, version, |applier| applier.mutate(keyspace, ops, version))
+            }
+            Command::Txn {
+                keyspace,
+                snapshot,
+                reads,
+                ranges,
+                ops,
+                now_ms,
+                request,
+                proposed_in,
+            } => {
+                self.advance_clock(now_ms);
+                // Refused whole, as a write is, when any μshard it read or
+                // writes is moving or gone: never a partial commit.
+                let ushards = reads
+                    .iter()
+                    .map(|r| r.ushard)
+                    .chain(ranges.iter().map(|r| r.ushard))
+                    .chain(ops.iter().map(MutateOp::ushard));
+                if let Some(refusal) = self.moving_refusal(keyspace, ushards)? {
+                    return Ok(CommandResult {
+                        version,
+                        outcome: refusal,
+                    });
+                }
+                let epoch = txn::note_epoch(self.view, self.shard, proposed_in)?;
+                let commit = |applier: &mut Applier<'_, '_>| {
+                    let check = txn::Check {
+                        shard: applier.shard,
+                        keyspace,
+                        snapshot,
+                        reads: &reads,
+                        ranges: &ranges,
+                        clock_ms: applier.clock_ms,
+                        floor: applier.txn_floor,
+                        epoch,
+                    };
+                    if let Some(outcome) = txn::refusal(applier.view, &check)? {
+                        return Ok(CommandResult { version, outcome });
                     }
-                    .mutate(keyspace, ops, version)
+                    applier.mutate(keyspace, ops, version)
+                };
+                match request {
+                    Some(request) => self.answer_once(&request, version, commit),
+                    None => commit(self),
+                }
+            }
+            Command::AdvanceTxnFloor { floor } => {
+                self.txn_floor = txn::advance_floor(self.view, self.shard, self.txn_floor, floor);
+                Ok(CommandResult {
+                    version,
+                    outcome: Outcome::Applied,
                 })
             }
         }
     }
 
+    /// Applies a client's request once (see [`exactly_once::answer_once`]).
+    fn answer_once(
+        &mut self,
+        request: &crate::apply::command::RequestId,
+        version: Version,
+        apply: impl FnOnce(&mut Applier<'_, '_>) -> io::Result<CommandResult>,
+    ) -> io::Result<CommandResult> {
+        let (shard, clock_ms, version_base, txn_floor) = (self.shard, self.clock_ms, self.version_base, self.txn_floor);
+        exactly_once::answer_once(self.view, shard, clock_ms, request, version, |view| {
+            apply(&mut Applier {
+                shard,
+                view,
+                clock_ms,
+                version_base,
+                txn_floor,
+            })
+        })
+    }
+
     /// The refusal a write gets when one of its μshards does not take
     /// writes here now (see [`moves`]).
-    fn moving_refusal(&self, keyspace: KeyspaceId, ops: &[MutateOp]) -> io::Result<Option<Outcome>> {
-        for op in ops {
-            let ushard = op_key(op).0;
+    fn moving_refusal(
+        &self,
+        keyspace: KeyspaceId,
+        ushards: impl IntoIterator<Item = UshardId>,
+    ) -> io::Result<Option<Outcome>> {
+        for ushard in ushards {
             let state = moves::state_of(self.view, self.shard, keyspace, ushard)?;
             if let Some(refusal) = moves::write_refusal(state.as_ref(), ushard) {
                 return Ok(Some(refusal));
@@ -177,13 +246,7 @@ impl Applier<'_, '_> {
             if !moves::is_logged(state.as_ref()) {
                 continue;
             }
-            let record = match self.view.get(&self.data_key(keyspace, *ushard, key))? {
-                Some(bytes) => Some(
-                    ValueRecord::decode(&bytes)
-                        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "corrupt value record"))?,
-                ),
-                None => None,
-            };
+            let record = reads::stored(self.view, &self.data_key(keyspace, *ushard, key))?;
             let moved = MovedRecord {
                 key: key.clone(),
                 record,
@@ -208,16 +271,6 @@ impl Applier<'_, '_> {
         }
     }
 
-    /// The live record of a key at the apply clock (expired = absent).
-    fn live(&self, key: &[u8]) -> io::Result<Option<ValueRecord>> {
-        let Some(bytes) = self.view.get(key)? else {
-            return Ok(None);
-        };
-        let record = ValueRecord::decode(&bytes)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "corrupt value record"))?;
-        Ok(record.is_live_at(self.clock_ms).then_some(record))
-    }
-
     fn data_key(&self, keyspace: KeyspaceId, ushard: UshardId, key: &[u8]) -> Vec<u8> {
         keys::data_key(self.shard, keyspace, ushard, key)
     }
@@ -228,8 +281,9 @@ impl Applier<'_, '_> {
         let mut sums = Vec::new();
         for (i, op) in ops.iter().enumerate() {
             let (ushard, key) = op_key(op);
-            let current = self.live(&self.data_key(keyspace, ushard, key))?;
+            let stored = reads::stored(self.view, &self.data_key(keyspace, ushard, key))?;
             if let MutateOp::Increment { delta, .. } = op {
+                let current = reads::live(stored, self.clock_ms);
                 match add_to_counter(current.as_ref(), *delta) {
                     Ok(sum) => sums.push((sum, current.map(|c| c.expires_at_ms).unwrap_or(0))),
                     Err(why) => {
@@ -240,10 +294,13 @@ impl Applier<'_, '_> {
                     }
                 }
             } else if let Some(condition) = op.condition() {
-                if !holds(condition, current.as_ref()) {
+                if !reads::holds(&Expected::of_condition(condition), stored.as_ref(), self.clock_ms) {
                     return Ok(CommandResult {
                         version,
-                        outcome: Outcome::ConditionFailed { op: i as u32, current },
+                        outcome: Outcome::ConditionFailed {
+                            op: i as u32,
+                            current: reads::live(stored, self.clock_ms),
+                        },
                     });
                 }
             }
@@ -267,7 +324,12 @@ impl Applier<'_, '_> {
                     };
                     self.view.put(self.data_key(keyspace, ushard, &key), record.encode());
                 }
-                MutateOp::Delete { ushard, key, .. } => self.view.delete(self.data_key(keyspace, ushard, &key)),
+                // A tombstone, not a removal: transactions that read the
+                // key absent must learn it was written (see [`reads`]).
+                MutateOp::Delete { ushard, key, .. } => self.view.put(
+                    self.data_key(keyspace, ushard, &key),
+                    ValueRecord::tombstone(version).encode(),
+                ),
                 MutateOp::Increment { ushard, key, .. } => {
                     let (sum, expires_at_ms) = sums
                         .next()
@@ -312,16 +374,6 @@ fn op_key(op: &MutateOp) -> (UshardId, &[u8]) {
     }
 }
 
-fn holds(condition: &Condition, current: Option<&ValueRecord>) -> bool {
-    match (condition, current) {
-        (Condition::Absent, current) => current.is_none(),
-        (Condition::Present, current) => current.is_some(),
-        (Condition::Version(v), Some(record)) => record.version.0 == *v,
-        (Condition::Value(bytes), Some(record)) => record.value == *bytes,
-        (Condition::Version(_) | Condition::Value(_), None) => false,
-    }
-}
-
 fn add_to_counter(current: Option<&ValueRecord>, delta: i64) -> Result<i64, String> {
     let base = match current {
         None => 0,
@@ -337,7 +389,7 @@ fn add_to_counter(current: Option<&ValueRecord>, delta: i64) -> Result<i64, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::command::{MoveStep, RequestId};
+    use crate::apply::command::{Condition, MoveStep, RequestId, TxnRange, TxnRead, TxnSnapshot};
     use crate::apply::exactly_once::ClientRecord;
     use crate::engine::MemEngine;
 
@@ -388,6 +440,7 @@ mod tests {
                 view: &mut view,
                 clock_ms: read_clock(engine, shard).unwrap(),
                 version_base: read_version_base(engine, shard).unwrap(),
+                txn_floor: txn::read_floor(engine, shard).unwrap(),
             };
             results.push(applier.apply(command, index).unwrap());
             engine.write(view.into_batch()).unwrap();
@@ -496,6 +549,7 @@ mod tests {
             view: &mut view,
             clock_ms: 2_500,
             version_base: 0,
+            txn_floor: Version(0),
         };
         applier.apply(mutate(vec![incr(1)], 9_000, id(8)), 4).unwrap();
         applier.apply(forget(9_000), 5).unwrap();
@@ -512,6 +566,7 @@ mod tests {
             view: &mut view,
             clock_ms: 0,
             version_base: 0,
+            txn_floor: Version(0),
         };
         let add_two = incr(2);
         let request = Some(RequestId {
@@ -569,6 +624,195 @@ mod tests {
             Outcome::Applied,
             "expired at clock 1000 even though now_ms is 10"
         );
+    }
+
+    fn read(key: &str, version: u64) -> TxnRead {
+        TxnRead {
+            ushard: U,
+            key: key.into(),
+            version: (version > 0).then_some(Version(version)),
+        }
+    }
+
+    /// A transaction reading `reads` at snapshot `at` (epoch 1) and
+    /// writing `ops`, proposed in epoch 1.
+    fn txn(at: u64, reads: Vec<TxnRead>, ranges: Vec<TxnRange>, ops: Vec<MutateOp>) -> Command {
+        Command::Txn {
+            keyspace: KS,
+            snapshot: Some(TxnSnapshot {
+                version: Version(at),
+                epoch: 1,
+            }),
+            reads,
+            ranges,
+            ops,
+            now_ms: 1,
+            request: None,
+            proposed_in: 1,
+        }
+    }
+
+    fn delete(key: &str) -> MutateOp {
+        MutateOp::Delete {
+            ushard: U,
+            key: key.into(),
+            condition: None,
+        }
+    }
+
+    fn conflict_keys(result: &CommandResult) -> Vec<String> {
+        match &result.outcome {
+            Outcome::TxnConflict { keys } => keys
+                .iter()
+                .map(|(_, k)| String::from_utf8(k.clone()).unwrap())
+                .collect(),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn write_skew_is_refused_one_of_two_transactions_reading_both_keys_aborts() {
+        let engine: SharedEngine = MemEngine::new();
+        let results = run(
+            &engine,
+            vec![
+                (mutate(vec![put("x", "1", None), put("y", "1", None)], 1, None), 1),
+                // Both read x and y at version 1; each writes the other.
+                (
+                    txn(1, vec![read("x", 1), read("y", 1)], vec![], vec![put("x", "0", None)]),
+                    2,
+                ),
+                (
+                    txn(1, vec![read("x", 1), read("y", 1)], vec![], vec![put("y", "0", None)]),
+                    3,
+                ),
+            ],
+        );
+        assert_eq!(results[1].outcome, Outcome::Applied);
+        assert_eq!(conflict_keys(&results[2]), vec!["x"]);
+        assert_eq!(stored(&engine, "y").unwrap().value, b"1", "the loser wrote nothing");
+    }
+
+    #[test]
+    fn a_key_read_absent_then_written_and_deleted_is_a_conflict() {
+        let engine: SharedEngine = MemEngine::new();
+        let results = run(
+            &engine,
+            vec![
+                (mutate(vec![put("other", "1", None)], 1, None), 1),
+                (mutate(vec![put("k", "1", None)], 1, None), 2),
+                (mutate(vec![delete("k")], 1, None), 3),
+                // Read k absent at snapshot 1: the write and delete after it
+                // leave a tombstone at 3.
+                (txn(1, vec![read("k", 0)], vec![], vec![put("w", "1", None)]), 4),
+                (txn(3, vec![read("k", 0)], vec![], vec![put("w", "2", None)]), 5),
+            ],
+        );
+        assert_eq!(conflict_keys(&results[3]), vec!["k"]);
+        assert_eq!(results[4].outcome, Outcome::Applied, "the delete is inside snapshot 3");
+        let tombstone = stored(&engine, "k").unwrap();
+        assert_eq!(tombstone, ValueRecord::tombstone(Version(3)));
+    }
+
+    #[test]
+    fn a_scanned_range_conflicts_with_an_insert_or_a_delete_in_it_and_not_outside() {
+        let engine: SharedEngine = MemEngine::new();
+        let range = |start: &str, end: &str| TxnRange {
+            ushard: U,
+            start: start.into(),
+            end: Some(end.into()),
+        };
+        let results = run(
+            &engine,
+            vec![
+                (mutate(vec![put("b", "1", None)], 1, None), 1),
+                (mutate(vec![put("d", "1", None)], 1, None), 2),
+                (mutate(vec![put("z", "1", None)], 1, None), 3),
+                (txn(2, vec![], vec![range("a", "e")], vec![put("w", "1", None)]), 4),
+                (mutate(vec![delete("b")], 1, None), 5),
+                (txn(4, vec![], vec![range("a", "e")], vec![put("w", "2", None)]), 6),
+                (txn(5, vec![], vec![range("a", "e")], vec![put("w", "3", None)]), 7),
+            ],
+        );
+        assert_eq!(results[3].outcome, Outcome::Applied, "z is outside the range");
+        assert_eq!(conflict_keys(&results[5]), vec!["b"]);
+        assert_eq!(results[6].outcome, Outcome::Applied);
+    }
+
+    #[test]
+    fn a_snapshot_below_the_floor_is_too_old_and_an_older_epoch_is_refused() {
+        let engine: SharedEngine = MemEngine::new();
+        let mut stale_epoch = txn(5, vec![read("x", 1)], vec![], vec![put("x", "2", None)]);
+        if let Command::Txn { snapshot, .. } = &mut stale_epoch {
+            snapshot.as_mut().unwrap().epoch = 0;
+        }
+        let results = run(
+            &engine,
+            vec![
+                (mutate(vec![put("x", "1", None)], 1, None), 1),
+                (Command::AdvanceTxnFloor { floor: Version(3) }, 2),
+                (Command::AdvanceTxnFloor { floor: Version(2) }, 3),
+                (txn(2, vec![read("x", 1)], vec![], vec![put("x", "2", None)]), 4),
+                (stale_epoch, 5),
+                (txn(3, vec![read("x", 1)], vec![], vec![put("x", "2", None)]), 6),
+            ],
+        );
+        assert_eq!(
+            results[3].outcome,
+            Outcome::TxnTooOld {
+                snapshot: Version(2),
+                floor: Version(3)
+            },
+            "the floor never goes down"
+        );
+        assert_eq!(
+            results[4].outcome,
+            Outcome::EpochChanged {
+                snapshot: 0,
+                current: 1
+            }
+        );
+        assert_eq!(results[5].outcome, Outcome::Applied);
+        assert_eq!(txn::read_floor(&engine, SHARD).unwrap(), Version(3));
+    }
+
+    #[test]
+    fn a_transaction_touching_a_frozen_ushard_writes_nothing_and_a_retry_is_answered_once() {
+        let engine: SharedEngine = MemEngine::new();
+        let id = Some(RequestId {
+            client: 4,
+            seq: 1,
+            first_incomplete: 1,
+        });
+        let with_id = |mut command: Command| {
+            if let Command::Txn { request, .. } = &mut command {
+                *request = id;
+            }
+            command
+        };
+        let results = run_on(
+            &engine,
+            SOURCE,
+            vec![
+                (mutate(vec![put("x", "1", None)], 1, None), 1),
+                (
+                    with_id(txn(1, vec![read("x", 1)], vec![], vec![put("x", "2", None)])),
+                    2,
+                ),
+                // The retry of a commit whose answer was lost.
+                (
+                    with_id(txn(1, vec![read("x", 1)], vec![], vec![put("x", "2", None)])),
+                    3,
+                ),
+                (step(MoveStep::BeginExport { to: DEST }), 4),
+                (step(MoveStep::Freeze), 5),
+                (txn(3, vec![read("x", 2)], vec![], vec![put("y", "2", None)]), 6),
+            ],
+        );
+        assert_eq!(results[1].outcome, Outcome::Applied);
+        assert_eq!(results[2], results[1], "the first answer, not a conflict");
+        assert_eq!(results[5].outcome, Outcome::Moving { ushard: U });
+        assert_eq!(stored_on(&engine, SOURCE, "y"), None);
     }
 
     const SOURCE: ShardId = ShardId(7);
@@ -786,8 +1030,9 @@ mod tests {
             log[1].1,
             vec![MovedRecord {
                 key: b"a".to_vec(),
-                record: None
-            }]
+                record: Some(ValueRecord::tombstone(Version(4)))
+            }],
+            "a delete is logged as its tombstone"
         );
 
         let results = run_on(

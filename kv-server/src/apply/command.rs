@@ -60,7 +60,7 @@ impl Command {
     pub fn is_timed(&self) -> bool {
         matches!(
             self,
-            Command::Mutate { .. } | Command::ForgetIdleClients { .. } | Command::Tick { .. }
+            Command::Mutate { .. } | Command::Txn { .. } | Command::ForgetIdleClients { .. } | Command::Tick { .. }
         )
     }
 
@@ -156,6 +156,32 @@ impl MoveStep {
     }
 }
 
+/// One read of a transaction: the key and the version the read returned
+/// (None: absent). See [`crate::apply::reads::Expected::of_read`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnRead {
+    pub ushard: UshardId,
+    pub key: Vec<u8>,
+    pub version: Option<Version>,
+}
+
+/// A range of one μshard a transaction scanned: user keys in
+/// `[start, end)`, `end` None = to the end of the μshard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnRange {
+    pub ushard: UshardId,
+    pub start: Vec<u8>,
+    pub end: Option<Vec<u8>>,
+}
+
+/// Where a transaction's reads were taken: every read was served at
+/// `version` of the shard or later, in `epoch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnSnapshot {
+    pub version: Version,
+    pub epoch: u64,
+}
+
 /// Names a client request so that its retries apply once (exactly-once).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestId {
@@ -206,6 +232,25 @@ pub enum Command {
         move_id: u64,
         step: MoveStep,
     },
+    /// Commits an optimistic transaction (see [`crate::apply::txn`]): if
+    /// its snapshot is inside the window and its epoch current, every read
+    /// still holds and no range was written since the snapshot, applies
+    /// every op atomically; otherwise writes nothing. `snapshot` is None
+    /// when the transaction read nothing. `proposed_in` is the epoch of
+    /// the shard on the node that proposed it.
+    Txn {
+        keyspace: KeyspaceId,
+        snapshot: Option<TxnSnapshot>,
+        reads: Vec<TxnRead>,
+        ranges: Vec<TxnRange>,
+        ops: Vec<MutateOp>,
+        now_ms: u64,
+        request: Option<RequestId>,
+        proposed_in: u64,
+    },
+    /// Raises the transaction window's floor: snapshots older than it are
+    /// refused, and compaction may drop tombstones below it.
+    AdvanceTxnFloor { floor: Version },
 }
 
 // Display is what openraft logs: never print user keys or values.
@@ -232,6 +277,21 @@ impl fmt::Display for Command {
                 "Move(keyspace={keyspace}, ushard={ushard}, move={move_id}, {})",
                 step.name()
             ),
+            Command::Txn {
+                keyspace,
+                reads,
+                ranges,
+                ops,
+                request,
+                ..
+            } => write!(
+                f,
+                "Txn(keyspace={keyspace}, reads={}, ranges={}, ops={}, request={request:?})",
+                reads.len(),
+                ranges.len(),
+                ops.len()
+            ),
+            Command::AdvanceTxnFloor { floor } => write!(f, "AdvanceTxnFloor({floor})"),
         }
     }
 }
@@ -262,6 +322,15 @@ pub enum Outcome {
     /// A move step that does not fit the μshard's state here (another
     /// move, an abandoned one, a step out of order): nothing changed.
     MoveRefused(String),
+    /// A transaction's reads no longer hold: these keys changed since it
+    /// read them. Nothing was written.
+    TxnConflict { keys: Vec<(UshardId, Vec<u8>)> },
+    /// A transaction's snapshot is below the window's floor. Nothing was
+    /// written.
+    TxnTooOld { snapshot: Version, floor: Version },
+    /// A transaction's snapshot was taken in an epoch older than one a
+    /// transaction was since proposed in. Nothing was written.
+    EpochChanged { snapshot: u64, current: u64 },
 }
 
 /// Result of applying a [`Command`].

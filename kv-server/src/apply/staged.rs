@@ -9,6 +9,9 @@ use crate::keys::CF_DATA;
 use std::collections::HashMap;
 use std::io;
 
+/// A key and its value as a view sees it (None: deleted in this batch).
+pub type ViewEntry = (Vec<u8>, Option<Vec<u8>>);
+
 /// The engine's state plus the writes staged in the current batch. Only
 /// each key's last staged value matters, so the batch is built from the
 /// overlay at the end (values are not copied twice).
@@ -51,6 +54,24 @@ impl<'a> StagedView<'a> {
                 Ok(Visit::Continue)
             })?;
         Ok(stored)
+    }
+
+    /// Every entry in `[start, end)` as this view sees it, in key order:
+    /// the engine's, with what is staged laid over them (None = deleted
+    /// in this batch).
+    pub fn entries_in(&self, start: &[u8], end: &[u8]) -> io::Result<Vec<ViewEntry>> {
+        let mut entries = std::collections::BTreeMap::new();
+        self.engine
+            .scan(CF_DATA, start, end, Direction::Forward, &mut |key, value| {
+                entries.insert(key.to_vec(), Some(value.to_vec()));
+                Ok(Visit::Continue)
+            })?;
+        for (key, value) in &self.overlay {
+            if key.as_slice() >= start && key.as_slice() < end {
+                entries.insert(key.clone(), value.clone());
+            }
+        }
+        Ok(entries.into_iter().collect())
     }
 
     pub fn into_batch(self) -> WriteBatch {

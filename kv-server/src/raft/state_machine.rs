@@ -15,6 +15,7 @@ use crate::apply::applier::{read_clock, read_version_base, Applier};
 use crate::apply::command::{Command, CommandResult};
 use crate::apply::moves::{load_states, MoveStates};
 use crate::apply::staged::StagedView;
+use crate::apply::txn::read_floor;
 use crate::codec::{decode, encode};
 use crate::engine::{SharedEngine, WriteBatch};
 use crate::keys::{self, RaftMetaTag, SmMetaTag, CF_DATA, CF_RAFT_META};
@@ -26,7 +27,7 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
-use shoal_types::ShardId;
+use shoal_types::{ShardId, Version};
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
@@ -72,6 +73,9 @@ pub struct ShardStateMachine {
     clock_ms: u64,
     /// The version base (see [`crate::apply::applier`]).
     version_base: u64,
+    /// The transaction window's floor (see [`crate::apply::txn`]), also
+    /// published to compaction.
+    txn_floor: Version,
     /// The μshards with a move state, published after every batch that
     /// moved one and after a snapshot install.
     moves_tx: Arc<watch::Sender<Arc<MoveStates>>>,
@@ -91,9 +95,10 @@ impl ShardStateMachine {
         };
         let clock_ms = read_clock(&engine, shard)?;
         let version_base = read_version_base(&engine, shard)?;
+        let txn_floor = read_floor(&engine, shard)?;
         let (applied_tx, _) = watch::channel(applied_version(log_index(&state.last_applied), version_base));
         let (moves_tx, _) = watch::channel(Arc::new(load_states(&engine, shard)?));
-        horizons.set(shard, clock_ms);
+        horizons.set(shard, horizon(clock_ms, txn_floor));
         Ok(ShardStateMachine {
             shard,
             engine,
@@ -103,6 +108,7 @@ impl ShardStateMachine {
             snapshot_lock: Arc::new(Mutex::new(())),
             clock_ms,
             version_base,
+            txn_floor,
             moves_tx: Arc::new(moves_tx),
             horizons,
         })
@@ -236,6 +242,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             view: &mut view,
             clock_ms: self.clock_ms,
             version_base: self.version_base,
+            txn_floor: self.txn_floor,
         };
         let mut replies = Vec::new();
         let mut moved = false;
@@ -262,7 +269,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                 replies.push((responder, result));
             }
         }
-        let (clock_ms, version_base) = (applier.clock_ms, applier.version_base);
+        let (clock_ms, version_base, txn_floor) = (applier.clock_ms, applier.version_base, applier.txn_floor);
         view.put(
             keys::sm_meta_key(self.shard, SmMetaTag::AppliedState),
             encode(&self.state)?,
@@ -270,7 +277,8 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         self.engine.write(view.into_batch())?;
         self.clock_ms = clock_ms;
         self.version_base = version_base;
-        self.horizons.set(self.shard, clock_ms);
+        self.txn_floor = txn_floor;
+        self.horizons.set(self.shard, horizon(clock_ms, txn_floor));
         if moved {
             self.publish_moves()?;
         }
@@ -362,7 +370,8 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         self.state = new_state;
         self.clock_ms = read_clock(&self.engine, self.shard)?;
         self.version_base = read_version_base(&self.engine, self.shard)?;
-        self.horizons.set(self.shard, self.clock_ms);
+        self.txn_floor = read_floor(&self.engine, self.shard)?;
+        self.horizons.set(self.shard, horizon(self.clock_ms, self.txn_floor));
         self.publish_moves()?;
         self.publish_applied();
         tracing::info!(shard_id = %self.shard, last = ?meta.last_log_id, "installed snapshot");
@@ -379,5 +388,13 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
             meta: info.meta,
             snapshot: file,
         }))
+    }
+}
+
+/// What compaction may drop up to on this shard (see [`crate::ttl`]).
+fn horizon(clock_ms: u64, txn_floor: Version) -> crate::ttl::Horizon {
+    crate::ttl::Horizon {
+        clock_ms,
+        txn_floor: txn_floor.0,
     }
 }

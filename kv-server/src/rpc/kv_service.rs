@@ -1,4 +1,7 @@
-//! The client-facing `shoal.kv.v1.Kv` service.
+//! The client-facing `shoal.kv.v1.Kv` service; transaction commits are
+//! `commit`'s.
+
+mod commit;
 
 use crate::apply::command::{Command, CommandResult, MutateOp, Outcome};
 use crate::apply::moves::UshardState;
@@ -145,9 +148,12 @@ impl KvService {
             }
             Outcome::NotACounter(why) => return Err(KvError::NotACounter(why)),
             Outcome::Expired => return Err(expired(options)),
-            other @ (Outcome::Moving { .. } | Outcome::WrongShard { .. } | Outcome::MoveRefused(_)) => {
-                return Err(KvError::Internal(format!("a write applied as {other:?}")))
-            }
+            other @ (Outcome::Moving { .. }
+            | Outcome::WrongShard { .. }
+            | Outcome::MoveRefused(_)
+            | Outcome::TxnConflict { .. }
+            | Outcome::TxnTooOld { .. }
+            | Outcome::EpochChanged { .. }) => return Err(KvError::Internal(format!("a write applied as {other:?}"))),
         }
         Ok(response)
     }
@@ -425,7 +431,7 @@ impl Kv for KvService {
                 if mode == ReadMode::Strong && req.ushard.is_some() {
                     self.count_heat(&target, req.header.as_ref(), ushards.iter().map(|u| UshardId(*u)));
                 }
-                let page = read.value;
+                let (page, applied_version) = (read.value, read.applied);
                 let resume_after = match (page.more, page.items.last()) {
                     (true, Some(last)) => Cursor {
                         key: last.key.clone(),
@@ -452,9 +458,14 @@ impl Kv for KvService {
                     // Judged before the read; a μshard that left meanwhile
                     // failed the read (its view's state refuses it).
                     served_ushards: ushards,
+                    applied_version,
                 })
             }
             .await,
         )
+    }
+
+    async fn commit(&self, request: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
+        reply(self.commit_txn(request.into_inner()).await)
     }
 }

@@ -26,6 +26,10 @@ pub fn error_code(error: &KvError) -> ErrorCode {
         KvError::StaleReplica(_) => ErrorCode::StaleReplica,
         KvError::NotACounter(_) => ErrorCode::NotACounter,
         KvError::RequestExpired { .. } => ErrorCode::RequestExpired,
+        KvError::TxnTooOld { .. } => ErrorCode::TxnTooOld,
+        KvError::EpochChanged { .. } => ErrorCode::EpochChanged,
+        KvError::TxnTooLarge(_) => ErrorCode::TxnTooLarge,
+        KvError::EmptyTxn => ErrorCode::EmptyTxn,
     }
 }
 
@@ -42,6 +46,12 @@ fn grpc_code(code: ErrorCode) -> Code {
         }
         ErrorCode::MalformedRequest => Code::InvalidArgument,
         ErrorCode::LeadershipLost | ErrorCode::RequestExpired => Code::Aborted,
+        ErrorCode::TxnConflict | ErrorCode::TxnTooOld | ErrorCode::EpochChanged => Code::Aborted,
+        ErrorCode::CrossShardTxn
+        | ErrorCode::TxnTooLarge
+        | ErrorCode::TxnFinished
+        | ErrorCode::ReadOnlyTxn
+        | ErrorCode::EmptyTxn => Code::InvalidArgument,
         ErrorCode::Internal | ErrorCode::Unspecified => Code::Internal,
     }
 }

@@ -1,16 +1,18 @@
 //! Request validation: everything a request must satisfy before it touches
 //! a replica. A request failing here has written nothing.
 
-use crate::apply::command::{Condition, MutateOp, RequestId};
+use crate::apply::command::{Condition, MutateOp, RequestId, TxnRange, TxnRead, TxnSnapshot};
 use crate::apply::moves::{Access, MoveStates, UshardState};
 use crate::config::Limits;
 use crate::error::{KvError, KvResult};
 use crate::layout::{ClusterLayout, KeyspaceLayout};
 use crate::shard::replica::ReadMode;
 use crate::shard::scan::Cursor;
-use shoal_proto::kv::{batch_op, condition, read_consistency, BatchOp, KeyRef, ReadConsistency, RequestHeader};
+use shoal_proto::kv::{
+    batch_op, condition, read_consistency, BatchOp, CommitRequest, KeyRef, ReadConsistency, RequestHeader,
+};
 use shoal_proto::kv::{Condition as WireCondition, WriteOptions};
-use shoal_types::{Epoch, ShardId, UshardId};
+use shoal_types::{Epoch, ShardId, UshardId, Version};
 use std::sync::Arc;
 
 /// The longest TTL accepted: 100 years.
@@ -336,4 +338,110 @@ pub fn scan_cursor(resume_after: &[u8]) -> KvResult<Option<Cursor>> {
     Cursor::decode(resume_after)
         .map(Some)
         .ok_or_else(|| KvError::Malformed("resume_after is not a cursor returned by scan".into()))
+}
+
+/// A commit request, checked and converted.
+pub struct CheckedCommit {
+    pub snapshot: Option<TxnSnapshot>,
+    pub reads: Vec<TxnRead>,
+    pub ranges: Vec<TxnRange>,
+    pub ops: Vec<MutateOp>,
+    pub request: Option<RequestId>,
+}
+
+/// Checks everything but the state: the shape of each read, range and
+/// write, that they all belong to the shard, and the transaction limits.
+pub fn check_commit(
+    limits: &Limits,
+    target: &Resolved<'_>,
+    req: &CommitRequest,
+    now_ms: u64,
+) -> KvResult<CheckedCommit> {
+    if req.reads.is_empty() && req.ranges.is_empty() && req.writes.is_empty() {
+        return Err(KvError::EmptyTxn);
+    }
+    let keys = req.reads.len() + req.ranges.len() + req.writes.len();
+    if keys > limits.max_txn_keys {
+        return Err(KvError::TxnTooLarge(format!(
+            "{keys} reads, ranges and writes; the limit is {}",
+            limits.max_txn_keys
+        )));
+    }
+    let mut bytes = 0usize;
+    let mut reads = Vec::with_capacity(req.reads.len());
+    for read in &req.reads {
+        let (ushard, key) = check_key(limits, target, read.key.as_ref())?;
+        bytes += key.len();
+        reads.push(TxnRead {
+            ushard,
+            key: key.to_vec(),
+            version: (read.version > 0).then_some(Version(read.version)),
+        });
+    }
+    let mut ranges = Vec::with_capacity(req.ranges.len());
+    for range in &req.ranges {
+        let ushard = check_ushard(target, range.ushard)?;
+        for bound in [&range.start, &range.end] {
+            if bound.len() > limits.max_key_bytes {
+                return Err(KvError::KeyTooLarge {
+                    len: bound.len(),
+                    max: limits.max_key_bytes,
+                });
+            }
+        }
+        if !range.end.is_empty() && range.end <= range.start {
+            return Err(KvError::Malformed("a range's end must be after its start".into()));
+        }
+        bytes += range.start.len() + range.end.len();
+        ranges.push(TxnRange {
+            ushard,
+            start: range.start.clone(),
+            end: (!range.end.is_empty()).then(|| range.end.clone()),
+        });
+    }
+    // Judged before the writes are checked as a batch, so a transaction
+    // over its limits is told so, not that a batch is.
+    bytes += req.writes.iter().map(wire_op_bytes).sum::<usize>();
+    if bytes > limits.max_txn_bytes {
+        return Err(KvError::TxnTooLarge(format!(
+            "{bytes} bytes of keys and values; the limit is {}",
+            limits.max_txn_bytes
+        )));
+    }
+    let ops = if req.writes.is_empty() {
+        Vec::new()
+    } else {
+        check_batch(limits, target, &req.writes, now_ms)?
+    };
+    if ops.iter().any(|op| op.condition().is_some()) {
+        return Err(KvError::Malformed(
+            "a transaction's writes take no conditions: what it read is the condition".into(),
+        ));
+    }
+    if req.options.as_ref().is_some_and(|o| o.fast_ack) {
+        return Err(KvError::Malformed(
+            "fast_ack cannot be used for a commit: its answer needs the applied state".into(),
+        ));
+    }
+    let (_, request) = check_write_options(req.options.as_ref(), &ops)?;
+    let snapshot = (!reads.is_empty() || !ranges.is_empty()).then_some(TxnSnapshot {
+        version: Version(req.snapshot_version),
+        epoch: req.snapshot_epoch,
+    });
+    Ok(CheckedCommit {
+        snapshot,
+        reads,
+        ranges,
+        ops,
+        request,
+    })
+}
+
+fn wire_op_bytes(op: &BatchOp) -> usize {
+    let key_len = |key: &Option<KeyRef>| key.as_ref().map(|k| k.key.len()).unwrap_or(0);
+    match &op.op {
+        Some(batch_op::Op::Put(put)) => key_len(&put.key) + put.value.len(),
+        Some(batch_op::Op::Delete(delete)) => key_len(&delete.key),
+        None => 0,
+    }
 }

@@ -353,6 +353,33 @@ impl NodeHost {
         }
     }
 
+    /// Samples every replica's applied version and, as leader of a shard
+    /// whose transaction floor lags the version it had applied `window_ms`
+    /// ago, proposes raising the floor there (see [`crate::apply::txn`]).
+    /// Failures wait for the next round.
+    pub async fn advance_txn_floors(&self, window_ms: u64) {
+        for replica in self.replicas() {
+            let Some(floor) = replica.sample_txn_floor(crate::clock::wall_ms(), window_ms) else {
+                continue;
+            };
+            if replica.raft.as_leader().is_err() {
+                continue;
+            }
+            let current = self.horizons.txn_floor_of(replica.id).unwrap_or(0);
+            if floor <= current {
+                continue;
+            }
+            let advance = replica.propose(crate::apply::command::Command::AdvanceTxnFloor {
+                floor: shoal_types::Version(floor),
+            });
+            match tokio::time::timeout(Duration::from_millis(1_000), advance).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::debug!(shard_id = %replica.id, error = %e, "transaction floor not raised"),
+                Err(_) => tracing::debug!(shard_id = %replica.id, "transaction floor not committed in time"),
+            }
+        }
+    }
+
     /// Each open shard's expiry horizon (see [`crate::ttl`]).
     pub fn horizons(&self) -> &Arc<ExpiryHorizons> {
         &self.horizons

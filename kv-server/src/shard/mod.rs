@@ -9,4 +9,5 @@ pub mod membership;
 pub mod mover;
 pub mod replica;
 pub mod scan;
+pub mod txn_window;
 pub mod view;

@@ -12,6 +12,7 @@ use crate::raft::acceptance::Acceptances;
 use crate::raft::types::TypeConfig;
 use crate::raft::Raft;
 use crate::shard::freshness::Freshness;
+use crate::shard::txn_window::FloorSamples;
 use crate::shard::view::ReplicaView;
 use openraft::errors::{ClientWriteError, RaftError as OpenraftError};
 use shoal_types::{NodeId, ShardId};
@@ -33,6 +34,8 @@ pub struct ShardReplica {
     quarantined: std::sync::atomic::AtomicBool,
     /// The μshards of this shard with a move state, as last applied.
     moves: tokio::sync::watch::Receiver<Arc<MoveStates>>,
+    /// What this replica had applied when, for the transaction floor.
+    floor_samples: std::sync::Mutex<FloorSamples>,
 }
 
 /// What a read asks of the replica that serves it (docs/consistency.md).
@@ -74,7 +77,17 @@ impl ShardReplica {
             served: Default::default(),
             freshness,
             retired: Default::default(),
+            floor_samples: Default::default(),
         }
+    }
+
+    /// Samples this replica's applied version now, and returns the floor a
+    /// transaction window of `window_ms` would have (see
+    /// [`crate::shard::txn_window`]).
+    pub fn sample_txn_floor(&self, now_ms: u64, window_ms: u64) -> Option<u64> {
+        let mut samples = self.floor_samples.lock().unwrap_or_else(|p| p.into_inner());
+        samples.observe(now_ms, self.applied(), window_ms);
+        samples.floor_at(now_ms, window_ms)
     }
 
     /// The μshards of this shard with a move state, as last applied.
