@@ -283,14 +283,18 @@ pub fn check_list_append(ops: &[Op]) -> Verdict {
     }
     for (t, key, list) in &reads {
         let longest = &order[key];
-        if longest[..list.len()] != list[..] {
+        if let Some(at) = (0..list.len()).find(|&i| longest[i] != list[i]) {
             report(
                 "incompatible-order",
                 format!(
-                    "key {}/{}: {} read {list:?}, not a prefix of {longest:?}",
+                    "key {}/{}: {} read {}, not a prefix of the longest read {}: at position {at} it has {}, the longest {}",
                     key.0,
                     key.1,
-                    show(*t)
+                    show(*t),
+                    show_list(list),
+                    show_list(longest),
+                    list[at],
+                    longest[at]
                 ),
             );
         }
@@ -347,10 +351,11 @@ pub fn check_list_append(ops: &[Op]) -> Verdict {
                     report(
                         "G1b",
                         format!(
-                            "key {}/{}: {} read {list:?}, ending at {last}, an intermediate append of {}",
+                            "key {}/{}: {} read {}, ending at {last}, an intermediate append of {}",
                             key.0,
                             key.1,
                             show(*t),
+                            show_list(list),
                             show(*w)
                         ),
                     );
@@ -359,26 +364,35 @@ pub fn check_list_append(ops: &[Op]) -> Verdict {
         }
     }
     // Lost: a committed append missing from a read that began after the
-    // append was acknowledged (strict serializability).
+    // append was acknowledged (strict serializability). Per key, committed
+    // appends by acknowledgement time; each read checks those before it.
+    let mut acknowledged: BTreeMap<ListKey, Vec<(u64, usize, u64)>> = BTreeMap::new();
+    for ((key, w), values) in &appends_of {
+        if txns[*w].outcome == Outcome::Ok {
+            let entry = acknowledged.entry(*key).or_default();
+            entry.extend(values.iter().map(|v| (txns[*w].complete_ns, *w, *v)));
+        }
+    }
+    for appends in acknowledged.values_mut() {
+        appends.sort_unstable();
+    }
     for (t, key, list) in &reads {
         let began = txns[*t].invoke_ns;
-        for ((k, w), values) in &appends_of {
-            if k != key || txns[*w].outcome != Outcome::Ok || txns[*w].complete_ns >= began {
-                continue;
-            }
-            for value in values {
-                if !list.contains(value) {
-                    report(
-                        "lost",
-                        format!(
-                            "key {}/{}: {} read {list:?}, without {value} appended by {}, acknowledged before it began",
-                            key.0,
-                            key.1,
-                            show(*t),
-                            show(*w)
-                        ),
-                    );
-                }
+        let Some(appends) = acknowledged.get(key) else { continue };
+        let seen: BTreeSet<&u64> = list.iter().collect();
+        for (_, w, value) in appends.iter().take_while(|(done, _, _)| *done < began) {
+            if !seen.contains(value) {
+                report(
+                    "lost",
+                    format!(
+                        "key {}/{}: {} read {}, without {value} appended by {}, acknowledged before it began",
+                        key.0,
+                        key.1,
+                        show(*t),
+                        show_list(list),
+                        show(*w)
+                    ),
+                );
             }
         }
     }
@@ -426,6 +440,16 @@ pub fn check_list_append(ops: &[Op]) -> Verdict {
             .flat_map(|(kind, texts)| texts.into_iter().map(move |t| format!("{kind}: {t}")))
             .collect(),
     )
+}
+
+/// A list as the checker prints it: short ones whole, long ones by their end.
+fn show_list(list: &[u64]) -> String {
+    show_mop(&Mop::Read {
+        key: 0,
+        list: Some(list.to_vec()),
+    })
+    .trim_start_matches("r0=")
+    .to_string()
 }
 
 /// A micro-operation in a line: `a2=17` appends 17 to key 2, `r2=[…,9,12](7)`

@@ -275,6 +275,19 @@ async fn out_of_scope_and_bad_transactions_get_stable_codes_and_apply_nothing() 
         .find(|name| shard_of(name) != shard_of(&a))
         .unwrap();
 
+    // Keys of two μshards of one shard commit together.
+    let ushard_of = |name: &str| routes.place("default", name.as_bytes(), None).unwrap().ushard;
+    let partner = (0..)
+        .map(|i| format!("near-{i}"))
+        .find(|name| shard_of(name) == shard_of(&a) && ushard_of(name) != ushard_of(&a))
+        .unwrap();
+    let mut txn = client.transaction();
+    txn.put(a.as_str(), "1").await.unwrap();
+    txn.put(partner.as_str(), "1").await.unwrap();
+    txn.commit().await.expect("two μshards of one shard");
+    assert_eq!(client.get(partner.as_str()).await.unwrap().unwrap().value, b"1");
+    client.delete(a.as_str()).await.unwrap();
+
     // Two shards: refused at the key that crosses, before any commit.
     let mut txn = client.transaction();
     txn.put(a.as_str(), "1").await.unwrap();
@@ -312,6 +325,13 @@ async fn out_of_scope_and_bad_transactions_get_stable_codes_and_apply_nothing() 
     tokio::time::sleep(Duration::from_millis(100)).await;
     let late = slow.commit().await.expect_err("over the duration limit");
     assert_eq!(code_of(&late), Some(ErrorCode::TxnTooOld), "{late}");
+    let mut heavy = client.transaction_with(TxnOptions {
+        max_bytes: 1_000,
+        ..TxnOptions::default()
+    });
+    heavy.put(key("k1"), vec![b'v'; 1_001]).await.unwrap();
+    let large = heavy.commit().await.expect_err("over the byte limit");
+    assert_eq!(code_of(&large), Some(ErrorCode::TxnTooLarge), "{large}");
     let done = slow.commit().await.expect_err("finished");
     assert_eq!(code_of(&done), Some(ErrorCode::TxnFinished));
     assert_eq!(client.get(key("k1")).await.unwrap(), None, "nothing applied");
@@ -358,6 +378,22 @@ async fn out_of_scope_and_bad_transactions_get_stable_codes_and_apply_nothing() 
         ..base.clone()
     };
     assert_eq!(refusal(too_many).await, "TXN_TOO_LARGE");
+    let megabyte = |i: usize| BatchOp {
+        op: Some(shoal_proto::kv::batch_op::Op::Put(PutOp {
+            key: Some(KeyRef {
+                ushard: placed.ushard,
+                key: format!("big{i}").into_bytes(),
+            }),
+            value: vec![b'v'; 1 << 20],
+            condition: None,
+            ttl_ms: 0,
+        })),
+    };
+    let too_big = CommitRequest {
+        writes: (0..5).map(megabyte).collect(),
+        ..base.clone()
+    };
+    assert_eq!(refusal(too_big).await, "TXN_TOO_LARGE");
     let conditioned = CommitRequest {
         writes: vec![put(Some(Condition {
             check: Some(shoal_proto::kv::condition::Check::Absent(true)),

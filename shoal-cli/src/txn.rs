@@ -140,6 +140,8 @@ pub async fn run(cli: &Cli, options: Options<'_>) -> anyhow::Result<()> {
                 return Ok(());
             }
             Err(e) if interactive && txn.is_open() => eprintln!("error: {e:#}"),
+            // A person sees the line they typed; a script is told which.
+            Err(e) if interactive => return Err(e),
             Err(e) => return Err(e.context(format!("line {number}"))),
         }
     }

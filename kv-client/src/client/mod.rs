@@ -39,6 +39,9 @@ pub struct ShoalClient {
     routes: std::sync::RwLock<Arc<RoutingTable>>,
     channels: Mutex<HashMap<String, Channel>>,
     ids: Arc<RequestIds>,
+    /// Per shard, the version of this client's last transaction commit
+    /// there: its next transactions read from replicas that have it.
+    commit_tokens: Mutex<HashMap<ShardId, u64>>,
 }
 
 /// Where a request goes: a shard, and for a request about one μshard's
@@ -83,6 +86,7 @@ impl ShoalClient {
             config,
             channels: Mutex::new(HashMap::new()),
             ids: RequestIds::new(),
+            commit_tokens: Mutex::new(HashMap::new()),
         })
     }
 

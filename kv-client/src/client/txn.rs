@@ -176,6 +176,19 @@ impl ShoalClient {
     }
 }
 
+impl ShoalClient {
+    fn commit_token(&self, shard: ShardId) -> Option<u64> {
+        let tokens = self.commit_tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.get(&shard).copied()
+    }
+
+    fn note_commit(&self, shard: ShardId, version: u64) {
+        let mut tokens = self.commit_tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let token = tokens.entry(shard).or_default();
+        *token = (*token).max(version);
+    }
+}
+
 impl Transaction<'_> {
     fn ensure_open(&self) -> ClientResult<()> {
         match self.state {
@@ -233,10 +246,18 @@ impl Transaction<'_> {
             || self.ranges.iter().any(|(u, _, _)| *u == ushard)
     }
 
-    fn consistency(&self) -> ReadConsistency {
+    /// How a read of `shard` is asked for. A replica snapshot of a shard
+    /// this client committed to must hold that commit (read-your-writes
+    /// across transactions: without it a transaction would conflict with
+    /// the client's own last one on a lagging follower); otherwise any
+    /// replica within the staleness bound.
+    fn consistency(&self, shard: ShardId) -> ReadConsistency {
         match self.options.snapshot {
-            SnapshotReads::Replica(bound) => ReadConsistency::Bounded(bound),
             SnapshotReads::Strong => ReadConsistency::Strong,
+            SnapshotReads::Replica(bound) => match self.client.commit_token(shard) {
+                Some(version) => ReadConsistency::AtLeast(version),
+                None => ReadConsistency::Bounded(bound),
+            },
         }
     }
 
@@ -292,7 +313,7 @@ impl Transaction<'_> {
         if let Some(known) = self.known(&slot) {
             return Ok(known);
         }
-        let consistency = self.consistency();
+        let consistency = self.consistency(placement.shard);
         let answer = self.client.get_traced(key, |_| consistency).await?;
         self.note_served(placement.ushard, answer.shard, answer.epoch, answer.applied_version)?;
         let read = answer.value.map(|v| (v.value, v.version));
@@ -316,7 +337,7 @@ impl Transaction<'_> {
         let Some(shard) = self.shard.filter(|_| !wanted.is_empty()) else {
             return Ok(out);
         };
-        let consistency = self.consistency();
+        let consistency = self.consistency(shard);
         let request = MultiGetRequest {
             header: None, // set per attempt by `send`
             keys: wanted
@@ -384,7 +405,7 @@ impl Transaction<'_> {
         }
         let placement = self.place(&Key::routed(routing, routing)).await?;
         let ushard = placement.ushard;
-        let consistency = self.consistency();
+        let consistency = self.consistency(placement.shard);
         let mut found: Vec<(Vec<u8>, Vec<u8>, u64)> = Vec::new();
         let mut resume_after = Vec::new();
         // Where the range read ends: the end asked for, or just past the
@@ -542,6 +563,7 @@ impl Transaction<'_> {
             shard: shard.0,
             version: response.version,
         };
+        self.client.note_commit(shard, response.version);
         self.committed = Some(committed);
         Ok(committed)
     }
