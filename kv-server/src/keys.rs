@@ -378,9 +378,15 @@ impl ValueRecord {
         out
     }
 
-    /// Whether the record is still visible at `now_ms` (wall-clock ms).
+    /// Whether the record is still visible at `now_ms` (wall-clock ms). A
+    /// tombstone never is, whatever the clock (a shard's apply clock is 0
+    /// until its first timed entry).
     pub fn is_live_at(&self, now_ms: u64) -> bool {
-        self.expires_at_ms == 0 || now_ms < self.expires_at_ms
+        match self.expires_at_ms {
+            0 => true,
+            TOMBSTONE_EXPIRY_MS => false,
+            expires => now_ms < expires,
+        }
     }
 
     /// The version field of an encoded record, without copying the value.

@@ -86,6 +86,9 @@ enum State {
 /// One μshard-qualified key.
 type Slot = (u32, Vec<u8>);
 
+/// Entries one page of a transaction's scan asks the server for at most.
+const SCAN_PAGE: usize = 1000;
+
 /// A buffered write.
 #[derive(Clone, Debug)]
 enum Write {
@@ -140,8 +143,8 @@ impl ShoalClient {
     /// the answer is retryable (a conflict, a snapshot too old, an epoch
     /// change, a μshard moving, no replica available), with backoff, until
     /// the client's timeout. Returns what `body` returned with the commit.
-    /// After a conflict, reads are taken strongly (from the primary), so a
-    /// lagging replica cannot make every attempt fail alike. `body` may
+    /// After a failed attempt, reads are taken strongly (from the primary),
+    /// so a lagging replica cannot make every attempt fail alike. `body` may
     /// commit itself; otherwise it is committed when it returns.
     ///
     /// `body` returns a boxed future (`|txn| Box::pin(async move { .. })`)
@@ -165,9 +168,10 @@ impl ShoalClient {
             if !outcome.is_retryable() || Instant::now() + backoff >= deadline {
                 return Err(outcome);
             }
-            if matches!(outcome, ClientError::TxnConflict { .. }) {
-                options.snapshot = SnapshotReads::Strong;
-            }
+            // Whatever failed it (a conflict, a snapshot too old, an epoch
+            // change, a move), a replica's snapshot may be why: read from
+            // the primary from now on.
+            options.snapshot = SnapshotReads::Strong;
             // Jittered, so two transactions that conflicted do not retry in step.
             let jitter = rand::random::<f64>() * 0.5 + 0.75;
             tokio::time::sleep(backoff.mul_f64(jitter)).await;
@@ -409,15 +413,16 @@ impl Transaction<'_> {
         let mut found: Vec<(Vec<u8>, Vec<u8>, u64)> = Vec::new();
         let mut resume_after = Vec::new();
         // Where the range read ends: the end asked for, or just past the
-        // last key returned when the limit cut it short.
-        let mut covered_end = end.to_vec();
-        loop {
+        // last key read once `limit` entries, this transaction's own writes
+        // laid over, are in hand (its deletes may hide some of what the
+        // server returned, so a page of `limit` may not be enough).
+        let covered_end = loop {
             let request = ScanRequest {
                 header: None, // set per attempt by `send`
                 ushard: Some(ushard),
                 start: start.to_vec(),
                 end: end.to_vec(),
-                limit: (limit - found.len()).min(u32::MAX as usize) as u32,
+                limit: limit.min(SCAN_PAGE) as u32,
                 resume_after: resume_after.clone(),
                 consistency: consistency.to_wire(),
                 ..ScanRequest::default()
@@ -439,17 +444,17 @@ impl Transaction<'_> {
                 .unwrap_or(placement.shard);
             self.note_served(ushard, answered, epoch, response.applied_version)?;
             found.extend(response.entries.into_iter().map(|e| (e.key, e.value, e.version)));
-            if !response.more || response.resume_after.is_empty() {
-                break;
-            }
-            if found.len() >= limit {
-                if let Some((last, _, _)) = found.last() {
-                    covered_end = [last.as_slice(), &[0]].concat();
+            let last_end = found.last().map(|(last, _, _)| [last.as_slice(), &[0]].concat());
+            match last_end {
+                Some(last_end) if response.more && !response.resume_after.is_empty() => {
+                    if self.overlaid_count(ushard, start, &last_end, &found) >= limit {
+                        break last_end;
+                    }
                 }
-                break;
+                _ => break end.to_vec(),
             }
             resume_after = response.resume_after;
-        }
+        };
         self.ranges.push((ushard, start.to_vec(), covered_end.clone()));
         let mut view: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for (key, value, version) in found {
@@ -467,6 +472,22 @@ impl Transaction<'_> {
             };
         }
         Ok(view.into_iter().take(limit).collect())
+    }
+
+    /// How many entries a scan of `[start, end)` of `ushard` shows: what
+    /// the server returned, with this transaction's writes laid over.
+    fn overlaid_count(&self, ushard: u32, start: &[u8], end: &[u8], found: &[(Vec<u8>, Vec<u8>, u64)]) -> usize {
+        let mut keys: std::collections::BTreeSet<&[u8]> = found.iter().map(|(k, _, _)| k.as_slice()).collect();
+        for ((u, key), write) in &self.writes {
+            if *u != ushard || key.as_slice() < start || key.as_slice() >= end {
+                continue;
+            }
+            match write {
+                Write::Put(_) => keys.insert(key),
+                Write::Delete => keys.remove(key.as_slice()),
+            };
+        }
+        keys.len()
     }
 
     /// Buffers a put.

@@ -127,7 +127,8 @@ pub enum MoveStep {
     /// base above `as_of` (docs/consistency.md, "versions across moves").
     Ingest { records: Vec<MovedRecord>, as_of: Version },
     /// Destination: serve the μshard from here on. `as_of` is the source's
-    /// freeze version (the base is raised above it); `clients` are the
+    /// release version, the last at which the source served the μshard,
+    /// reads included (the base is raised above it); `clients` are the
     /// source's exactly-once records at the freeze, merged into ours so a
     /// retry of a request the source applied gets its first answer here.
     Activate {

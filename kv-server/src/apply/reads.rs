@@ -129,6 +129,8 @@ mod tests {
     fn a_key_read_absent_conflicts_with_any_write_since_the_snapshot_even_a_delete() {
         let tombstone = ValueRecord::tombstone(Version(8));
         assert_eq!(tombstone.expires_at_ms, TOMBSTONE_EXPIRY_MS);
+        assert!(!tombstone.is_live_at(0), "dead even on a shard whose clock never moved");
+        assert!(holds(&Expected::Absent, Some(&tombstone), 0));
         let absent_since = |v| Expected::AbsentSince(Version(v));
         assert!(holds(&absent_since(7), None, 1_000));
         assert!(

@@ -81,7 +81,10 @@ pub async fn shard_digest(
                     } else {
                         0
                     };
-                    if expires != 0 {
+                    if expires == keys::TOMBSTONE_EXPIRY_MS {
+                        // Absent data: dropped by compaction at each
+                        // replica's own pace.
+                    } else if expires != 0 {
                         expiring.push((expires, fnv(fnv(0, &key), &value)));
                     } else {
                         result.key_count += 1;

@@ -227,9 +227,13 @@ async fn run_move(host: &NodeHost, spec: MoveSpec, runs: &MoveRuns) -> KvResult<
     crate::failpoints::delay("move-between-steps").await;
     let clients = source.clients().await?;
     // The source stops serving (reads too) before this shard starts.
-    source.step(wire::Step::Release, spec.dest).await?;
+    let released_at = source.step(wire::Step::Release, spec.dest).await?;
+    // Versions here start above the release, not only the freeze: a frozen
+    // source still served reads until then, and a transaction whose
+    // snapshot came from one of them must see every later write here as
+    // newer than its snapshot (docs/transactions.md, "Scope").
     let activated_version = propose(MoveStep::Activate {
-        as_of: frozen_at,
+        as_of: released_at.max(frozen_at),
         clients,
     })
     .await?;
