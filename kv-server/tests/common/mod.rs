@@ -89,6 +89,20 @@ pub async fn must_start_spec(spec: LocalClusterSpec, dir: TempDir) -> TestCluste
     TestCluster { cluster, dir }
 }
 
+/// Prints the last `lines` lines of the logs of nodes 1..=`nodes`: what a
+/// failing test leaves for whoever reads its output.
+pub fn print_node_logs(cluster: &LocalCluster, nodes: u64, lines: usize) {
+    for id in 1..=nodes {
+        let Some(path) = cluster.log_path(id) else { continue };
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+        eprintln!("--- node {id} log, last {lines} lines ---");
+        for line in tail.into_iter().rev() {
+            eprintln!("{line}");
+        }
+    }
+}
+
 pub async fn must_connect(cluster: &LocalCluster) -> ShoalClient {
     must_connect_to(cluster.endpoints()).await
 }
