@@ -31,6 +31,12 @@ pub fn read_version_base(engine: &SharedEngine, shard: ShardId) -> io::Result<u6
     read_u64(engine, &keys::version_base_key(shard))
 }
 
+/// Reads a shard's stored transaction floor (0 until first raised; see
+/// [`txn`]).
+pub fn read_txn_floor(engine: &SharedEngine, shard: ShardId) -> io::Result<Version> {
+    read_u64(engine, &keys::txn_floor_key(shard)).map(Version)
+}
+
 fn read_u64(engine: &SharedEngine, key: &[u8]) -> io::Result<u64> {
     Ok(engine
         .get(CF_DATA, key)?
@@ -440,7 +446,7 @@ mod tests {
                 view: &mut view,
                 clock_ms: read_clock(engine, shard).unwrap(),
                 version_base: read_version_base(engine, shard).unwrap(),
-                txn_floor: txn::read_floor(engine, shard).unwrap(),
+                txn_floor: read_txn_floor(engine, shard).unwrap(),
             };
             results.push(applier.apply(command, index).unwrap());
             engine.write(view.into_batch()).unwrap();
@@ -773,7 +779,7 @@ mod tests {
             }
         );
         assert_eq!(results[5].outcome, Outcome::Applied);
-        assert_eq!(txn::read_floor(&engine, SHARD).unwrap(), Version(3));
+        assert_eq!(read_txn_floor(&engine, SHARD).unwrap(), Version(3));
     }
 
     #[test]

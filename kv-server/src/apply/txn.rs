@@ -114,13 +114,3 @@ pub fn advance_floor(view: &mut StagedView<'_>, shard: ShardId, current: Version
     }
     current
 }
-
-/// Reads a shard's stored transaction floor (0 until first raised).
-pub fn read_floor(engine: &crate::engine::SharedEngine, shard: ShardId) -> io::Result<Version> {
-    Ok(Version(
-        engine
-            .get(keys::CF_DATA, &keys::txn_floor_key(shard))?
-            .map(|bytes| keys::decode_u64(&bytes))
-            .unwrap_or(0),
-    ))
-}

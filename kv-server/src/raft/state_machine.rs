@@ -11,11 +11,10 @@
 //! serialises builders finishing, installs and readers (openraft runs a
 //! build in its own task, concurrently with an install).
 
-use crate::apply::applier::{read_clock, read_version_base, Applier};
+use crate::apply::applier::{read_clock, read_txn_floor, read_version_base, Applier};
 use crate::apply::command::{Command, CommandResult};
 use crate::apply::moves::{load_states, MoveStates};
 use crate::apply::staged::StagedView;
-use crate::apply::txn::read_floor;
 use crate::codec::{decode, encode};
 use crate::engine::{SharedEngine, WriteBatch};
 use crate::keys::{self, RaftMetaTag, SmMetaTag, CF_DATA, CF_RAFT_META};
@@ -95,7 +94,7 @@ impl ShardStateMachine {
         };
         let clock_ms = read_clock(&engine, shard)?;
         let version_base = read_version_base(&engine, shard)?;
-        let txn_floor = read_floor(&engine, shard)?;
+        let txn_floor = read_txn_floor(&engine, shard)?;
         let (applied_tx, _) = watch::channel(applied_version(log_index(&state.last_applied), version_base));
         let (moves_tx, _) = watch::channel(Arc::new(load_states(&engine, shard)?));
         horizons.set(shard, horizon(clock_ms, txn_floor));
@@ -370,7 +369,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         self.state = new_state;
         self.clock_ms = read_clock(&self.engine, self.shard)?;
         self.version_base = read_version_base(&self.engine, self.shard)?;
-        self.txn_floor = read_floor(&self.engine, self.shard)?;
+        self.txn_floor = read_txn_floor(&self.engine, self.shard)?;
         self.horizons.set(self.shard, horizon(self.clock_ms, self.txn_floor));
         self.publish_moves()?;
         self.publish_applied();
